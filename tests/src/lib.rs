@@ -1,0 +1,168 @@
+//! Helpers shared by the integration tests: privilege gating, UDP traffic
+//! between pods, and the `tracer` binary under test.
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use tracer::{netns, privileges};
+
+/// True when the test may touch the kernel. Otherwise prints why it skips;
+/// under `CI=true` a skip is a failure, so CI can never pass by skipping.
+pub fn privileged(test: &str) -> bool {
+    let Some(reason) = privileges::check(privileges::TRACE_CAPS) else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} cannot run: {reason}. Under CI=true a skipped privileged test is a failure."
+    );
+    eprintln!("SKIPPED {test}: {reason}");
+    false
+}
+
+/// A UDP receiver bound inside a pod, counting datagrams until told to stop.
+pub struct Receiver {
+    stop: mpsc::Sender<()>,
+    received: Arc<AtomicU64>,
+    handle: JoinHandle<Result<u64, netns::NetnsError>>,
+}
+
+impl Receiver {
+    /// Binds `ip:port` inside `netns` and starts counting. Returns once bound,
+    /// so no datagram sent afterwards meets a closed port (and an ICMP error).
+    pub fn start(netns: &str, ip: Ipv4Addr, port: u16) -> Self {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop, stop_rx) = mpsc::channel::<()>();
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&received);
+        let handle = netns::spawn_in(netns, move || {
+            let socket = UdpSocket::bind(SocketAddrV4::new(ip, port)).expect("bind receiver");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("set timeout");
+            ready_tx.send(()).expect("signal ready");
+            let mut buf = [0u8; 65536];
+            let mut count = 0;
+            loop {
+                match socket.recv(&mut buf) {
+                    Ok(_) => {
+                        count += 1;
+                        counter.store(count, Ordering::Relaxed);
+                    }
+                    Err(_) if stop_rx.try_recv().is_ok() => return count,
+                    Err(_) => {}
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("receiver did not bind within 5 s");
+        Self {
+            stop,
+            received,
+            handle,
+        }
+    }
+
+    /// Datagrams received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` datagrams arrived; false after `timeout`.
+    pub fn wait_for(&self, n: u64, timeout: Duration) -> bool {
+        let start = std::time::Instant::now();
+        while self.received() < n {
+            if start.elapsed() > timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// Stops after the queue drains and returns how many datagrams arrived.
+    pub fn finish(self) -> u64 {
+        self.stop.send(()).expect("stop receiver");
+        self.handle
+            .join()
+            .expect("receiver thread panicked")
+            .expect("receiver netns")
+    }
+}
+
+/// Sends `count` datagrams of `payload` bytes from `netns` to `to`, from one
+/// socket bound to a fixed source port, paced so no queue overflows.
+pub fn send_udp(netns: &str, to: SocketAddrV4, src_port: u16, count: u64, payload: usize) {
+    netns::run_in(netns, move || {
+        let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, src_port))
+            .expect("bind sender");
+        let data = vec![0x5a_u8; payload];
+        for i in 0..count {
+            socket.send_to(&data, to).expect("send_to");
+            if i % 64 == 63 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    })
+    .expect("sender netns");
+}
+
+/// The `tracer` binary under test: `$TRACER_BIN`, else the workspace's
+/// `target/debug/tracer` (`cargo xtask test` builds it first).
+pub fn tracer_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("TRACER_BIN") {
+        return path.into();
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tracer");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p tracer` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// Ethernet + IPv4 + UDP header bytes in front of a UDP payload, as TC counts.
+pub const UDP_OVERHEAD: u64 = 14 + 20 + 8;
+
+/// Sends one datagram and waits until it arrives, so neighbour resolution
+/// (proxy ARP answers after up to `proxy_delay`, 0.8 s by default) and FDB
+/// learning are done before a test starts counting.
+pub fn warm_up(netns: &str, rx: &Receiver, to: SocketAddrV4, src_port: u16) {
+    let want = rx.received() + 1;
+    send_udp(netns, to, src_port, 1, 8);
+    assert!(
+        rx.wait_for(want, Duration::from_secs(5)),
+        "warm-up datagram to {to} did not arrive within 5 s"
+    );
+}
+
+/// Names of the programs attached through TCX to `iface` of namespace `netns`,
+/// both directions. Used to prove that nothing is left behind.
+pub fn tcx_programs(netns: &str, iface: &str) -> Vec<String> {
+    let iface = iface.to_owned();
+    netns::run_in(netns, move || {
+        use aya::programs::{SchedClassifier, TcAttachType};
+        let mut names = Vec::new();
+        for dir in [TcAttachType::Ingress, TcAttachType::Egress] {
+            let (_, progs) = SchedClassifier::query_tcx(&iface, dir).expect("query_tcx");
+            names.extend(
+                progs
+                    .iter()
+                    .map(|p| p.name_as_str().unwrap_or("?").to_owned()),
+            );
+        }
+        names
+    })
+    .expect("enter namespace")
+}

@@ -1,0 +1,28 @@
+//! What the probes could not do, counted so every loss can be reported.
+//!
+//! The `LOSSES` map is a per-CPU array indexed by [`Loss`]; userspace sums it.
+
+/// Reasons a probe lost information. The discriminant is the array index.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Loss {
+    /// A counter entry could not be created because the map was full.
+    CounterMapFull = 0,
+}
+
+impl Loss {
+    /// Every variant, in index order.
+    pub const ALL: [Self; 1] = [Self::CounterMapFull];
+
+    /// A stable snake_case name for reports and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::CounterMapFull => "counter_map_full",
+        }
+    }
+}
+
+/// Size of the `LOSSES` array; leaves room for the symptom probes' reasons.
+pub const LOSSES_LEN: u32 = 32;
+
+const _: () = assert!((Loss::ALL.len() as u32) <= LOSSES_LEN);

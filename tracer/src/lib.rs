@@ -1,0 +1,12 @@
+//! tracer: eBPF probes on a node's pod veths and bridges, and the collector
+//! that turns what they see into findings.
+pub mod attach;
+pub mod counter;
+pub mod interfaces;
+pub mod lab;
+pub mod loss;
+pub mod netns;
+pub mod privileges;
+pub mod probes;
+pub mod report;
+pub mod watch;

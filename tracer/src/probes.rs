@@ -1,0 +1,57 @@
+//! Loading tracer's eBPF object into the kernel.
+//!
+//! The object is built by `build.rs` and embedded in the binary, so a copied
+//! `tracer` needs nothing else on the node.
+
+use aya::{Ebpf, EbpfError, EbpfLoader, programs::ProgramError};
+
+/// The eBPF object, aligned as aya's ELF parser needs.
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+/// Errors from loading programs and finding maps.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("the eBPF object has no program {0} (stale build?)")]
+    MissingProgram(&'static str),
+    #[error("the eBPF object has no map {0} (stale build?)")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// Parses and loads the embedded object: creates its maps. Programs are
+/// loaded (verified) by the module that attaches them.
+pub fn load() -> Result<Ebpf, ProbeError> {
+    raise_memlock_limit();
+    Ok(EbpfLoader::new().load(EBPF_OBJECT)?)
+}
+
+/// Kernels before v5.11 charge BPF maps against RLIMIT_MEMLOCK (later ones use
+/// memcg accounting). Raising it is harmless where it is not needed.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid, initialised struct.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if ret != 0 {
+        tracing::debug!(
+            "setrlimit(RLIMIT_MEMLOCK) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! `tracer watch`: attach to the pod interfaces, trace until the duration
+//! ends or SIGINT/SIGTERM arrives, detach, and report.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    attach::TcAttachments,
+    counter, interfaces, loss, probes,
+    report::{self, LossReport, Report},
+};
+
+/// What to trace and for how long.
+#[derive(Clone, Debug, Default)]
+pub struct WatchOptions {
+    /// Interfaces to attach to; empty = discover.
+    pub interfaces: Vec<String>,
+    /// Stop after this long; `None` = until a signal.
+    pub duration: Option<Duration>,
+    /// Print a progress line this often (to stderr).
+    pub interval: Duration,
+    /// Written once every probe is attached (for scripts and tests).
+    pub ready_file: Option<PathBuf>,
+    /// `--netns`, for the report.
+    pub netns: Option<String>,
+}
+
+/// Runs a trace and returns its report. Everything attached is detached
+/// before returning, also on error.
+pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
+    let mut ebpf = probes::load().context("loading eBPF programs")?;
+    let mut tc = TcAttachments::load(&mut ebpf, &counter::PROGRAMS)?;
+
+    let all = interfaces::list().await?;
+    let traced = interfaces::select(&all, &opts.interfaces)?;
+    if traced.is_empty() {
+        anyhow::bail!(
+            "no pod interface found (no veth, no bridge with veth ports); name one with --interface"
+        );
+    }
+    let result = trace(&mut ebpf, &mut tc, &all, &traced, &opts).await;
+    tc.detach_all(&mut ebpf);
+    if let Some(path) = &opts.ready_file {
+        let _ignored = std::fs::remove_file(path);
+    }
+    result
+}
+
+async fn trace(
+    ebpf: &mut aya::Ebpf,
+    tc: &mut TcAttachments,
+    all: &[interfaces::Interface],
+    traced: &[interfaces::Interface],
+    opts: &WatchOptions,
+) -> anyhow::Result<Report> {
+    for iface in traced {
+        tc.attach(ebpf, &iface.name)?;
+    }
+    let names: Vec<&str> = tc.interfaces().collect();
+    tracing::info!(
+        "attached to {} interfaces: {}",
+        names.len(),
+        names.join(" ")
+    );
+
+    let start = Instant::now();
+    let baseline = counter::read(ebpf)?;
+    if let Some(path) = &opts.ready_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut ticker = tokio::time::interval(opts.interval);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            () = sleep_until(deadline) => break,
+            _ = ticker.tick() => {
+                let now = counter::read(ebpf)?;
+                let delta = counter::delta(&baseline, &now);
+                let packets: u64 = delta.values().map(|c| c.packets).sum();
+                tracing::info!("{:>6.1} s: {packets} packets on {} interfaces", start.elapsed().as_secs_f64(), names.len());
+            }
+        }
+    }
+
+    let counts = counter::delta(&baseline, &counter::read(ebpf)?);
+    let losses = loss::read(ebpf)?
+        .into_iter()
+        .map(|(loss, count)| LossReport {
+            reason: loss.name(),
+            count,
+        })
+        .collect();
+    Ok(Report {
+        schema_version: report::SCHEMA_VERSION,
+        tracer_version: env!("CARGO_PKG_VERSION"),
+        kernel: report::kernel_release(),
+        netns: opts.netns.clone(),
+        duration_seconds: start.elapsed().as_secs_f64(),
+        interfaces: report::interfaces(traced, all, &counts),
+        losses,
+    })
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,105 @@
+//! Project automation: `cargo xtask setup|test|lab`.
+//!
+//! Every command runs `setup` first, so a fresh machine needs nothing but
+//! this repository, cargo and root.
+
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(about = "tracer's build, test and lab tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what is missing: LLVM 22, nightly rust-src, bpf-linker, test tools.
+    Setup,
+    /// fmt, clippy (userspace and eBPF target) and every test, privileged ones included.
+    Test,
+    /// Build tracer and run `tracer lab` (both datapaths side by side) as root.
+    Lab {
+        /// Arguments passed to `tracer lab`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    setup::cargo_bin_on_path();
+    setup::run()?;
+    match cli.command {
+        Task::Setup => Ok(()),
+        Task::Test => test(),
+        Task::Lab { args } => lab(&args),
+    }
+}
+
+fn test() -> anyhow::Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])
+        .context("cargo fmt --check (run `cargo fmt --all`)")?;
+    cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]).context("clippy (userspace)")?;
+    clippy_ebpf().context("clippy (eBPF target)")?;
+    // The integration tests run the real binary.
+    cargo(&["build", "-p", "tracer"])?;
+    cargo(&["test", "--no-fail-fast"])
+}
+
+/// Clippy on the programs as the kernel gets them: bpfel-unknown-none, nightly.
+fn clippy_ebpf() -> anyhow::Result<()> {
+    let status = Command::new("rustup")
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "-p",
+            "tracer-ebpf",
+            "--bins",
+        ])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args(["--target-dir", "target/ebpf-clippy", "--", "-D", "warnings"])
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        // aya-ebpf-bindings picks its per-arch bindings by this cfg, which
+        // aya-build passes the same way when it builds the programs.
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
+        )
+        .status()?;
+    if !status.success() {
+        bail!("eBPF clippy failed: {status}");
+    }
+    Ok(())
+}
+
+fn lab(args: &[String]) -> anyhow::Result<()> {
+    cargo(&["build", "--release", "-p", "tracer"])?;
+    let status = Command::new("target/release/tracer")
+        .arg("lab")
+        .args(args)
+        .status()
+        .context("running target/release/tracer")?;
+    if !status.success() {
+        bail!("tracer lab failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(cargo).args(args).status()?;
+    if !status.success() {
+        bail!("cargo {} failed: {status}", args.join(" "));
+    }
+    Ok(())
+}

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: privilege gating, UDP traffic
 //! between pods, and the `tracer` binary under test.
 
+pub mod dns;
+pub mod frames;
+
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     path::PathBuf,

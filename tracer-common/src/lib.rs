@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod counter;
+pub mod dns;
 pub mod loss;
 
 /// Implements `aya::Pod` for shared types when built for userspace.

@@ -8,16 +8,30 @@
 pub enum Loss {
     /// A counter entry could not be created because the map was full.
     CounterMapFull = 0,
+    /// A DNS event was dropped: the ring buffer was full.
+    DnsRingFull = 1,
+    /// A DNS latency histogram could not be created: map full.
+    DnsHistMapFull = 2,
+    /// A query could not be remembered (pending LRU update failed).
+    DnsPendingInsert = 3,
 }
 
 impl Loss {
     /// Every variant, in index order.
-    pub const ALL: [Self; 1] = [Self::CounterMapFull];
+    pub const ALL: [Self; 4] = [
+        Self::CounterMapFull,
+        Self::DnsRingFull,
+        Self::DnsHistMapFull,
+        Self::DnsPendingInsert,
+    ];
 
     /// A stable snake_case name for reports and metrics.
     pub const fn name(self) -> &'static str {
         match self {
             Self::CounterMapFull => "counter_map_full",
+            Self::DnsRingFull => "dns_ring_full",
+            Self::DnsHistMapFull => "dns_hist_map_full",
+            Self::DnsPendingInsert => "dns_pending_insert_failed",
         }
     }
 }

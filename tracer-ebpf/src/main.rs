@@ -2,7 +2,9 @@
 #![no_main]
 
 mod counter;
+mod dns;
 mod maps;
+mod parse;
 
 #[cfg(not(test))]
 #[panic_handler]

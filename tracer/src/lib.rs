@@ -2,6 +2,7 @@
 //! that turns what they see into findings.
 pub mod attach;
 pub mod counter;
+pub mod dns;
 pub mod interfaces;
 pub mod lab;
 pub mod loss;

@@ -78,6 +78,15 @@ struct WatchArgs {
     /// Write this file once every probe is attached; removed at exit.
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
+
+    /// DNS answers at least this slow (ms) are reported one by one.
+    #[arg(long, default_value_t = 100.0, value_name = "MS")]
+    dns_slow_ms: f64,
+
+    /// The pods' resolver timeout (resolv.conf `timeout:`, glibc default 5):
+    /// a query still unanswered 1 s after it is reported as unanswered.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    dns_timeout: f64,
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -127,6 +136,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 interval: seconds(args.interval)?,
                 ready_file: args.ready_file,
                 netns: cli.netns,
+                probes: tracer::probes::ProbeSettings {
+                    dns_slow: Duration::from_secs_f64(args.dns_slow_ms.max(0.0) / 1000.0),
+                    ..Default::default()
+                },
+                dns: tracer::dns::collector::DnsSettings {
+                    unanswered_after: seconds(args.dns_timeout)? + Duration::from_secs(1),
+                    ..Default::default()
+                },
             };
             let report = runtime.block_on(watch::run(opts))?;
             match output {

@@ -3,6 +3,8 @@
 //! The object is built by `build.rs` and embedded in the binary, so a copied
 //! `tracer` needs nothing else on the node.
 
+use std::time::Duration;
+
 use aya::{Ebpf, EbpfError, EbpfLoader, programs::ProgramError};
 
 /// The eBPF object, aligned as aya's ELF parser needs.
@@ -32,11 +34,43 @@ pub enum ProbeError {
     },
 }
 
-/// Parses and loads the embedded object: creates its maps. Programs are
-/// loaded (verified) by the module that attaches them.
+/// Load-time settings of the programs (`Global`s in the object).
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeSettings {
+    /// DNS answers at least this slow are reported one by one.
+    pub dns_slow: Duration,
+    /// Two queries from one socket closer than this are a parallel pair.
+    pub dns_pair_window: Duration,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        Self {
+            dns_slow: Duration::from_millis(100),
+            dns_pair_window: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Parses and loads the embedded object with default settings.
 pub fn load() -> Result<Ebpf, ProbeError> {
+    load_with(&ProbeSettings::default())
+}
+
+/// Parses and loads the embedded object: creates its maps and sets its
+/// globals. Programs are loaded (verified) by the module that attaches them.
+pub fn load_with(settings: &ProbeSettings) -> Result<Ebpf, ProbeError> {
     raise_memlock_limit();
-    Ok(EbpfLoader::new().load(EBPF_OBJECT)?)
+    let slow = nanos(settings.dns_slow);
+    let window = nanos(settings.dns_pair_window);
+    Ok(EbpfLoader::new()
+        .override_global("DNS_SLOW_NS", &slow, true)
+        .override_global("DNS_PAIR_WINDOW_NS", &window, true)
+        .load(EBPF_OBJECT)?)
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Kernels before v5.11 charge BPF maps against RLIMIT_MEMLOCK (later ones use

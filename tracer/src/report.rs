@@ -20,6 +20,8 @@ pub struct Report {
     pub netns: Option<String>,
     pub duration_seconds: f64,
     pub interfaces: Vec<InterfaceReport>,
+    /// DNS latency, unanswered queries, retries, parallel pairs.
+    pub dns: crate::dns::collector::DnsReport,
     /// Every loss counter, zeros included.
     pub losses: Vec<LossReport>,
 }
@@ -124,6 +126,7 @@ impl Report {
                 row.egress.bytes
             );
         }
+        self.dns_table(&mut out);
         let losses: Vec<String> = self
             .losses
             .iter()
@@ -148,4 +151,93 @@ pub fn kernel_release() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+impl Report {
+    fn dns_table(&self, out: &mut String) {
+        let dns = &self.dns;
+        let c = |name: &str| dns.counters.get(name).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "\nDNS: {} queries, {} answers ({} matched, {} unmatched), {} re-sent, {} parallel pairs, {} unanswered, {} slow",
+            c("queries"),
+            c("answers"),
+            c("matched"),
+            c("unmatched_answers"),
+            c("resent"),
+            c("parallel_pairs"),
+            dns.unanswered.len(),
+            c("slow_answers"),
+        );
+        if !dns.latency.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<16} {:<24} {:>8} {:>9} {:>9} {:>9} {:>9}",
+                "INTERFACE", "SERVER", "ANSWERS", "P50 MS", "P90 MS", "P99 MS", "MAX MS"
+            );
+            for l in &dns.latency {
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:<24} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                    l.interface, l.server, l.answers, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+                );
+            }
+        }
+        for i in &dns.per_interface {
+            let r = &i.retry_modes;
+            let _ = writeln!(
+                out,
+                "{:<16} parallel pairs {}, re-sent {} (~5s {}, ~10s {}, ~15s {}, other {}), unanswered {}, slow {}",
+                i.interface,
+                i.parallel_pairs,
+                i.resent,
+                r.around_5s,
+                r.around_10s,
+                r.around_15s,
+                r.other,
+                i.unanswered,
+                i.slow_answers
+            );
+        }
+        if !dns.rcodes.is_empty() {
+            let rcodes: Vec<String> = dns.rcodes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(out, "rcodes: {}", rcodes.join(" "));
+        }
+        for s in &dns.top_slow_names {
+            let _ = writeln!(
+                out,
+                "slow: {} {} ×{} (max {:.1} ms)",
+                s.name, s.qtype, s.count, s.max_ms
+            );
+        }
+        for u in dns.unanswered.iter().take(10) {
+            let _ = writeln!(
+                out,
+                "unanswered: {} {} {} → {} ({} sends, on {})",
+                u.query.question.name,
+                u.query.question.qtype,
+                u.query.client,
+                u.query.server,
+                u.query.sends,
+                u.interface
+            );
+        }
+        let odd: Vec<String> = [
+            "short_headers",
+            "malformed",
+            "bogus_counts",
+            "ipv6_ext_too_deep",
+            "fragments",
+            "vlan_too_deep",
+            "tcp_no_header",
+            "question_cut",
+        ]
+        .iter()
+        .filter(|n| c(n) > 0)
+        .map(|n| format!("{n}={}", c(n)))
+        .collect();
+        if !odd.is_empty() {
+            let _ = writeln!(out, "DNS packets not fully parsed: {}", odd.join(" "));
+        }
+    }
 }

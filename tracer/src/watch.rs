@@ -10,8 +10,14 @@ use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    attach::TcAttachments,
-    counter, interfaces, loss, probes,
+    attach::{TcAttachments, TcProgram},
+    counter,
+    dns::{
+        self,
+        collector::{DnsCollector, DnsSettings},
+    },
+    interfaces, loss,
+    probes::{self, ProbeSettings},
     report::{self, LossReport, Report},
 };
 
@@ -28,13 +34,18 @@ pub struct WatchOptions {
     pub ready_file: Option<PathBuf>,
     /// `--netns`, for the report.
     pub netns: Option<String>,
+    /// Load-time settings of the probes.
+    pub probes: ProbeSettings,
+    /// DNS collector settings.
+    pub dns: DnsSettings,
 }
 
 /// Runs a trace and returns its report. Everything attached is detached
 /// before returning, also on error.
 pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
-    let mut ebpf = probes::load().context("loading eBPF programs")?;
-    let mut tc = TcAttachments::load(&mut ebpf, &counter::PROGRAMS)?;
+    let mut ebpf = probes::load_with(&opts.probes).context("loading eBPF programs")?;
+    let programs: Vec<TcProgram> = counter::PROGRAMS.into_iter().chain(dns::PROGRAMS).collect();
+    let mut tc = TcAttachments::load(&mut ebpf, &programs)?;
 
     let all = interfaces::list().await?;
     let traced = interfaces::select(&all, &opts.interfaces)?;
@@ -70,6 +81,7 @@ async fn trace(
 
     let start = Instant::now();
     let baseline = counter::read(ebpf)?;
+    let mut dns = DnsCollector::new(ebpf, opts.dns)?;
     if let Some(path) = &opts.ready_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing ready file {}", path.display()))?;
@@ -85,7 +97,9 @@ async fn trace(
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             () = sleep_until(deadline) => break,
+            result = dns.readable() => result?,
             _ = ticker.tick() => {
+                dns.sweep(ebpf, monotonic_ns())?;
                 let now = counter::read(ebpf)?;
                 let delta = counter::delta(&baseline, &now);
                 let packets: u64 = delta.values().map(|c| c.packets).sum();
@@ -94,7 +108,15 @@ async fn trace(
         }
     }
 
+    dns.drain();
+    dns.sweep(ebpf, monotonic_ns())?;
     let counts = counter::delta(&baseline, &counter::read(ebpf)?);
+    let name_of = |ifindex: u32| {
+        all.iter()
+            .find(|i| i.index == ifindex)
+            .map_or_else(|| format!("if{ifindex}"), |i| i.name.clone())
+    };
+    let dns = dns.report(ebpf, &name_of)?;
     let losses = loss::read(ebpf)?
         .into_iter()
         .map(|(loss, count)| LossReport {
@@ -109,8 +131,19 @@ async fn trace(
         netns: opts.netns.clone(),
         duration_seconds: start.elapsed().as_secs_f64(),
         interfaces: report::interfaces(traced, all, &counts),
+        dns,
         losses,
     })
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|ts| {
+            u64::try_from(ts.tv_sec()).unwrap_or(0) * 1_000_000_000
+                + u64::try_from(ts.tv_nsec()).unwrap_or(0)
+        })
+        .unwrap_or(0)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -1,0 +1,350 @@
+//! The DNS programs on crafted frames through BPF_PROG_TEST_RUN (v4.12+):
+//! every odd input lands in a named outcome counter, the program always
+//! returns TC_ACT_UNSPEC, and the verifier never sees a problem.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use aya::{
+    Ebpf,
+    programs::{SchedClassifier, TestRun as _, TestRunOptions},
+};
+use tracer::{
+    attach::TcAttachments,
+    dns::{self, collector::read_stats},
+    probes,
+};
+use tracer_common::{
+    dns::{DnsStat, RCODE_BASE},
+    loss::Loss,
+};
+use tracer_tests::{
+    frames::{DnsMsg, Frame, L4},
+    privileged,
+};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 240, 1, 1);
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+const SERVER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0xa);
+
+struct Probe {
+    ebpf: Ebpf,
+    _tc: TcAttachments,
+}
+
+impl Probe {
+    fn new() -> Self {
+        let mut ebpf = probes::load().expect("load eBPF object");
+        let tc =
+            TcAttachments::load(&mut ebpf, &dns::PROGRAMS).expect("verifier accepts DNS programs");
+        Self { ebpf, _tc: tc }
+    }
+
+    /// Runs the ingress program on `frame`; asserts it passes the packet on.
+    fn run(&self, frame: &[u8]) {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program("dns_tc_ingress")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::new()
+            })
+            .expect("test_run");
+        assert_eq!(
+            result.return_value as i32,
+            -1,
+            "TC_ACT_UNSPEC for {} bytes",
+            frame.len()
+        );
+    }
+
+    fn stat(&self, stat: DnsStat) -> u64 {
+        read_stats(&self.ebpf).unwrap()[stat as usize]
+    }
+
+    fn rcode(&self, rcode: u32) -> u64 {
+        read_stats(&self.ebpf).unwrap()[(RCODE_BASE + rcode) as usize]
+    }
+
+    /// Counters other than `allowed` that moved since `before`.
+    fn unexpected(&self, before: &[u64], allowed: &[DnsStat]) -> Vec<&'static str> {
+        let now = read_stats(&self.ebpf).unwrap();
+        DnsStat::ALL
+            .iter()
+            .filter(|s| !allowed.contains(s) && now[**s as usize] != before[**s as usize])
+            .map(|s| s.name())
+            .collect()
+    }
+}
+
+fn udp_query(id: u16, name: &str, qtype: u16, sport: u16) -> Frame {
+    Frame::ipv4(
+        CLIENT,
+        SERVER,
+        L4::Udp {
+            src: sport,
+            dst: 53,
+        },
+        &DnsMsg::query(id, name, qtype).bytes(),
+    )
+}
+
+fn udp_answer(id: u16, name: &str, qtype: u16, rcode: u8, dport: u16) -> Frame {
+    Frame::ipv4(
+        SERVER,
+        CLIENT,
+        L4::Udp {
+            src: 53,
+            dst: dport,
+        },
+        &DnsMsg::response(id, name, qtype, rcode, 1).bytes(),
+    )
+}
+
+macro_rules! privileged_test {
+    ($name:ident, $body:expr) => {
+        #[test_log::test]
+        fn $name() {
+            if privileged(stringify!($name)) {
+                let body: fn(Probe) = $body;
+                body(Probe::new());
+            }
+        }
+    };
+}
+
+privileged_test!(query_then_answer_is_matched, |p| {
+    let before = read_stats(&p.ebpf).unwrap();
+    p.run(&udp_query(0x1234, "kubernetes.default.svc.cluster.local", 1, 40000).build());
+    p.run(&udp_answer(0x1234, "kubernetes.default.svc.cluster.local", 1, 0, 40000).build());
+    assert_eq!(p.stat(DnsStat::Queries), 1);
+    assert_eq!(p.stat(DnsStat::Answers), 1);
+    assert_eq!(p.stat(DnsStat::Matched), 1);
+    assert_eq!(p.rcode(0), 1);
+    assert_eq!(
+        p.unexpected(
+            &before,
+            &[DnsStat::Queries, DnsStat::Answers, DnsStat::Matched]
+        ),
+        Vec::<&str>::new()
+    );
+});
+
+privileged_test!(answer_without_query_is_unmatched, |p| {
+    p.run(&udp_answer(7, "example.com", 1, 3, 40001).build());
+    assert_eq!(p.stat(DnsStat::Unmatched), 1);
+    assert_eq!(p.rcode(3), 1, "NXDOMAIN counted");
+});
+
+privileged_test!(same_query_twice_is_resent_and_two_ids_are_a_pair, |p| {
+    let q = udp_query(1, "example.com", 1, 40002).build();
+    p.run(&q);
+    p.run(&q);
+    assert_eq!(p.stat(DnsStat::Resent), 1);
+    // A and AAAA from one socket, back to back: glibc's parallel pair.
+    p.run(&udp_query(2, "example.com", 28, 40002).build());
+    assert_eq!(p.stat(DnsStat::ParallelPairs), 1);
+    assert_eq!(p.stat(DnsStat::Queries), 3);
+});
+
+privileged_test!(truncated_headers_are_counted_never_fatal, |p| {
+    let full = udp_query(3, "example.com", 1, 40003).build();
+    // The kernel refuses test runs shorter than Ethernet + IPv4 headers
+    // for an IPv4 frame (bpf_prog_test_run_skb pulls the IP header).
+    for len in 34..full.len() {
+        p.run(&udp_query(3, "example.com", 1, 40003).truncate(len).build());
+    }
+    // 34..42: no full UDP header → short; 42..54: no DNS header → malformed;
+    // longer: a query whose question is cut.
+    assert_eq!(p.stat(DnsStat::ShortHeaders), 42 - 34);
+    assert_eq!(
+        p.stat(DnsStat::Malformed),
+        54 - 42 + 1,
+        "+1: empty question"
+    );
+    assert!(p.stat(DnsStat::Queries) >= 1);
+});
+
+privileged_test!(ipv4_options_vlan_and_qinq_are_parsed, |p| {
+    p.run(
+        &udp_query(4, "example.com", 1, 40004)
+            .ipv4_options(3)
+            .build(),
+    );
+    p.run(&udp_query(5, "example.com", 1, 40005).vlan(100).build());
+    p.run(
+        &udp_query(6, "example.com", 1, 40006)
+            .vlan(100)
+            .vlan(200)
+            .build(),
+    );
+    assert_eq!(p.stat(DnsStat::Queries), 3);
+    p.run(
+        &udp_query(7, "example.com", 1, 40007)
+            .vlan(1)
+            .vlan(2)
+            .vlan(3)
+            .build(),
+    );
+    assert_eq!(p.stat(DnsStat::VlanTooDeep), 1);
+    assert_eq!(p.stat(DnsStat::Queries), 3);
+});
+
+privileged_test!(ipv6_extension_headers_up_to_the_bound, |p| {
+    let query = DnsMsg::query(8, "example.com", 28).bytes();
+    let frame = |chain: &[u8]| {
+        Frame::ipv6(
+            CLIENT6,
+            SERVER6,
+            L4::Udp {
+                src: 40008,
+                dst: 53,
+            },
+            &query,
+        )
+        .ipv6_ext_headers(chain)
+        .build()
+    };
+    p.run(&frame(&[]));
+    p.run(&frame(&[0, 60, 43]));
+    assert_eq!(p.stat(DnsStat::Queries), 2);
+    p.run(&frame(&[0, 60, 43, 60, 43, 60, 43]));
+    assert_eq!(p.stat(DnsStat::Ipv6ExtTooDeep), 1);
+    assert_eq!(p.stat(DnsStat::Queries), 2);
+});
+
+privileged_test!(tcp_dns_and_split_headers, |p| {
+    let query = DnsMsg::query(9, "example.com", 1).bytes();
+    let tcp = |payload: &[u8]| {
+        Frame::ipv4(
+            CLIENT,
+            SERVER,
+            L4::Tcp {
+                src: 40009,
+                dst: 53,
+                flags: 0x18,
+                seq: 1,
+            },
+            payload,
+        )
+    };
+    p.run(&tcp(&query).build());
+    assert_eq!(p.stat(DnsStat::Queries), 1);
+    // A message split mid-header: only 5 bytes of it in this segment.
+    p.run(&tcp(&query[..5]).build());
+    assert_eq!(p.stat(DnsStat::TcpNoHeader), 1);
+    // A bare ACK carries nothing and is not counted.
+    p.run(&tcp(&[]).tcp_dns_length_prefix(false).build());
+    assert_eq!(p.stat(DnsStat::TcpNoHeader), 1);
+    assert_eq!(p.stat(DnsStat::Malformed), 0);
+});
+
+privileged_test!(bogus_counts_and_bad_names, |p| {
+    p.run(
+        &Frame::ipv4(
+            CLIENT,
+            SERVER,
+            L4::Udp {
+                src: 40010,
+                dst: 53,
+            },
+            &DnsMsg::query(10, "example.com", 1).qdcount(0).bytes(),
+        )
+        .build(),
+    );
+    p.run(
+        &Frame::ipv4(
+            CLIENT,
+            SERVER,
+            L4::Udp {
+                src: 40011,
+                dst: 53,
+            },
+            &DnsMsg::query(11, "example.com", 1).qdcount(9).bytes(),
+        )
+        .build(),
+    );
+    assert_eq!(p.stat(DnsStat::BogusCounts), 2);
+    // A compression pointer pointing at itself.
+    let looped = DnsMsg::query(12, "example.com", 1)
+        .raw_name(&[0xc0, 0x0c])
+        .bytes();
+    p.run(
+        &Frame::ipv4(
+            CLIENT,
+            SERVER,
+            L4::Udp {
+                src: 40012,
+                dst: 53,
+            },
+            &looped,
+        )
+        .build(),
+    );
+    assert_eq!(p.stat(DnsStat::Malformed), 1);
+    // A 200-byte name: longer than the question we keep.
+    let long = format!("{}.example", ["abcdefghij"; 19].join("."));
+    p.run(&udp_query(13, &long, 1, 40013).build());
+    assert_eq!(p.stat(DnsStat::QuestionCut), 1);
+    assert_eq!(p.stat(DnsStat::Queries), 4);
+});
+
+privileged_test!(fragments_and_non_dns_are_skipped, |p| {
+    p.run(
+        &udp_query(14, "example.com", 1, 40014)
+            .ipv4_fragment(185, false)
+            .build(),
+    );
+    assert_eq!(p.stat(DnsStat::Fragments), 1);
+    let before = read_stats(&p.ebpf).unwrap();
+    p.run(
+        &Frame::ipv4(
+            CLIENT,
+            SERVER,
+            L4::Udp {
+                src: 40015,
+                dst: 5353,
+            },
+            &[0; 40],
+        )
+        .build(),
+    );
+    assert_eq!(
+        p.unexpected(&before, &[]),
+        Vec::<&str>::new(),
+        "non-DNS counts nothing"
+    );
+});
+
+privileged_test!(error_rcode_and_truncated_answers, |p| {
+    p.run(&udp_query(15, "example.com", 1, 40016).build());
+    p.run(&udp_answer(15, "example.com", 1, 2, 40016).build());
+    assert_eq!(p.rcode(2), 1, "SERVFAIL");
+    p.run(&udp_query(16, "example.com", 1, 40017).build());
+    p.run(
+        &Frame::ipv4(
+            SERVER,
+            CLIENT,
+            L4::Udp {
+                src: 53,
+                dst: 40017,
+            },
+            &DnsMsg::response(16, "example.com", 1, 0, 0)
+                .truncated(true)
+                .bytes(),
+        )
+        .build(),
+    );
+    assert_eq!(p.stat(DnsStat::Truncated), 1);
+    assert_eq!(p.stat(DnsStat::Matched), 2);
+    let losses = tracer::loss::read(&p.ebpf).unwrap();
+    assert!(
+        losses
+            .iter()
+            .all(|(l, n)| *n == 0 || *l == Loss::CounterMapFull)
+    );
+});

@@ -1,0 +1,423 @@
+//! DNS latency probe: parses DNS over UDP and the first segment of DNS over
+//! TCP on every host-side pod veth and the bridge, matches each answer to its
+//! query, keeps per-interface latency histograms in the kernel and sends an
+//! event only for what is rare (slow, error rcode, truncated, re-sent,
+//! parallel pair).
+//!
+//! Both TC directions run the same code: a query is a QR=0 message to port
+//! 53, an answer a QR=1 message from port 53, whichever way it travels, so the
+//! client's veth and the DNS server pod's veth each measure their own view.
+
+use aya_ebpf::{
+    Global,
+    bindings::TC_ACT_UNSPEC,
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::TcContext,
+};
+use tracer_common::{
+    dns::{
+        DNS_PORT, DNS_STATS_LEN, DnsEvent, DnsHist, DnsHistKey, DnsKey, DnsPending, DnsSocketLast,
+        DnsStat, EVENTS_RING_BYTES, HIST_BUCKETS, HIST_MAX_ENTRIES, PENDING_MAX_ENTRIES,
+        QUESTION_CAP, RCODE_BASE, SOCKETS_MAX_ENTRIES, flag, latency_bucket, reason,
+    },
+    loss::Loss,
+};
+
+use crate::{
+    maps::count_loss,
+    parse::{self, IPPROTO_TCP, Skip},
+};
+
+/// Answers at least this slow (ns) are sent as events. Set at load time.
+#[unsafe(no_mangle)]
+static DNS_SLOW_NS: Global<u64> = Global::new(100_000_000);
+
+/// Two queries from one socket closer than this (ns) are a parallel pair:
+/// glibc's sendmmsg of A and AAAA. Set at load time.
+#[unsafe(no_mangle)]
+static DNS_PAIR_WINDOW_NS: Global<u64> = Global::new(1_000_000);
+
+#[map(name = "DNS_PENDING")]
+static PENDING: LruHashMap<DnsKey, DnsPending> =
+    LruHashMap::with_max_entries(PENDING_MAX_ENTRIES, 0);
+
+#[map(name = "DNS_SOCKETS")]
+static SOCKETS: LruHashMap<DnsKey, DnsSocketLast> =
+    LruHashMap::with_max_entries(SOCKETS_MAX_ENTRIES, 0);
+
+#[map(name = "DNS_HIST")]
+static HIST: PerCpuHashMap<DnsHistKey, DnsHist> =
+    PerCpuHashMap::with_max_entries(HIST_MAX_ENTRIES, 0);
+
+#[map(name = "DNS_STATS")]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STATS_LEN, 0);
+
+#[map(name = "DNS_EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Scratch space: a `DnsPending` (120 bytes) and a zeroed histogram (8 KiB)
+/// do not fit the 512-byte BPF stack.
+#[map(name = "DNS_SCRATCH")]
+static SCRATCH: PerCpuArray<DnsPending> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "DNS_ZERO_HIST")]
+static ZERO_HIST: PerCpuArray<DnsHist> = PerCpuArray::with_max_entries(1, 0);
+
+#[classifier]
+pub fn dns_tc_ingress(ctx: TcContext) -> i32 {
+    dns(&ctx);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn dns_tc_egress(ctx: TcContext) -> i32 {
+    dns(&ctx);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn stat(stat: DnsStat) {
+    stat_index(stat as u32);
+}
+
+#[inline(always)]
+fn stat_index(index: u32) {
+    if let Some(slot) = STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// The DNS header fields we use.
+struct Header {
+    id: u16,
+    flags: u16,
+    qdcount: u16,
+}
+
+#[inline(always)]
+fn dns(ctx: &TcContext) {
+    let l4 = match parse::l4(ctx) {
+        Ok(l4) => l4,
+        Err(Skip::Other) => return,
+        Err(Skip::Short) => return stat(DnsStat::ShortHeaders),
+        Err(Skip::VlanTooDeep) => return stat(DnsStat::VlanTooDeep),
+        Err(Skip::Ipv6ExtTooDeep) => return stat(DnsStat::Ipv6ExtTooDeep),
+        Err(Skip::Fragment) => return stat(DnsStat::Fragments),
+    };
+    let to_server = l4.dport == DNS_PORT;
+    let from_server = l4.sport == DNS_PORT;
+    if !to_server && !from_server {
+        return;
+    }
+    let mut dns_off = l4.payload_off;
+    let skb_len = ctx.len() as usize;
+    if l4.proto == IPPROTO_TCP {
+        // Handshakes and bare ACKs carry nothing; a segment with fewer bytes
+        // than length prefix + header is a message split mid-header.
+        let payload = skb_len.saturating_sub(dns_off);
+        if payload == 0 {
+            return;
+        }
+        if payload < 2 + 12 {
+            return stat(DnsStat::TcpNoHeader);
+        }
+        dns_off += 2;
+    }
+    let Ok(raw) = ctx.load::<[u8; 12]>(dns_off) else {
+        return stat(DnsStat::Malformed);
+    };
+    let header = Header {
+        id: u16::from_be_bytes([raw[0], raw[1]]),
+        flags: u16::from_be_bytes([raw[2], raw[3]]),
+        qdcount: u16::from_be_bytes([raw[4], raw[5]]),
+    };
+    let is_response = header.flags & 0x8000 != 0;
+    let opcode = (header.flags >> 11) & 0xf;
+    if opcode != 0 {
+        return stat(DnsStat::Malformed);
+    }
+    let (client, server, client_port, server_port) = match (is_response, to_server, from_server) {
+        (false, true, _) => (l4.src, l4.dst, l4.sport, l4.dport),
+        (true, _, true) => (l4.dst, l4.src, l4.dport, l4.sport),
+        _ => return stat(DnsStat::Malformed),
+    };
+    // SAFETY: ctx.skb.skb is the __sk_buff the kernel passed us.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let key = DnsKey {
+        ifindex,
+        id: header.id,
+        client_port,
+        server_port,
+        proto: l4.proto,
+        family: l4.family,
+        _pad: 0,
+        client,
+        server,
+    };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if is_response {
+        answer(&key, &header, now);
+    } else {
+        query(ctx, &key, &header, dns_off + 12, now);
+    }
+}
+
+#[inline(always)]
+fn query(ctx: &TcContext, key: &DnsKey, header: &Header, question_off: usize, now: u64) {
+    stat(DnsStat::Queries);
+
+    // Parallel pair: the previous query from this socket was < window ago
+    // and carried another id (glibc sends A and AAAA back to back).
+    let mut socket_key = *key;
+    socket_key.id = 0;
+    let mut pair_with = None;
+    if let Some(last) = SOCKETS.get_ptr_mut(&socket_key) {
+        // SAFETY: the pointer comes from the map; the value is 16 bytes of
+        // integers, a torn read from a concurrent update is harmless.
+        let last = unsafe { &mut *last };
+        let gap = now.wrapping_sub(last.ts_ns);
+        if gap <= DNS_PAIR_WINDOW_NS.load() && last.id != key.id {
+            pair_with = Some((last.id, gap));
+        }
+        last.ts_ns = now;
+        last.id = key.id;
+    } else {
+        let last = DnsSocketLast {
+            ts_ns: now,
+            id: key.id,
+            qtype: 0,
+            _pad: 0,
+        };
+        let _ = SOCKETS.insert(&socket_key, &last, 0);
+    }
+
+    if let Some(pending) = PENDING.get_ptr_mut(key) {
+        // The same key while still pending: a retransmission.
+        // SAFETY: pointer from the map; integers only.
+        let pending = unsafe { &mut *pending };
+        pending.sends += 1;
+        pending.last_ns = now;
+        stat(DnsStat::Resent);
+        let mut reasons = reason::RESENT;
+        if pair_with.is_some() {
+            stat(DnsStat::ParallelPairs);
+            reasons |= reason::PARALLEL;
+        }
+        let (other_id, _) = pair_with.unwrap_or((0, 0));
+        emit(
+            key,
+            pending,
+            reasons,
+            now.wrapping_sub(pending.first_ns),
+            other_id,
+            0,
+            0,
+            now,
+        );
+        return;
+    }
+
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot, ours while we run.
+    let pending = unsafe { &mut *scratch };
+    pending.first_ns = now;
+    pending.last_ns = now;
+    pending.sends = 1;
+    pending.qtype = 0;
+    pending.question_len = 0;
+    let mut cut = false;
+    if header.qdcount == 1 {
+        cut = read_question(ctx, question_off, pending);
+    } else {
+        stat(DnsStat::BogusCounts);
+    }
+    if cut {
+        stat(DnsStat::QuestionCut);
+    }
+    if PENDING.insert(key, &*pending, 0).is_err() {
+        count_loss(Loss::DnsPendingInsert);
+    }
+    if let Some((other_id, gap)) = pair_with {
+        stat(DnsStat::ParallelPairs);
+        let flags = if cut { flag::QUESTION_CUT } else { 0 };
+        emit(key, pending, reason::PARALLEL, gap, other_id, 0, flags, now);
+    }
+}
+
+/// Copies the question into `pending` and finds its qtype. Returns true when
+/// the name did not fit in [`QUESTION_CAP`] bytes.
+#[inline(always)]
+fn read_question(ctx: &TcContext, off: usize, pending: &mut DnsPending) -> bool {
+    let skb_len = ctx.len() as usize;
+    let available = skb_len.saturating_sub(off);
+    if available == 0 {
+        stat(DnsStat::Malformed);
+        return false;
+    }
+    let len = available.min(QUESTION_CAP);
+    if parse::load_var(ctx, off, &mut pending.question, len).is_err() {
+        return false;
+    }
+    // Walk the labels to the root label; qtype follows it.
+    let mut pos = 0usize;
+    for _ in 0..QUESTION_CAP {
+        if pos >= len {
+            break;
+        }
+        let Some(label) = byte_at(&pending.question, pos) else {
+            break;
+        };
+        let label = usize::from(label);
+        if label == 0 {
+            let qtype_at = pos + 1;
+            if qtype_at + 2 <= len
+                && let (Some(hi), Some(lo)) = (
+                    byte_at(&pending.question, qtype_at),
+                    byte_at(&pending.question, qtype_at + 1),
+                )
+            {
+                pending.qtype = u16::from_be_bytes([hi, lo]);
+                pending.question_len = (qtype_at + 4).min(len) as u16;
+                return false;
+            }
+            break;
+        }
+        if label & 0xc0 != 0 {
+            // A compression pointer has no place in a question we send.
+            stat(DnsStat::Malformed);
+            pending.question_len = pos as u16;
+            return false;
+        }
+        pos += label + 1;
+    }
+    pending.question_len = len as u16;
+    true
+}
+
+/// `buf[i]`, with a bound check the verifier is sure to see: LLVM cannot
+/// reason about a volatile-read index, so it keeps the check right before
+/// the access instead of folding it into earlier range facts.
+#[inline(always)]
+fn byte_at(buf: &[u8; QUESTION_CAP], i: usize) -> Option<u8> {
+    // SAFETY: reading a local through a valid reference.
+    let i = unsafe { core::ptr::read_volatile(&i) };
+    if i < QUESTION_CAP { Some(buf[i]) } else { None }
+}
+
+#[inline(always)]
+fn answer(key: &DnsKey, header: &Header, now: u64) {
+    stat(DnsStat::Answers);
+    let rcode = (header.flags & 0xf) as u32;
+    stat_index(RCODE_BASE + (rcode & 0xf));
+    let truncated = header.flags & 0x0200 != 0;
+    if truncated {
+        stat(DnsStat::Truncated);
+    }
+    let Some(pending) = PENDING.get_ptr(key) else {
+        return stat(DnsStat::Unmatched);
+    };
+    // SAFETY: pointer from the map, read before we delete the entry.
+    let pending = unsafe { &*pending };
+    stat(DnsStat::Matched);
+    let latency = now.wrapping_sub(pending.first_ns);
+    hist_add(key, latency);
+    let mut reasons = 0;
+    if latency >= DNS_SLOW_NS.load() {
+        stat(DnsStat::Slow);
+        reasons |= reason::SLOW;
+    }
+    if rcode != 0 && rcode != 3 {
+        reasons |= reason::RCODE;
+    }
+    if truncated {
+        reasons |= reason::TRUNCATED;
+    }
+    if reasons != 0 {
+        emit(
+            key,
+            pending,
+            reasons,
+            latency,
+            0,
+            rcode as u8,
+            flag::RESPONSE,
+            now,
+        );
+    }
+    let _ = PENDING.remove(key);
+}
+
+#[inline(always)]
+fn hist_add(key: &DnsKey, latency_ns: u64) {
+    let hist_key = DnsHistKey {
+        ifindex: key.ifindex,
+        family: key.family,
+        _pad: [0; 3],
+        server: key.server,
+    };
+    // LLVM knows latency_bucket() < HIST_BUCKETS and would drop a plain bound
+    // check, but its branchless clamp leaves the verifier with a wider range
+    // (it rejected index 1055). A volatile read makes the check stick.
+    let bucket = latency_bucket(latency_ns) as usize;
+    // SAFETY: reading a local through a valid reference.
+    let bucket = unsafe { core::ptr::read_volatile(&bucket) };
+    if bucket >= HIST_BUCKETS {
+        return;
+    }
+    let hist = match HIST.get_ptr_mut(&hist_key) {
+        Some(hist) => hist,
+        None => {
+            let Some(zero) = ZERO_HIST.get_ptr(0) else {
+                return;
+            };
+            // SAFETY: a zeroed per-CPU value used only as the insert source.
+            if HIST.insert(&hist_key, unsafe { &*zero }, 0).is_err() {
+                return count_loss(Loss::DnsHistMapFull);
+            }
+            match HIST.get_ptr_mut(&hist_key) {
+                Some(hist) => hist,
+                None => return count_loss(Loss::DnsHistMapFull),
+            }
+        }
+    };
+    // SAFETY: per-CPU value, only this CPU writes it while we run.
+    unsafe { (*hist).buckets[bucket] += 1 };
+}
+
+#[expect(clippy::too_many_arguments, reason = "flat fields of one event")]
+#[inline(always)]
+fn emit(
+    key: &DnsKey,
+    pending: &DnsPending,
+    reasons: u32,
+    elapsed_ns: u64,
+    other_id: u16,
+    rcode: u8,
+    flags: u8,
+    now: u64,
+) {
+    let Some(mut entry) = EVENTS.reserve::<DnsEvent>(0) else {
+        return count_loss(Loss::DnsRingFull);
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points to a reserved, writable DnsEvent in the ring.
+    unsafe {
+        (*event).ts_ns = now;
+        (*event).elapsed_ns = elapsed_ns;
+        (*event).key = *key;
+        (*event).reasons = reasons;
+        (*event).sends = pending.sends;
+        (*event).qtype = pending.qtype;
+        (*event).other_id = other_id;
+        (*event).rcode = rcode;
+        (*event).flags = flags;
+        (*event).question_len = pending.question_len;
+        (*event).question = pending.question;
+    }
+    entry.submit(0);
+}

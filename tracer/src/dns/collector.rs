@@ -1,0 +1,585 @@
+//! Userspace aggregation of DNS observations.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    time::Duration,
+};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::io::{Interest, unix::AsyncFd};
+use tracer_common::dns::{
+    DNS_STATS_LEN, DnsEvent, DnsHist, DnsHistKey, DnsKey, DnsPending, DnsStat, HIST_BUCKETS,
+    RCODE_BASE, bucket_bounds_ns, flag, reason,
+};
+
+use super::question::{self, Question};
+
+/// Errors of the DNS collector.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("DNS map: {0}")]
+    Map(#[from] MapError),
+    #[error("watching the DNS ring buffer: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Userspace settings.
+#[derive(Clone, Copy, Debug)]
+pub struct DnsSettings {
+    /// A query with no answer this long after its last send is unanswered
+    /// (glibc's default resolver timeout is 5 s; a second of grace lets a
+    /// retransmission at exactly 5 s still find its query).
+    pub unanswered_after: Duration,
+    /// Keep at most this many events in the report.
+    pub max_events: usize,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        Self {
+            unanswered_after: Duration::from_secs(6),
+            max_events: 1000,
+        }
+    }
+}
+
+/// A decoded ring-buffer event.
+#[derive(Clone, Debug, Serialize)]
+pub struct DnsEventRecord {
+    /// Interface name, filled in by the report.
+    pub interface: Option<String>,
+    #[serde(skip)]
+    pub ifindex: u32,
+    pub kind: Vec<&'static str>,
+    pub client: String,
+    pub server: String,
+    pub transport: &'static str,
+    pub id: u16,
+    pub question: Question,
+    /// Since the query's first send (answers, re-sends), or between the two
+    /// queries of a parallel pair, in milliseconds.
+    pub elapsed_ms: f64,
+    pub sends: u32,
+    pub rcode: Option<String>,
+    /// Id of the other query of a parallel pair.
+    pub pair_id: Option<u16>,
+}
+
+/// A query never answered.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnansweredQuery {
+    #[serde(skip)]
+    pub ifindex: u32,
+    pub client: String,
+    pub server: String,
+    pub transport: &'static str,
+    pub id: u16,
+    pub question: Question,
+    /// Sends seen (1 + retransmissions with the same id and socket).
+    pub sends: u32,
+}
+
+/// Counts of the resolver-timeout signature: events at ~5, ~10, ~15 s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TimeoutModes {
+    pub around_5s: u64,
+    pub around_10s: u64,
+    pub around_15s: u64,
+    pub other: u64,
+}
+
+impl TimeoutModes {
+    /// Adds one observation `elapsed` after the first send.
+    pub fn add(&mut self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        match secs {
+            s if (4.0..6.5).contains(&s) => self.around_5s += 1,
+            s if (9.0..11.5).contains(&s) => self.around_10s += 1,
+            s if (14.0..16.5).contains(&s) => self.around_15s += 1,
+            _ => self.other += 1,
+        }
+    }
+
+    pub const fn total(&self) -> u64 {
+        self.around_5s + self.around_10s + self.around_15s + self.other
+    }
+}
+
+/// Per-interface tallies from events and sweeps.
+#[derive(Clone, Debug, Default)]
+struct IfaceTally {
+    slow: u64,
+    resent: u64,
+    parallel_pairs: u64,
+    unanswered: u64,
+    retry_modes: TimeoutModes,
+    late_answer_modes: TimeoutModes,
+}
+
+/// The DNS collector of one trace.
+pub struct DnsCollector {
+    ring: AsyncFd<RingBuf<MapData>>,
+    settings: DnsSettings,
+    stats_base: Vec<u64>,
+    hist_base: HashMap<DnsHistKey, Vec<u64>>,
+    tally: BTreeMap<u32, IfaceTally>,
+    slow_names: BTreeMap<Question, SlowName>,
+    events: Vec<DnsEventRecord>,
+    events_total: u64,
+    unanswered: Vec<UnansweredQuery>,
+    undecodable_events: u64,
+}
+
+/// How often a name was slow, and its worst latency.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SlowName {
+    pub count: u64,
+    pub max_ms: f64,
+}
+
+impl DnsCollector {
+    /// Takes the ring buffer out of `ebpf` and records the counters' current
+    /// values, so the report covers only this trace.
+    pub fn new(ebpf: &mut Ebpf, settings: DnsSettings) -> Result<Self, DnsError> {
+        let ring = ebpf
+            .take_map("DNS_EVENTS")
+            .ok_or(DnsError::MissingMap("DNS_EVENTS"))?;
+        let ring = RingBuf::try_from(ring)?;
+        // SAFETY: the RingBuf owns its map fd; it stays open and the same for
+        // as long as the AsyncFd (which owns the RingBuf) lives.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|err| std::io::Error::other(err.to_string()))?;
+        Ok(Self {
+            ring,
+            settings,
+            stats_base: read_stats(ebpf)?,
+            hist_base: read_hists(ebpf)?,
+            tally: BTreeMap::new(),
+            slow_names: BTreeMap::new(),
+            events: Vec::new(),
+            events_total: 0,
+            unanswered: Vec::new(),
+            undecodable_events: 0,
+        })
+    }
+
+    /// Waits until the ring buffer has events, then decodes them all.
+    pub async fn readable(&mut self) -> Result<(), DnsError> {
+        let mut guard = self.ring.readable_mut().await?;
+        guard.clear_ready();
+        drop(guard);
+        self.drain();
+        Ok(())
+    }
+
+    /// Decodes every event waiting in the ring buffer.
+    pub fn drain(&mut self) {
+        let mut decoded = Vec::new();
+        {
+            let ring = self.ring.get_mut();
+            while let Some(item) = ring.next() {
+                match decode_event(&item) {
+                    Some(event) => decoded.push(event),
+                    None => self.undecodable_events += 1,
+                }
+            }
+        }
+        for event in decoded {
+            self.record(&event);
+        }
+    }
+
+    fn record(&mut self, raw: &DnsEvent) {
+        self.events_total += 1;
+        let elapsed = Duration::from_nanos(raw.elapsed_ns);
+        let tally = self.tally.entry(raw.key.ifindex).or_default();
+        let question = decode_question(raw.question_len, &raw.question, raw.qtype, raw.flags);
+        if raw.reasons & reason::SLOW != 0 {
+            tally.slow += 1;
+            tally.late_answer_modes.add(elapsed);
+            let slow = self.slow_names.entry(question.clone()).or_default();
+            slow.count += 1;
+            slow.max_ms = slow.max_ms.max(ms(elapsed));
+        }
+        if raw.reasons & reason::RESENT != 0 {
+            tally.resent += 1;
+            tally.retry_modes.add(elapsed);
+        }
+        if raw.reasons & reason::PARALLEL != 0 {
+            tally.parallel_pairs += 1;
+        }
+        if self.events.len() < self.settings.max_events {
+            let (client, server) = addrs(&raw.key);
+            let mut kind = Vec::new();
+            for (bit, name) in [
+                (reason::SLOW, "slow"),
+                (reason::RCODE, "rcode"),
+                (reason::TRUNCATED, "truncated"),
+                (reason::RESENT, "resent"),
+                (reason::PARALLEL, "parallel_pair"),
+            ] {
+                if raw.reasons & bit != 0 {
+                    kind.push(name);
+                }
+            }
+            let is_answer = raw.flags & flag::RESPONSE != 0;
+            self.events.push(DnsEventRecord {
+                interface: None,
+                ifindex: raw.key.ifindex,
+                kind,
+                client,
+                server,
+                transport: transport(&raw.key),
+                id: raw.key.id,
+                question,
+                elapsed_ms: ms(elapsed),
+                sends: raw.sends,
+                rcode: is_answer.then(|| question::rcode_name(raw.rcode)),
+                pair_id: (raw.reasons & reason::PARALLEL != 0).then_some(raw.other_id),
+            });
+        }
+    }
+
+    /// Moves queries whose last send is older than the timeout out of the
+    /// pending map into the unanswered list. `now_ns` is CLOCK_MONOTONIC
+    /// (what bpf_ktime_get_ns reads).
+    pub fn sweep(&mut self, ebpf: &mut Ebpf, now_ns: u64) -> Result<(), DnsError> {
+        let timeout = u64::try_from(self.settings.unanswered_after.as_nanos()).unwrap_or(u64::MAX);
+        let map = ebpf
+            .map_mut("DNS_PENDING")
+            .ok_or(DnsError::MissingMap("DNS_PENDING"))?;
+        let mut pending: BpfHashMap<_, DnsKey, DnsPending> = BpfHashMap::try_from(map)?;
+        let stale: Vec<(DnsKey, DnsPending)> = pending
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, p)| now_ns.saturating_sub(p.last_ns) >= timeout)
+            .collect();
+        for (key, p) in stale {
+            // The answer may have removed it meanwhile: then it was answered.
+            if pending.remove(&key).is_err() {
+                continue;
+            }
+            self.tally.entry(key.ifindex).or_default().unanswered += 1;
+            let (client, server) = addrs(&key);
+            let cut = if usize::from(p.question_len) >= p.question.len() {
+                flag::QUESTION_CUT
+            } else {
+                0
+            };
+            self.unanswered.push(UnansweredQuery {
+                ifindex: key.ifindex,
+                client,
+                server,
+                transport: transport(&key),
+                id: key.id,
+                question: decode_question(p.question_len, &p.question, p.qtype, cut),
+                sends: p.sends,
+            });
+        }
+        Ok(())
+    }
+
+    /// Builds the DNS section of the report. `name_of` names interfaces.
+    pub fn report(
+        &self,
+        ebpf: &Ebpf,
+        name_of: &dyn Fn(u32) -> String,
+    ) -> Result<DnsReport, DnsError> {
+        let stats_now = read_stats(ebpf)?;
+        let stat = |i: usize| stats_now[i].saturating_sub(*self.stats_base.get(i).unwrap_or(&0));
+        let counters = DnsStat::ALL
+            .iter()
+            .map(|s| (s.name(), stat(*s as usize)))
+            .collect();
+        let rcodes = (0..16u8)
+            .filter_map(|rc| {
+                let n = stat(RCODE_BASE as usize + usize::from(rc));
+                (n > 0).then(|| (question::rcode_name(rc), n))
+            })
+            .collect();
+
+        let mut latency = Vec::new();
+        for (key, buckets) in read_hists(ebpf)? {
+            let base = self.hist_base.get(&key);
+            let delta: Vec<u64> = buckets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| n.saturating_sub(base.map_or(0, |b| b[i])))
+                .collect();
+            if delta.iter().all(|&n| n == 0) {
+                continue;
+            }
+            latency.push(LatencyReport::from_buckets(
+                name_of(key.ifindex),
+                ip_string(key.family, &key.server),
+                &delta,
+            ));
+        }
+        latency.sort_by(|a, b| (&a.interface, &a.server).cmp(&(&b.interface, &b.server)));
+
+        let per_interface = self
+            .tally
+            .iter()
+            .map(|(&ifindex, t)| InterfaceDns {
+                interface: name_of(ifindex),
+                slow_answers: t.slow,
+                resent: t.resent,
+                parallel_pairs: t.parallel_pairs,
+                unanswered: t.unanswered,
+                retry_modes: t.retry_modes,
+                late_answer_modes: t.late_answer_modes,
+            })
+            .collect();
+        let mut slow_names: Vec<_> = self
+            .slow_names
+            .iter()
+            .map(|(q, s)| SlowNameReport {
+                name: q.name.clone(),
+                qtype: q.qtype.clone(),
+                count: s.count,
+                max_ms: s.max_ms,
+            })
+            .collect();
+        slow_names.sort_by(|a, b| b.count.cmp(&a.count).then(b.max_ms.total_cmp(&a.max_ms)));
+        slow_names.truncate(10);
+        let mut events = self.events.clone();
+        for e in &mut events {
+            e.interface = Some(name_of(e.ifindex));
+        }
+        Ok(DnsReport {
+            counters,
+            rcodes,
+            latency,
+            per_interface,
+            top_slow_names: slow_names,
+            unanswered: self
+                .unanswered
+                .iter()
+                .map(|u| UnansweredReport {
+                    interface: name_of(u.ifindex),
+                    query: u.clone(),
+                })
+                .collect(),
+            events,
+            events_total: self.events_total,
+            undecodable_events: self.undecodable_events,
+        })
+    }
+}
+
+fn decode_event(item: &[u8]) -> Option<DnsEvent> {
+    if item.len() < size_of::<DnsEvent>() {
+        return None;
+    }
+    // SAFETY: DnsEvent is repr(C) plain data (Pod); length checked above;
+    // read_unaligned because ring-buffer records are only 8-byte aligned.
+    Some(unsafe { item.as_ptr().cast::<DnsEvent>().read_unaligned() })
+}
+
+fn decode_question(len: u16, bytes: &[u8], qtype: u16, flags: u8) -> Question {
+    let len = usize::from(len).min(bytes.len());
+    question::decode(&bytes[..len], qtype, flags & flag::QUESTION_CUT != 0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn transport(key: &DnsKey) -> &'static str {
+    if key.proto == 6 { "tcp" } else { "udp" }
+}
+
+fn ip_string(family: u8, bytes: &[u8; 16]) -> String {
+    if family == 4 {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]).to_string()
+    } else {
+        IpAddr::from(*bytes).to_string()
+    }
+}
+
+fn addrs(key: &DnsKey) -> (String, String) {
+    let endpoint = |addr: &[u8; 16], port: u16| {
+        let ip = ip_string(key.family, addr);
+        if key.family == 6 {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        }
+    };
+    (
+        endpoint(&key.client, key.client_port),
+        endpoint(&key.server, key.server_port),
+    )
+}
+
+/// The kernel's DNS outcome counters (`DnsStat` indices, then rcodes), summed
+/// over CPUs.
+pub fn read_stats(ebpf: &Ebpf) -> Result<Vec<u64>, DnsError> {
+    let map = ebpf
+        .map("DNS_STATS")
+        .ok_or(DnsError::MissingMap("DNS_STATS"))?;
+    let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+    (0..DNS_STATS_LEN)
+        .map(|i| Ok(stats.get(&i, 0)?.iter().sum()))
+        .collect()
+}
+
+fn read_hists(ebpf: &Ebpf) -> Result<HashMap<DnsHistKey, Vec<u64>>, DnsError> {
+    let map = ebpf
+        .map("DNS_HIST")
+        .ok_or(DnsError::MissingMap("DNS_HIST"))?;
+    let hists: PerCpuHashMap<_, DnsHistKey, DnsHist> = PerCpuHashMap::try_from(map)?;
+    let mut out = HashMap::new();
+    for entry in hists.iter() {
+        let (key, per_cpu) = entry?;
+        let mut sum = vec![0u64; HIST_BUCKETS];
+        for hist in per_cpu.iter() {
+            for (total, n) in sum.iter_mut().zip(hist.buckets.iter()) {
+                *total += n;
+            }
+        }
+        out.insert(key, sum);
+    }
+    Ok(out)
+}
+
+/// The DNS section of a report.
+#[derive(Debug, Serialize)]
+pub struct DnsReport {
+    /// Kernel outcome counters over the trace (queries, answers, matched,
+    /// unmatched, malformed, …).
+    pub counters: BTreeMap<&'static str, u64>,
+    /// Answers per rcode.
+    pub rcodes: BTreeMap<String, u64>,
+    /// Latency per (interface, server).
+    pub latency: Vec<LatencyReport>,
+    pub per_interface: Vec<InterfaceDns>,
+    pub top_slow_names: Vec<SlowNameReport>,
+    pub unanswered: Vec<UnansweredReport>,
+    /// The first events (see `events_total`).
+    pub events: Vec<DnsEventRecord>,
+    pub events_total: u64,
+    /// Ring-buffer records too short to be an event (never expected).
+    pub undecodable_events: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UnansweredReport {
+    pub interface: String,
+    #[serde(flatten)]
+    pub query: UnansweredQuery,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SlowNameReport {
+    pub name: String,
+    pub qtype: String,
+    pub count: u64,
+    pub max_ms: f64,
+}
+
+/// DNS tallies of one interface.
+#[derive(Debug, Serialize)]
+pub struct InterfaceDns {
+    pub interface: String,
+    pub slow_answers: u64,
+    pub resent: u64,
+    pub parallel_pairs: u64,
+    pub unanswered: u64,
+    /// Re-sends by time since the first send.
+    pub retry_modes: TimeoutModes,
+    /// Slow answers by latency.
+    pub late_answer_modes: TimeoutModes,
+}
+
+/// Latency of the answers seen on one interface from one server.
+#[derive(Debug, Serialize)]
+pub struct LatencyReport {
+    pub interface: String,
+    pub server: String,
+    pub answers: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Non-empty kernel buckets: `[low_ns, high_ns, count]`.
+    pub buckets: Vec<[u64; 3]>,
+}
+
+impl LatencyReport {
+    /// Builds percentiles from kernel buckets (each bucket's count recorded
+    /// at its midpoint, in microseconds, into an HdrHistogram).
+    pub fn from_buckets(interface: String, server: String, buckets: &[u64]) -> Self {
+        let mut hist = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+        let mut nonzero = Vec::new();
+        let mut max_hi = 0;
+        for (index, &count) in buckets.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            let (lo, hi) = bucket_bounds_ns(index as u32);
+            let mid_us = (lo + hi) / 2 / 1000;
+            let _ = hist.record_n(mid_us.max(1), count);
+            nonzero.push([lo, hi, count]);
+            max_hi = hi;
+        }
+        let q = |quantile| hist.value_at_quantile(quantile) as f64 / 1000.0;
+        Self {
+            interface,
+            server,
+            answers: hist.len(),
+            p50_ms: q(0.5),
+            p90_ms: q(0.9),
+            p99_ms: q(0.99),
+            max_ms: max_hi as f64 / 1e6,
+            buckets: nonzero,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::dns::latency_bucket;
+
+    use super::*;
+
+    #[test]
+    fn percentiles_from_buckets_are_within_two_percent() {
+        let mut buckets = vec![0u64; HIST_BUCKETS];
+        // 1000 answers: 50 ms … 149.9 ms uniformly.
+        let values: Vec<u64> = (0..1000).map(|i| 50_000_000 + i * 100_000).collect();
+        for &v in &values {
+            buckets[latency_bucket(v) as usize] += 1;
+        }
+        let r = LatencyReport::from_buckets("x".into(), "y".into(), &buckets);
+        assert_eq!(r.answers, 1000);
+        for (got, want) in [(r.p50_ms, 100.0), (r.p90_ms, 140.0), (r.p99_ms, 149.0)] {
+            assert!((got - want).abs() / want < 0.02, "got {got}, want {want}");
+        }
+    }
+
+    #[test]
+    fn timeout_modes() {
+        let mut m = TimeoutModes::default();
+        for s in [5.0, 5.2, 10.1, 15.0, 2.0, 30.0] {
+            m.add(Duration::from_secs_f64(s));
+        }
+        assert_eq!(
+            m,
+            TimeoutModes {
+                around_5s: 2,
+                around_10s: 1,
+                around_15s: 1,
+                other: 2
+            }
+        );
+    }
+}

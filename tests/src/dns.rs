@@ -327,6 +327,8 @@ impl Drop for DnsServer {
 
 /// The user-space delaying relay of [`DnsServer::start_delayed`].
 struct Relay {
+    netns: String,
+    addr: SocketAddrV4,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<Result<(), netns::NetnsError>>>,
 }
@@ -374,24 +376,23 @@ impl Relay {
 
         let tcp_stop = Arc::clone(&stop);
         let tcp = netns::spawn_in(netns, move || {
-            let listener =
-                match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
-                    Ok(l) => {
-                        let _ = ready_tx.send(Ok(()));
-                        l
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-            while !tcp_stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        std::thread::spawn(move || relay_tcp(stream, delay));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            let listener = match TcpListener::bind(addr) {
+                Ok(l) => {
+                    let _ = ready_tx.send(Ok(()));
+                    l
                 }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            // Blocking accept, so a query's arrival time is not late by a
+            // polling interval; `stop` wakes it with a connection of its own.
+            while let Ok((stream, _)) = listener.accept() {
+                if tcp_stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::spawn(move || relay_tcp(stream, delay));
             }
         });
 
@@ -402,6 +403,8 @@ impl Relay {
                 .unwrap_or_else(|e| panic!("relay cannot bind {addr} in {netns}: {e}"));
         }
         Self {
+            netns: netns.to_owned(),
+            addr,
             stop,
             threads: vec![udp, tcp],
         }
@@ -409,6 +412,15 @@ impl Relay {
 
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        let addr = self.addr;
+        // Wakes the blocking accept. If that fails (the namespace is already
+        // gone), the threads are left behind rather than joined forever.
+        let woken = netns::run_in(&self.netns, move || {
+            TcpStream::connect_timeout(&SocketAddr::V4(addr), Duration::from_secs(1)).is_ok()
+        });
+        if !matches!(woken, Ok(true)) {
+            return;
+        }
         for t in self.threads {
             let _ = t.join();
         }

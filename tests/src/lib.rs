@@ -5,15 +5,22 @@ pub mod dns;
 pub mod frames;
 
 use std::{
+    io::Read as _,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     path::PathBuf,
+    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
 };
 
 use tracer::{netns, privileges};
@@ -168,4 +175,95 @@ pub fn tcx_programs(netns: &str, iface: &str) -> Vec<String> {
         names
     })
     .expect("enter namespace")
+}
+
+/// A running `tracer --netns NODE watch --output json`, stopped by a signal.
+pub struct TracerRun {
+    child: Child,
+    ready: PathBuf,
+}
+
+impl TracerRun {
+    /// Starts tracer in `node` with `extra` watch arguments and returns once
+    /// its ready file says every probe is attached.
+    pub fn start(node: &str, extra: &[&str]) -> Self {
+        let ready = std::env::temp_dir().join(format!("tracer-ready-{node}"));
+        let _ = std::fs::remove_file(&ready);
+        let child = Command::new(tracer_bin())
+            .args([
+                "--netns",
+                node,
+                "watch",
+                "--output",
+                "json",
+                "--interval",
+                "0.2",
+            ])
+            .args(extra)
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracer");
+        let start = Instant::now();
+        let mut run = Self { child, ready };
+        while !run.ready.exists() {
+            if let Some(status) = run.child.try_wait().expect("wait") {
+                let mut stderr = String::new();
+                if let Some(err) = run.child.stderr.as_mut() {
+                    let _ = err.read_to_string(&mut stderr);
+                }
+                panic!("tracer exited early ({status}): {stderr}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "tracer not ready in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        run
+    }
+
+    /// PID of the tracer process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal`, waits (10 s at most), checks the exit and the ready
+    /// file's removal, and returns the JSON report.
+    pub fn stop(mut self, signal: Signal) -> serde_json::Value {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        kill(pid, signal).expect("signal tracer");
+        let start = Instant::now();
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "tracer ignored {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (mut stdout, mut stderr) = (Vec::new(), String::new());
+        if let Some(out) = self.child.stdout.as_mut() {
+            let _ = out.read_to_end(&mut stdout);
+        }
+        if let Some(err) = self.child.stderr.as_mut() {
+            let _ = err.read_to_string(&mut stderr);
+        }
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "tracer {status}: {stderr}");
+        assert!(!self.ready.exists(), "ready file removed at exit");
+        serde_json::from_slice(&stdout)
+            .unwrap_or_else(|e| panic!("JSON report: {e}: {}", String::from_utf8_lossy(&stdout)))
+    }
+}
+
+impl Drop for TracerRun {
+    fn drop(&mut self) {
+        // Only our own child, by PID, and only if still running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

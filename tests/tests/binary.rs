@@ -1,20 +1,12 @@
 //! The real `tracer` binary: its command line, its one-line errors, and a
 //! whole trace inside a lab node namespace stopped by a signal.
 
-use std::{
-    net::SocketAddrV4,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddrV4, process::Command, time::Duration};
 
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
+use nix::sys::signal::Signal;
 use tracer::lab::topology::{Datapath, Topology};
 use tracer_tests::{
-    Receiver, UDP_OVERHEAD, privileged, send_udp, tcx_programs, tracer_bin, warm_up,
+    Receiver, TracerRun, UDP_OVERHEAD, privileged, send_udp, tcx_programs, tracer_bin, warm_up,
 };
 
 #[test]
@@ -75,94 +67,6 @@ fn missing_netns_is_one_line() {
     assert!(stderr.contains("ip netns list"), "{stderr}");
 }
 
-struct Running {
-    child: Child,
-    ready: PathBuf,
-}
-
-impl Running {
-    fn start(node: &str) -> Self {
-        let ready = std::env::temp_dir().join(format!("tracer-ready-{node}"));
-        let _ = std::fs::remove_file(&ready);
-        let child = Command::new(tracer_bin())
-            .args([
-                "--netns",
-                node,
-                "watch",
-                "--output",
-                "json",
-                "--interval",
-                "0.2",
-            ])
-            .arg("--ready-file")
-            .arg(&ready)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tracer");
-        let start = Instant::now();
-        let mut running = Self { child, ready };
-        while !running.ready.exists() {
-            if let Some(status) = running.child.try_wait().unwrap() {
-                let out = running.child.wait_with_output_ref();
-                panic!("tracer exited early ({status}): {out}");
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "tracer not ready in 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        running
-    }
-
-    fn stop(mut self, signal: Signal) -> serde_json::Value {
-        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal tracer");
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "tracer ignored {signal}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            status.success(),
-            "{status}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!self.ready.exists(), "ready file removed at exit");
-        serde_json::from_slice(&out.stdout).expect("JSON report")
-    }
-}
-
-trait OutputText {
-    fn wait_with_output_ref(&mut self) -> String;
-}
-
-impl OutputText for Child {
-    fn wait_with_output_ref(&mut self) -> String {
-        use std::io::Read as _;
-        let mut text = String::new();
-        if let Some(err) = self.stderr.as_mut() {
-            let _ = err.read_to_string(&mut text);
-        }
-        text
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn trace_and_stop(datapath: Datapath, signal: Signal) {
     const COUNT: u64 = 200;
     const PAYLOAD: usize = 64;
@@ -172,7 +76,7 @@ fn trace_and_stop(datapath: Datapath, signal: Signal) {
     let to = SocketAddrV4::new(b.ip, 6000);
     warm_up(&a.netns, &rx, to, 6000);
 
-    let tracer = Running::start(&topo.node);
+    let tracer = TracerRun::start(&topo.node, &[]);
     send_udp(&a.netns, to, 6000, COUNT, PAYLOAD);
     assert!(rx.wait_for(COUNT + 1, Duration::from_secs(5)));
     std::thread::sleep(Duration::from_millis(100));

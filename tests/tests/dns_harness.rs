@@ -237,8 +237,8 @@ fn delayed_answers_show_in_dns_time() {
         return;
     }
     const DELAY: Duration = Duration::from_millis(50);
-    let (topo, server, client, _) = lab();
-    let _dns = match netem_delay(&server.netns, "eth0", DELAY) {
+    let (topo, server, client, tcp_client) = lab();
+    let dns = match netem_delay(&server.netns, "eth0", DELAY) {
         Ok(()) => {
             eprintln!("delay by netem on the server pod's eth0");
             DnsServer::start(&server.netns, server.ip, &records())
@@ -255,17 +255,55 @@ fn delayed_answers_show_in_dns_time() {
         "warm-up lookup (ARP)"
     );
 
+    let _tcp_conf = ResolvConf::write(&tcp_client.netns, server.ip, &["use-vc"]);
+    allow_aaaa_lookups(&tcp_client.netns);
+    assert!(
+        getent_ahosts(&tcp_client.netns, NAME).ok(),
+        "warm-up lookup (ARP)"
+    );
+
     let capture = Capture::start(&topo.node, &client.host_if);
+    let tcp_capture = Capture::start(&topo.node, &tcp_client.host_if);
     let lookups = getent_ahosts_many(&client.netns, &[NAME, "svc2.lab.test", "short"], false);
+    let tcp_lookup = getent_ahosts(&tcp_client.netns, NAME);
+    let reply = query(
+        &client.netns,
+        dns.addr(),
+        NAME,
+        QTYPE_A,
+        Transport::Tcp,
+        Duration::from_secs(1),
+    )
+    .expect("TCP query");
     let packets = capture.stop();
+    let tcp_packets = tcp_capture.stop();
     show(&packets);
+    show(&tcp_packets);
+    assert!(reply.elapsed >= DELAY, "{reply:?}");
+    assert!(
+        tcp_lookup.ok() && tcp_lookup.elapsed >= DELAY,
+        "{tcp_lookup:?}"
+    );
+    // Pipelined A + AAAA over one connection: both wait DELAY, not 2 × DELAY.
+    assert!(tcp_lookup.elapsed < 2 * DELAY, "{tcp_lookup:?}");
+    let (_, tcp_responses) = split(&tcp_packets);
+    assert_eq!(tcp_responses.len(), 2);
+    for r in tcp_responses {
+        assert!(r.tcp);
+        let t = r.dns_time.expect("dns.time");
+        assert!(
+            (t - 0.050).abs() < 0.005,
+            "TCP dns.time {t:.6} s is not 50 ± 5 ms"
+        );
+    }
 
     for l in &lookups {
         assert!(l.ok(), "{l:?}");
         assert!(l.elapsed >= DELAY, "{l:?}");
     }
     let (queries, responses) = split(&packets);
-    assert_eq!((queries.len(), responses.len()), (6, 6));
+    // 6 from getent, then the harness's TCP query.
+    assert_eq!((queries.len(), responses.len()), (7, 7));
     for r in responses {
         let t = r.dns_time.expect("dns.time");
         assert!(

@@ -85,8 +85,8 @@ pub mod reason {
     pub const TRUNCATED: u32 = 1 << 2;
     /// A query re-sent with the same key while still pending.
     pub const RESENT: u32 = 1 << 3;
-    /// A second query from the same client socket within the pair window:
-    /// the glibc parallel A/AAAA pattern.
+    /// A second query from the same client socket within the pair window
+    /// while the first is unanswered: the glibc parallel A/AAAA pattern.
     pub const PARALLEL: u32 = 1 << 4;
 }
 

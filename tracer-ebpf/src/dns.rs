@@ -34,8 +34,9 @@ use crate::{
 #[unsafe(no_mangle)]
 static DNS_SLOW_NS: Global<u64> = Global::new(100_000_000);
 
-/// Two queries from one socket closer than this (ns) are a parallel pair:
-/// glibc's sendmmsg of A and AAAA. Set at load time.
+/// Two queries from one socket closer than this (ns), the first still
+/// unanswered, are a parallel pair: glibc's sendmmsg of A and AAAA. Set at
+/// load time.
 #[unsafe(no_mangle)]
 static DNS_PAIR_WINDOW_NS: Global<u64> = Global::new(1_000_000);
 
@@ -174,13 +175,20 @@ fn query(ctx: &TcContext, key: &DnsKey, header: &Header, question_off: usize, no
     let mut socket_key = *key;
     socket_key.id = 0;
     let mut pair_with = None;
-    if let Some(last) = SOCKETS.get_ptr_mut(&socket_key) {
+    if let Some(last) = SOCKETS.get_ptr_mut(socket_key) {
         // SAFETY: the pointer comes from the map; the value is 16 bytes of
         // integers, a torn read from a concurrent update is harmless.
         let last = unsafe { &mut *last };
         let gap = now.wrapping_sub(last.ts_ns);
         if gap <= DNS_PAIR_WINDOW_NS.load() && last.id != key.id {
-            pair_with = Some((last.id, gap));
+            // Only if the earlier query is still unanswered: glibc's
+            // single-request fallback sends AAAA right after A's answer,
+            // often within the window, and that is not a parallel pair.
+            let mut earlier = *key;
+            earlier.id = last.id;
+            if PENDING.get_ptr(earlier).is_some() {
+                pair_with = Some((last.id, gap));
+            }
         }
         last.ts_ns = now;
         last.id = key.id;
@@ -191,7 +199,7 @@ fn query(ctx: &TcContext, key: &DnsKey, header: &Header, question_off: usize, no
             qtype: 0,
             _pad: 0,
         };
-        let _ = SOCKETS.insert(&socket_key, &last, 0);
+        let _ = SOCKETS.insert(socket_key, last, 0);
     }
 
     if let Some(pending) = PENDING.get_ptr_mut(key) {
@@ -239,7 +247,14 @@ fn query(ctx: &TcContext, key: &DnsKey, header: &Header, question_off: usize, no
     if cut {
         stat(DnsStat::QuestionCut);
     }
-    if PENDING.insert(key, &*pending, 0).is_err() {
+    // By reference: a by-value DnsPending would be copied onto the 512-byte
+    // BPF stack.
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "keep the 152-byte value off the BPF stack"
+    )]
+    let inserted = PENDING.insert(key, &*pending, 0);
+    if inserted.is_err() {
         count_loss(Loss::DnsPendingInsert);
     }
     if let Some((other_id, gap)) = pair_with {
@@ -369,17 +384,20 @@ fn hist_add(key: &DnsKey, latency_ns: u64) {
     if bucket >= HIST_BUCKETS {
         return;
     }
-    let hist = match HIST.get_ptr_mut(&hist_key) {
+    let hist = match HIST.get_ptr_mut(hist_key) {
         Some(hist) => hist,
         None => {
             let Some(zero) = ZERO_HIST.get_ptr(0) else {
                 return;
             };
             // SAFETY: a zeroed per-CPU value used only as the insert source.
-            if HIST.insert(&hist_key, unsafe { &*zero }, 0).is_err() {
+            let zero = unsafe { &*zero };
+            // By reference: an 8 KiB histogram cannot cross the BPF stack.
+            let inserted = HIST.insert(hist_key, zero, 0);
+            if inserted.is_err() {
                 return count_loss(Loss::DnsHistMapFull);
             }
-            match HIST.get_ptr_mut(&hist_key) {
+            match HIST.get_ptr_mut(hist_key) {
                 Some(hist) => hist,
                 None => return count_loss(Loss::DnsHistMapFull),
             }

@@ -97,7 +97,7 @@ pub(crate) fn l4(ctx: &TcContext) -> Result<L4, Skip> {
                 return Err(Skip::Fragment);
             }
             l4.family = 4;
-            l4.proto = ip.proto as u8;
+            l4.proto = ip.proto;
             l4.src[..4].copy_from_slice(&ip.src_addr);
             l4.dst[..4].copy_from_slice(&ip.dst_addr);
             off += ihl; // IPv4 options skipped via IHL.
@@ -108,7 +108,7 @@ pub(crate) fn l4(ctx: &TcContext) -> Result<L4, Skip> {
             l4.src = ip.src_addr;
             l4.dst = ip.dst_addr;
             off += Ipv6Hdr::LEN;
-            let mut next = ip.next_hdr as u8;
+            let mut next = ip.next_hdr;
             let mut done = false;
             for _ in 0..IPV6_EXT_MAX {
                 match next {

@@ -187,7 +187,7 @@ impl Report {
             let r = &i.retry_modes;
             let _ = writeln!(
                 out,
-                "{:<16} parallel pairs {}, re-sent {} (~5s {}, ~10s {}, ~15s {}, other {}), unanswered {}, slow {}",
+                "{:<16} parallel pairs {}, re-sent {} (~5s {}, ~10s {}, ~15s {}, other {}), unanswered sends {} ({} never answered), slow {}",
                 i.interface,
                 i.parallel_pairs,
                 i.resent,
@@ -195,7 +195,8 @@ impl Report {
                 r.around_10s,
                 r.around_15s,
                 r.other,
-                i.unanswered,
+                i.unanswered_sends,
+                i.abandoned,
                 i.slow_answers
             );
         }

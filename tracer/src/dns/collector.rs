@@ -119,7 +119,11 @@ struct IfaceTally {
     slow: u64,
     resent: u64,
     parallel_pairs: u64,
-    unanswered: u64,
+    /// Sends that never got their answer: each re-send stands for one, and
+    /// a swept query for all of its sends.
+    unanswered_sends: u64,
+    /// Queries swept with no answer at all.
+    abandoned: u64,
     retry_modes: TimeoutModes,
     late_answer_modes: TimeoutModes,
 }
@@ -210,7 +214,10 @@ impl DnsCollector {
             slow.max_ms = slow.max_ms.max(ms(elapsed));
         }
         if raw.reasons & reason::RESENT != 0 {
+            // glibc re-sends only after its timeout: the previous send of
+            // this query (same socket, same id) went unanswered.
             tally.resent += 1;
+            tally.unanswered_sends += 1;
             tally.retry_modes.add(elapsed);
         }
         if raw.reasons & reason::PARALLEL != 0 {
@@ -267,7 +274,10 @@ impl DnsCollector {
             if pending.remove(&key).is_err() {
                 continue;
             }
-            self.tally.entry(key.ifindex).or_default().unanswered += 1;
+            let tally = self.tally.entry(key.ifindex).or_default();
+            tally.abandoned += 1;
+            // Re-sends of it were counted as they happened; this is the last.
+            tally.unanswered_sends += 1;
             let (client, server) = addrs(&key);
             let cut = if usize::from(p.question_len) >= p.question.len() {
                 flag::QUESTION_CUT
@@ -333,7 +343,8 @@ impl DnsCollector {
                 slow_answers: t.slow,
                 resent: t.resent,
                 parallel_pairs: t.parallel_pairs,
-                unanswered: t.unanswered,
+                unanswered_sends: t.unanswered_sends,
+                abandoned: t.abandoned,
                 retry_modes: t.retry_modes,
                 late_answer_modes: t.late_answer_modes,
             })
@@ -493,7 +504,10 @@ pub struct InterfaceDns {
     pub slow_answers: u64,
     pub resent: u64,
     pub parallel_pairs: u64,
-    pub unanswered: u64,
+    /// Sends whose answer never came (the client timed out on each).
+    pub unanswered_sends: u64,
+    /// Queries never answered at all (listed under `unanswered`).
+    pub abandoned: u64,
     /// Re-sends by time since the first send.
     pub retry_modes: TimeoutModes,
     /// Slow answers by latency.

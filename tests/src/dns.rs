@@ -820,6 +820,11 @@ impl Capture {
     /// `listening on IFACE` (the socket is bound and filtered: from then on
     /// no packet is missed).
     pub fn start(netns: &str, iface: &str) -> Self {
+        Self::start_filtered(netns, iface, "port 53")
+    }
+
+    /// As [`Capture::start`], with any tcpdump capture filter.
+    pub fn start_filtered(netns: &str, iface: &str, filter: &str) -> Self {
         let file = std::env::temp_dir().join(format!("{}.pcap", unique("tracer-dns-")));
         let file_arg = file.to_str().expect("utf-8 temp path").to_owned();
         let mut child = netns_exec(
@@ -835,7 +840,7 @@ impl Capture {
                 iface,
                 "-w",
                 &file_arg,
-                "port 53",
+                filter,
             ],
         )
         .stdin(Stdio::null())
@@ -867,6 +872,20 @@ impl Capture {
                 "tcpdump on {iface} in {netns} not listening after {START_TIMEOUT:?}"
             );
         }
+    }
+
+    /// Waits 100 ms for packets in flight, stops tcpdump and counts the
+    /// captured packets (`tcpdump -r`), then removes the file.
+    pub fn count(mut self) -> u64 {
+        std::thread::sleep(Duration::from_millis(100));
+        self.halt();
+        let out = Command::new("tcpdump")
+            .args(["-r", self.file.to_str().expect("utf-8"), "-n", "-q"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .expect("spawning tcpdump -r");
+        String::from_utf8_lossy(&out.stdout).lines().count() as u64
     }
 
     /// Waits 100 ms for packets in flight, stops tcpdump (SIGINT to its PID,

@@ -5,7 +5,6 @@ pub mod dns;
 pub mod frames;
 
 use std::{
-    io::Read as _,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -178,9 +177,25 @@ pub fn tcx_programs(netns: &str, iface: &str) -> Vec<String> {
 }
 
 /// A running `tracer --netns NODE watch --output json`, stopped by a signal.
+///
+/// Its stdout and stderr are drained by threads while it runs: a busy
+/// trace's report is larger than a pipe buffer, and a tracer blocked on a
+/// full pipe could not exit.
 pub struct TracerRun {
     child: Child,
     ready: PathBuf,
+    stdout: JoinHandle<Vec<u8>>,
+    stderr: JoinHandle<Vec<u8>>,
+}
+
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut buf);
+        }
+        buf
+    })
 }
 
 impl TracerRun {
@@ -189,7 +204,7 @@ impl TracerRun {
     pub fn start(node: &str, extra: &[&str]) -> Self {
         let ready = std::env::temp_dir().join(format!("tracer-ready-{node}"));
         let _ = std::fs::remove_file(&ready);
-        let child = Command::new(tracer_bin())
+        let mut child = Command::new(tracer_bin())
             .args([
                 "--netns",
                 node,
@@ -206,15 +221,24 @@ impl TracerRun {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tracer");
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
         let start = Instant::now();
-        let mut run = Self { child, ready };
+        let mut run = Self {
+            child,
+            ready,
+            stdout,
+            stderr,
+        };
         while !run.ready.exists() {
             if let Some(status) = run.child.try_wait().expect("wait") {
-                let mut stderr = String::new();
-                if let Some(err) = run.child.stderr.as_mut() {
-                    let _ = err.read_to_string(&mut stderr);
-                }
-                panic!("tracer exited early ({status}): {stderr}");
+                let stderr = std::mem::replace(&mut run.stderr, std::thread::spawn(Vec::new))
+                    .join()
+                    .unwrap_or_default();
+                panic!(
+                    "tracer exited early ({status}): {}",
+                    String::from_utf8_lossy(&stderr)
+                );
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
@@ -236,21 +260,26 @@ impl TracerRun {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
         kill(pid, signal).expect("signal tracer");
         let start = Instant::now();
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "tracer ignored {signal}"
-            );
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
             std::thread::sleep(Duration::from_millis(20));
-        }
-        let (mut stdout, mut stderr) = (Vec::new(), String::new());
-        if let Some(out) = self.child.stdout.as_mut() {
-            let _ = out.read_to_end(&mut stdout);
-        }
-        if let Some(err) = self.child.stderr.as_mut() {
-            let _ = err.read_to_string(&mut stderr);
-        }
-        let status = self.child.wait().expect("wait");
+        };
+        let take = |h: &mut JoinHandle<Vec<u8>>| {
+            std::mem::replace(h, std::thread::spawn(Vec::new))
+                .join()
+                .unwrap_or_default()
+        };
+        let stdout = take(&mut self.stdout);
+        let stderr = String::from_utf8_lossy(&take(&mut self.stderr)).into_owned();
+        let status =
+            status.unwrap_or_else(|| panic!("tracer ignored {signal} for 10 s:\n{stderr}"));
         assert!(status.success(), "tracer {status}: {stderr}");
         assert!(!self.ready.exists(), "ready file removed at exit");
         serde_json::from_slice(&stdout)

@@ -292,8 +292,10 @@ fn delayed_answers_show_in_dns_time() {
         assert!(r.tcp);
         let t = r.dns_time.expect("dns.time");
         assert!(
-            (t - 0.050).abs() < 0.005,
-            "TCP dns.time {t:.6} s is not 50 ± 5 ms"
+            // The delay is a floor; an upper bound would only measure how
+            // busy the machine is (other tests run in parallel).
+            (0.050..0.250).contains(&t),
+            "TCP dns.time {t:.6} s is not ≥ 50 ms"
         );
     }
 
@@ -307,8 +309,8 @@ fn delayed_answers_show_in_dns_time() {
     for r in responses {
         let t = r.dns_time.expect("dns.time");
         assert!(
-            (t - 0.050).abs() < 0.005,
-            "dns.time {t:.6} s is not 50 ± 5 ms"
+            (0.050..0.250).contains(&t),
+            "dns.time {t:.6} s is not ≥ 50 ms"
         );
     }
 }

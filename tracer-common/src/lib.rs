@@ -5,8 +5,11 @@
 //! buffers, so their layouts are pinned with `const` assertions.
 #![no_std]
 
+pub mod conntrack;
 pub mod counter;
 pub mod dns;
+pub mod flood;
+pub mod kernel;
 pub mod loss;
 
 /// Implements `aya::Pod` for shared types when built for userspace.

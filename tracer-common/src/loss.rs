@@ -14,15 +14,24 @@ pub enum Loss {
     DnsHistMapFull = 2,
     /// A query could not be remembered (pending LRU update failed).
     DnsPendingInsert = 3,
+    /// A port's flood counters could not be created: map full.
+    FloodPortsFull = 4,
+    /// A flooded flow could not be tracked: map full.
+    FloodFlowsFull = 5,
+    /// A flood cause event was dropped: ring buffer full.
+    FloodRingFull = 6,
 }
 
 impl Loss {
     /// Every variant, in index order.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 7] = [
         Self::CounterMapFull,
         Self::DnsRingFull,
         Self::DnsHistMapFull,
         Self::DnsPendingInsert,
+        Self::FloodPortsFull,
+        Self::FloodFlowsFull,
+        Self::FloodRingFull,
     ];
 
     /// A stable snake_case name for reports and metrics.
@@ -32,6 +41,9 @@ impl Loss {
             Self::DnsRingFull => "dns_ring_full",
             Self::DnsHistMapFull => "dns_hist_map_full",
             Self::DnsPendingInsert => "dns_pending_insert_failed",
+            Self::FloodPortsFull => "flood_ports_map_full",
+            Self::FloodFlowsFull => "flood_flows_map_full",
+            Self::FloodRingFull => "flood_ring_full",
         }
     }
 }

@@ -1,8 +1,11 @@
 #![no_std]
 #![no_main]
 
+mod conntrack;
 mod counter;
 mod dns;
+mod flood;
+mod kernel;
 mod maps;
 mod parse;
 

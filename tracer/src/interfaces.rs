@@ -26,6 +26,10 @@ pub struct Interface {
     pub master: Option<u32>,
     #[serde(skip)]
     pub mac: Option<[u8; 6]>,
+    /// For a veth: the peer's ifindex and the id of the namespace it lives
+    /// in, as seen from ours (IFLA_LINK, IFLA_LINK_NETNSID).
+    #[serde(skip)]
+    pub peer: Option<(u32, i32)>,
 }
 
 /// Errors reading interfaces.
@@ -55,12 +59,16 @@ fn from_message(msg: LinkMessage) -> Interface {
         kind: Kind::Other(String::new()),
         master: None,
         mac: None,
+        peer: None,
     };
+    let (mut link, mut link_netnsid) = (None, None);
     for attr in msg.attributes {
         match attr {
             LinkAttribute::IfName(name) => iface.name = name,
             LinkAttribute::Controller(index) => iface.master = Some(index),
             LinkAttribute::Address(addr) => iface.mac = <[u8; 6]>::try_from(addr.as_slice()).ok(),
+            LinkAttribute::Link(index) => link = Some(index),
+            LinkAttribute::LinkNetNsId(id) => link_netnsid = Some(id),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(kind) = info {
@@ -78,7 +86,43 @@ fn from_message(msg: LinkMessage) -> Interface {
     if iface.name == "lo" {
         iface.kind = Kind::Loopback;
     }
+    if iface.kind == Kind::Veth
+        && let (Some(index), Some(netnsid)) = (link, link_netnsid)
+    {
+        iface.peer = Some((index, netnsid));
+    }
     iface
+}
+
+/// MAC addresses of the veth peers (the pods' `eth0`) of `ifaces`, by the
+/// host-side ifindex. Asks the kernel for the peer in its own namespace
+/// (RTM_GETLINK with IFLA_TARGET_NETNSID, Linux 4.20+), so no namespace
+/// has to be entered. Peers that cannot be read are left out.
+pub async fn peer_macs(ifaces: &[Interface]) -> Result<Vec<(u32, [u8; 6])>, InterfaceError> {
+    let (connection, handle, _) = rtnetlink::new_connection()?;
+    let task = tokio::spawn(connection);
+    let mut out = Vec::new();
+    for iface in ifaces {
+        let Some((peer, netnsid)) = iface.peer else {
+            continue;
+        };
+        let mut request = handle.link().get().match_index(peer);
+        request
+            .message_mut()
+            .attributes
+            .push(LinkAttribute::IfNetnsId(netnsid));
+        let reply: Result<Vec<LinkMessage>, _> = request.execute().try_collect().await;
+        match reply {
+            Ok(messages) => {
+                if let Some(mac) = messages.into_iter().find_map(|m| from_message(m).mac) {
+                    out.push((iface.index, mac));
+                }
+            }
+            Err(err) => tracing::debug!("peer of {}: {err}", iface.name),
+        }
+    }
+    task.abort();
+    Ok(out)
 }
 
 /// The interfaces to trace: the named ones if any were given, else every veth
@@ -119,6 +163,7 @@ mod tests {
             kind,
             master,
             mac: None,
+            peer: None,
         }
     }
 

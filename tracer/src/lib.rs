@@ -1,13 +1,19 @@
 //! tracer: eBPF probes on a node's pod veths and bridges, and the collector
 //! that turns what they see into findings.
 pub mod attach;
+pub mod btf;
+pub mod conntrack;
 pub mod counter;
 pub mod dns;
+pub mod flood;
+pub mod hooks;
 pub mod interfaces;
+pub mod kernel;
 pub mod lab;
 pub mod loss;
 pub mod netns;
 pub mod privileges;
 pub mod probes;
 pub mod report;
+pub mod ring;
 pub mod watch;

@@ -6,6 +6,9 @@
 use std::time::Duration;
 
 use aya::{Ebpf, EbpfError, EbpfLoader, programs::ProgramError};
+use tracer_common::kernel::KernelOffsets;
+
+use crate::kernel::KernelInfo;
 
 /// The eBPF object, aligned as aya's ELF parser needs.
 pub static EBPF_OBJECT: &[u8] =
@@ -57,15 +60,37 @@ pub fn load() -> Result<Ebpf, ProbeError> {
     load_with(&ProbeSettings::default())
 }
 
+/// Reads the kernel's BTF for the tracing programs' offsets. Without BTF the
+/// TC probes still work; the tracing hooks then refuse to attach.
+pub fn kernel_info() -> KernelInfo {
+    KernelInfo::from_sys_fs().unwrap_or_else(|err| {
+        tracing::warn!("{err}: conntrack and flood hooks will not attach");
+        KernelInfo {
+            offsets: KernelOffsets::UNKNOWN,
+            missing: vec![err.to_string()],
+            clash_nargs: None,
+            functions: Vec::new(),
+        }
+    })
+}
+
 /// Parses and loads the embedded object: creates its maps and sets its
 /// globals. Programs are loaded (verified) by the module that attaches them.
 pub fn load_with(settings: &ProbeSettings) -> Result<Ebpf, ProbeError> {
+    load_full(settings, &kernel_info())
+}
+
+/// As [`load_with`], with kernel offsets already resolved.
+pub fn load_full(settings: &ProbeSettings, kernel: &KernelInfo) -> Result<Ebpf, ProbeError> {
     raise_memlock_limit();
     let slow = nanos(settings.dns_slow);
     let window = nanos(settings.dns_pair_window);
+    let clash_nargs = u32::try_from(kernel.clash_nargs.unwrap_or(3)).unwrap_or(3);
     Ok(EbpfLoader::new()
         .override_global("DNS_SLOW_NS", &slow, true)
         .override_global("DNS_PAIR_WINDOW_NS", &window, true)
+        .override_global("KERNEL_OFFSETS", &kernel.offsets, true)
+        .override_global("CT_CLASH_NARGS", &clash_nargs, true)
         .load(EBPF_OBJECT)?)
 }
 

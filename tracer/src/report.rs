@@ -22,6 +22,12 @@ pub struct Report {
     pub interfaces: Vec<InterfaceReport>,
     /// DNS latency, unanswered queries, retries, parallel pairs.
     pub dns: crate::dns::collector::DnsReport,
+    /// conntrack insert drops and clashes.
+    pub conntrack: crate::conntrack::ConntrackReport,
+    /// Unknown-unicast floods, their victims and causes.
+    pub flood: crate::flood::collector::FloodReport,
+    /// Kernel struct members BTF did not have (their readers are degraded).
+    pub kernel_offsets_missing: Vec<String>,
     /// Every loss counter, zeros included.
     pub losses: Vec<LossReport>,
 }
@@ -127,6 +133,8 @@ impl Report {
             );
         }
         self.dns_table(&mut out);
+        self.conntrack_table(&mut out);
+        self.flood_table(&mut out);
         let losses: Vec<String> = self
             .losses
             .iter()
@@ -239,6 +247,101 @@ impl Report {
         .collect();
         if !odd.is_empty() {
             let _ = writeln!(out, "DNS packets not fully parsed: {}", odd.join(" "));
+        }
+    }
+}
+
+impl Report {
+    fn conntrack_table(&self, out: &mut String) {
+        let ct = &self.conntrack;
+        let t = |name: &str| ct.tracer.get(name).copied().unwrap_or(0);
+        let _ = write!(
+            out,
+            "\nconntrack ({} mode): tracer saw {} insert drops, {} clashes resolved, {} unconfirmed netfilter drops",
+            ct.mode,
+            t("insert_drops"),
+            t("clashes_resolved"),
+            t("unconfirmed_drops")
+        );
+        match &ct.kernel {
+            Some(k) => {
+                let _ = writeln!(
+                    out,
+                    "; kernel counters: insert_failed +{}, drop +{}, clash_resolve +{}, early_drop +{}",
+                    k.insert_failed,
+                    k.drop,
+                    k.clash_resolved
+                        .map_or_else(|| "n/a".to_owned(), |v| v.to_string()),
+                    k.early_drop
+                );
+            }
+            None => {
+                let _ = writeln!(out, "; kernel counters unavailable");
+            }
+        }
+        for h in ct.hooks.iter().filter(|h| !h.attached) {
+            let _ = writeln!(
+                out,
+                "  hook {} on {} not attached: {}",
+                h.program,
+                h.target,
+                h.error.as_deref().unwrap_or("?")
+            );
+        }
+        for c in &ct.clients {
+            let _ = writeln!(
+                out,
+                "  {}{}{}: {} insert drops, {} clashes resolved, {} unconfirmed drops",
+                c.client,
+                c.pod
+                    .as_deref()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default(),
+                if c.dns { " DNS" } else { "" },
+                c.insert_drops,
+                c.clashes_resolved,
+                c.unconfirmed_drops
+            );
+        }
+    }
+
+    fn flood_table(&self, out: &mut String) {
+        let f = &self.flood;
+        let _ = writeln!(
+            out,
+            "\nflooding: {} unknown-unicast episodes, {} FDB removals, {} neighbour failures",
+            f.episodes.len(),
+            f.fdb_deletes,
+            f.neighbour_failures.iter().map(|n| n.count).sum::<u64>()
+        );
+        for e in &f.episodes {
+            let _ = writeln!(
+                out,
+                "  {:.1}-{:.1} s: {} -> {} {} {}:{} {} frames ({:.0} pps) copied to {} ports [{}]; cause: {}",
+                e.start_s,
+                e.end_s,
+                e.src_mac,
+                e.dst_mac,
+                e.protocol,
+                e.dst_ip.as_deref().unwrap_or("-"),
+                e.dport,
+                e.packets,
+                e.pps,
+                e.victims.len(),
+                e.victims.join(" "),
+                e.cause.detail
+            );
+        }
+        for p in &f.victims {
+            let _ = writeln!(
+                out,
+                "  victim {}: {} flooded copies ({} bytes), {} broadcast, {} multicast",
+                p.interface,
+                p.victim_packets,
+                p.victim_bytes,
+                p.broadcast_packets,
+                p.multicast_packets
+            );
         }
     }
 }

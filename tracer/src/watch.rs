@@ -11,12 +11,16 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     attach::{TcAttachments, TcProgram},
+    conntrack::ConntrackCollector,
     counter,
     dns::{
         self,
         collector::{DnsCollector, DnsSettings},
     },
-    interfaces, loss,
+    flood::{self, collector::FloodCollector},
+    hooks, interfaces,
+    kernel::KernelInfo,
+    loss,
     probes::{self, ProbeSettings},
     report::{self, LossReport, Report},
 };
@@ -43,8 +47,13 @@ pub struct WatchOptions {
 /// Runs a trace and returns its report. Everything attached is detached
 /// before returning, also on error.
 pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
-    let mut ebpf = probes::load_with(&opts.probes).context("loading eBPF programs")?;
-    let programs: Vec<TcProgram> = counter::PROGRAMS.into_iter().chain(dns::PROGRAMS).collect();
+    let kernel = probes::kernel_info();
+    let mut ebpf = probes::load_full(&opts.probes, &kernel).context("loading eBPF programs")?;
+    let programs: Vec<TcProgram> = counter::PROGRAMS
+        .into_iter()
+        .chain(dns::PROGRAMS)
+        .chain(flood::PROGRAMS)
+        .collect();
     let mut tc = TcAttachments::load(&mut ebpf, &programs)?;
 
     let all = interfaces::list().await?;
@@ -54,7 +63,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
             "no pod interface found (no veth, no bridge with veth ports); name one with --interface"
         );
     }
-    let result = trace(&mut ebpf, &mut tc, &all, &traced, &opts).await;
+    let result = trace(&mut ebpf, &kernel, &mut tc, &all, &traced, &opts).await;
     tc.detach_all(&mut ebpf);
     if let Some(path) = &opts.ready_file {
         let _ignored = std::fs::remove_file(path);
@@ -64,6 +73,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
 
 async fn trace(
     ebpf: &mut aya::Ebpf,
+    kernel: &KernelInfo,
     tc: &mut TcAttachments,
     all: &[interfaces::Interface],
     traced: &[interfaces::Interface],
@@ -78,10 +88,17 @@ async fn trace(
         names.len(),
         names.join(" ")
     );
+    // Which MAC sits behind each pod port, so flooded copies can be told
+    // from frames addressed to the pod.
+    flood::set_port_macs(ebpf, &interfaces::peer_macs(traced).await?)?;
+    let hooks = hooks::attach(ebpf, kernel, &["conntrack", "flood"]);
 
     let start = Instant::now();
+    let start_ns = monotonic_ns();
     let baseline = counter::read(ebpf)?;
     let mut dns = DnsCollector::new(ebpf, opts.dns)?;
+    let mut conntrack = ConntrackCollector::new(ebpf)?;
+    let mut floods = FloodCollector::new(ebpf, start_ns)?;
     if let Some(path) = &opts.ready_file {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing ready file {}", path.display()))?;
@@ -98,8 +115,11 @@ async fn trace(
             _ = sigterm.recv() => break,
             () = sleep_until(deadline) => break,
             result = dns.readable() => result?,
+            result = conntrack.readable() => result?,
+            result = floods.readable() => result?,
             _ = ticker.tick() => {
                 dns.sweep(ebpf, monotonic_ns())?;
+                floods.tick(ebpf)?;
                 let now = counter::read(ebpf)?;
                 let delta = counter::delta(&baseline, &now);
                 let packets: u64 = delta.values().map(|c| c.packets).sum();
@@ -117,6 +137,16 @@ async fn trace(
             .map_or_else(|| format!("if{ifindex}"), |i| i.name.clone())
     };
     let dns = dns.report(ebpf, &name_of)?;
+    conntrack.drain();
+    let area = |name: &str| {
+        hooks
+            .iter()
+            .filter(|h| h.area == name)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let conntrack = conntrack.report(ebpf, area("conntrack"), &|_| None)?;
+    let flood = floods.report(ebpf, area("flood"), &name_of)?;
     let losses = loss::read(ebpf)?
         .into_iter()
         .map(|(loss, count)| LossReport {
@@ -132,6 +162,9 @@ async fn trace(
         duration_seconds: start.elapsed().as_secs_f64(),
         interfaces: report::interfaces(traced, all, &counts),
         dns,
+        conntrack,
+        flood,
+        kernel_offsets_missing: kernel.missing.clone(),
         losses,
     })
 }

@@ -3,6 +3,7 @@
 //! Every command runs `setup` first, so a fresh machine needs nothing but
 //! this repository, cargo and root.
 
+mod dist;
 mod setup;
 
 use std::process::Command;
@@ -23,6 +24,8 @@ enum Task {
     Setup,
     /// fmt, clippy (userspace and eBPF target) and every test, privileged ones included.
     Test,
+    /// Static (musl) tracer with its probes embedded in target/dist/, checked; see deploy/.
+    Dist,
     /// Build tracer and run `tracer lab` (both datapaths side by side) as root.
     Lab {
         /// Arguments passed to `tracer lab`.
@@ -38,6 +41,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Task::Setup => Ok(()),
         Task::Test => test(),
+        Task::Dist => dist::run(),
         Task::Lab { args } => lab(&args),
     }
 }

@@ -8,17 +8,17 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap as BpfHashMap, MapError, PerCpuArray, PerCpuHashMap},
 };
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::io::{Interest, unix::AsyncFd};
 use tracer_common::dns::{
     DNS_STATS_LEN, DnsEvent, DnsHist, DnsHistKey, DnsKey, DnsPending, DnsStat, HIST_BUCKETS,
     RCODE_BASE, bucket_bounds_ns, flag, reason,
 };
 
 use super::question::{self, Question};
+use crate::ring::{self, Ring, RingError};
 
 /// Errors of the DNS collector.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +27,8 @@ pub enum DnsError {
     MissingMap(&'static str),
     #[error("DNS map: {0}")]
     Map(#[from] MapError),
-    #[error("watching the DNS ring buffer: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("DNS events: {0}")]
+    Ring(#[from] RingError),
 }
 
 /// Userspace settings.
@@ -130,7 +130,7 @@ struct IfaceTally {
 
 /// The DNS collector of one trace.
 pub struct DnsCollector {
-    ring: AsyncFd<RingBuf<MapData>>,
+    ring: Ring,
     settings: DnsSettings,
     stats_base: Vec<u64>,
     hist_base: HashMap<DnsHistKey, Vec<u64>>,
@@ -156,11 +156,7 @@ impl DnsCollector {
         let ring = ebpf
             .take_map("DNS_EVENTS")
             .ok_or(DnsError::MissingMap("DNS_EVENTS"))?;
-        let ring = RingBuf::try_from(ring)?;
-        // SAFETY: the RingBuf owns its map fd; it stays open and the same for
-        // as long as the AsyncFd (which owns the RingBuf) lives.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|err| std::io::Error::other(err.to_string()))?;
+        let ring = Ring::new(ring)?;
         Ok(Self {
             ring,
             settings,
@@ -177,9 +173,7 @@ impl DnsCollector {
 
     /// Waits until the ring buffer has events, then decodes them all.
     pub async fn readable(&mut self) -> Result<(), DnsError> {
-        let mut guard = self.ring.readable_mut().await?;
-        guard.clear_ready();
-        drop(guard);
+        self.ring.readable().await?;
         self.drain();
         Ok(())
     }
@@ -187,15 +181,13 @@ impl DnsCollector {
     /// Decodes every event waiting in the ring buffer.
     pub fn drain(&mut self) {
         let mut decoded = Vec::new();
-        {
-            let ring = self.ring.get_mut();
-            while let Some(item) = ring.next() {
-                match decode_event(&item) {
-                    Some(event) => decoded.push(event),
-                    None => self.undecodable_events += 1,
-                }
-            }
-        }
+        let mut undecodable = 0;
+        self.ring
+            .drain(|item| match ring::decode::<DnsEvent>(item) {
+                Some(event) => decoded.push(event),
+                None => undecodable += 1,
+            });
+        self.undecodable_events += undecodable;
         for event in decoded {
             self.record(&event);
         }
@@ -384,15 +376,6 @@ impl DnsCollector {
             undecodable_events: self.undecodable_events,
         })
     }
-}
-
-fn decode_event(item: &[u8]) -> Option<DnsEvent> {
-    if item.len() < size_of::<DnsEvent>() {
-        return None;
-    }
-    // SAFETY: DnsEvent is repr(C) plain data (Pod); length checked above;
-    // read_unaligned because ring-buffer records are only 8-byte aligned.
-    Some(unsafe { item.as_ptr().cast::<DnsEvent>().read_unaligned() })
 }
 
 fn decode_question(len: u16, bytes: &[u8], qtype: u16, flags: u8) -> Question {

@@ -212,6 +212,49 @@ impl Topology {
         ip(&full)
     }
 
+    /// Makes `service` (a virtual IP, as kube-proxy's ClusterIP) reach
+    /// `backends` (pod addresses) on `port`, UDP and TCP, the way kube-proxy's
+    /// iptables mode does: nat PREROUTING DNAT with `statistic --mode random`
+    /// spreading new connections evenly, conntrack doing the reverse NAT.
+    ///
+    /// In bridge mode the backend's answer to a client on the same bridge is
+    /// bridged, not routed; `bridge-nf-call-iptables=1` (br_netfilter) is what
+    /// sends it through conntrack for the reverse NAT, as on real nodes.
+    pub fn add_service(
+        &self,
+        service: Ipv4Addr,
+        port: u16,
+        backends: &[Ipv4Addr],
+    ) -> Result<(), TopologyError> {
+        if self.datapath == Datapath::Bridge {
+            sysctl(&self.node, "net.bridge.bridge-nf-call-iptables", "1")?;
+        }
+        let port = port.to_string();
+        for proto in ["udp", "tcp"] {
+            for (i, backend) in backends.iter().enumerate() {
+                let remaining = backends.len() - i;
+                let mut rule = vec!["-t", "nat", "-A", "PREROUTING", "-d"];
+                let service = format!("{service}/32");
+                let to = format!("{backend}:{port}");
+                let probability = format!("{:.5}", 1.0 / remaining as f64);
+                rule.extend_from_slice(&[&service, "-p", proto, "--dport", &port]);
+                if remaining > 1 {
+                    rule.extend_from_slice(&[
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        &probability,
+                    ]);
+                }
+                rule.extend_from_slice(&["-j", "DNAT", "--to-destination", &to]);
+                self.exec(&self.node, "iptables", &rule)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every namespace of this topology, node first.
     pub fn namespaces(&self) -> impl Iterator<Item = &str> {
         self.created.iter().map(String::as_str)

@@ -1,0 +1,144 @@
+//! conntrack insert races.
+//!
+//! glibc's parallel A/AAAA share one socket 5-tuple; through DNAT both
+//! packets can miss the table and race to insert in `__nf_conntrack_confirm`.
+//! Since v5.6 (6a757c07e51f) the kernel usually *resolves* such a clash;
+//! when it cannot, the loser is dropped (NF_DROP) and the client waits for
+//! its resolver timeout. Two fexit hooks tell the cases apart:
+//! - `__nf_conntrack_confirm` returning NF_DROP: an insert that lost a packet;
+//! - `nf_ct_resolve_clash` returning NF_ACCEPT (resolved) or NF_DROP.
+
+use aya_ebpf::{
+    Global,
+    helpers::bpf_get_smp_processor_id,
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, fexit, map},
+    maps::{PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, FExitContext},
+};
+use tracer_common::{
+    conntrack::{
+        CT_STAT_READ_FAILED, CT_STAT_RING_FULL, CT_STATS_LEN, ConntrackEvent, CtKind, CtTuple,
+        EVENTS_RING_BYTES, NF_ACCEPT, NF_DROP,
+    },
+    kernel::KernelOffsets,
+};
+
+use crate::kernel::{dev_netns, ifindex_of, offsets, read};
+
+/// Parameters of `nf_ct_resolve_clash` on this kernel: 3 since v5.10
+/// (skb, h, repl_idx), 4 before (net, skb, ctinfo, h). Set at load time.
+#[unsafe(no_mangle)]
+static CT_CLASH_NARGS: Global<u32> = Global::new(3);
+
+#[map(name = "CT_STATS")]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CT_STATS_LEN, 0);
+
+#[map(name = "CT_EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+#[fexit(function = "__nf_conntrack_confirm")]
+pub fn conntrack_confirm_exit(ctx: FExitContext) -> i32 {
+    // int __nf_conntrack_confirm(struct sk_buff *skb): the return value
+    // follows the single argument.
+    let skb: u64 = ctx.arg(0);
+    let verdict: i64 = ctx.arg(1);
+    if verdict as i32 == NF_DROP {
+        record(skb, CtKind::ConfirmDrop);
+    }
+    0
+}
+
+#[fexit(function = "nf_ct_resolve_clash")]
+pub fn conntrack_resolve_clash_exit(ctx: FExitContext) -> i32 {
+    // Constant argument indexes only (the verifier refuses variable ctx
+    // offsets), picked by the arity userspace read from BTF.
+    let (skb, verdict): (u64, i64) = if CT_CLASH_NARGS.load() == 4 {
+        (ctx.arg(1), ctx.arg(4))
+    } else {
+        (ctx.arg(0), ctx.arg(3))
+    };
+    match verdict as i32 {
+        NF_ACCEPT => record(skb, CtKind::ClashResolved),
+        NF_DROP => record(skb, CtKind::ClashDropped),
+        _ => {}
+    }
+    0
+}
+
+/// `IPS_CONFIRMED_BIT` (include/uapi/linux/netfilter/nf_conntrack_common.h).
+const IPS_CONFIRMED: u64 = 1 << 3;
+
+/// `skb:kfree_skb(skb, location, reason[, rx_sk])`: the fallback where
+/// fexit cannot load. A NETFILTER_DROP of a packet whose conntrack entry is
+/// still unconfirmed is how an insert failure ends.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn conntrack_kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    let reason: u64 = ctx.arg(2);
+    let o = offsets();
+    if reason as u32 != o.drop_reason_netfilter {
+        return 0;
+    }
+    let skb: u64 = ctx.arg(0);
+    let ct = match read::<u64>(skb, o.skb_nfct) {
+        Ok(nfct) if nfct & !7 != 0 => nfct & !7,
+        _ => return 0,
+    };
+    match read::<u64>(ct, o.ct_status) {
+        Ok(status) if status & IPS_CONFIRMED == 0 => record(skb, CtKind::UnconfirmedDrop),
+        _ => {}
+    }
+    0
+}
+
+#[inline(always)]
+fn stat(index: u32) {
+    if let Some(slot) = STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn record(skb: u64, kind: CtKind) {
+    stat(kind as u32);
+    let o = offsets();
+    // skb->_nfct: the entry pointer, ctinfo in the low 3 bits (NFCT_PTRMASK).
+    let ct = match read::<u64>(skb, o.skb_nfct) {
+        Ok(nfct) if nfct & !7 != 0 => nfct & !7,
+        _ => return stat(CT_STAT_READ_FAILED),
+    };
+    let Some(mut entry) = EVENTS.reserve::<ConntrackEvent>(0) else {
+        return stat(CT_STAT_RING_FULL);
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points to a reserved, writable event in the ring.
+    unsafe {
+        (*event).ts_ns = bpf_ktime_get_ns();
+        (*event).kind = kind as u32;
+        (*event).cpu = bpf_get_smp_processor_id();
+        (*event).netns = read::<u64>(ct, o.ct_net)
+            .and_then(|net| read::<u32>(net, o.net_ns_inum))
+            .unwrap_or_else(|()| dev_netns(skb, o.skb_dev, &o));
+        (*event).ifindex = ifindex_of(skb, o.skb_dev, &o);
+        (*event).orig = tuple(ct, o.ct_tuple_orig, &o);
+        (*event).reply = tuple(ct, o.ct_tuple_reply, &o);
+    }
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn tuple(ct: u64, off: u32, o: &KernelOffsets) -> CtTuple {
+    let Some(base) = ct.checked_add(u64::from(off)) else {
+        return CtTuple::default();
+    };
+    CtTuple {
+        src: read(base, o.tuple_src_u3).unwrap_or_default(),
+        dst: read(base, o.tuple_dst_u3).unwrap_or_default(),
+        sport: u16::from_be(read(base, o.tuple_src_port).unwrap_or_default()),
+        dport: u16::from_be(read(base, o.tuple_dst_port).unwrap_or_default()),
+        l3num: read(base, o.tuple_l3num).unwrap_or_default(),
+        protonum: read(base, o.tuple_protonum).unwrap_or_default(),
+        _pad: 0,
+    }
+}

@@ -1,0 +1,298 @@
+//! Bridge flooding probe.
+//!
+//! `flood_tc_egress` runs on every host-side pod port: the bridge hands a
+//! port each frame it forwards *or floods* to it, so a unicast frame for a
+//! MAC other than the pod's is a flooded copy this pod pays for. The pod's
+//! MAC per port comes from userspace (`FLOOD_PORT_MACS`); ports without one
+//! (not a pod veth, or not known yet) count nothing.
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, classifier, fentry, map},
+    maps::{HashMap, PerCpuHashMap, RingBuf},
+    programs::{BtfTracePointContext, FEntryContext, TcContext},
+};
+use tracer_common::{
+    flood::{
+        CAUSES_RING_BYTES, FLOWS_MAX_ENTRIES, FloodCause, FloodCount, FloodKey, NUD_FAILED,
+        PORTS_MAX_ENTRIES, PortFlood, PortMac, cause,
+    },
+    loss::Loss,
+};
+
+use crate::{
+    kernel::{dev_netns, ifindex_of, offsets, read},
+    maps::count_loss,
+};
+
+#[map(name = "FLOOD_PORT_MACS")]
+static PORT_MACS: HashMap<u32, PortMac> = HashMap::with_max_entries(PORTS_MAX_ENTRIES, 0);
+
+#[map(name = "FLOOD_PORTS")]
+static PORTS: PerCpuHashMap<u32, PortFlood> = PerCpuHashMap::with_max_entries(PORTS_MAX_ENTRIES, 0);
+
+#[classifier]
+pub fn flood_tc_egress(ctx: TcContext) -> i32 {
+    victim(&ctx);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn victim(ctx: &TcContext) {
+    // SAFETY: ctx.skb.skb is the __sk_buff the kernel passed us.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: plain lookup; the value is 8 bytes of integers.
+    let Some(own) = (unsafe { PORT_MACS.get(ifindex) }) else {
+        return;
+    };
+    let Ok(dst) = ctx.load::<[u8; 6]>(0) else {
+        return;
+    };
+    let mut add = PortFlood::default();
+    if dst[0] & 1 != 0 {
+        if dst == [0xff; 6] {
+            add.broadcast_packets = 1;
+        } else {
+            add.multicast_packets = 1;
+        }
+    } else if dst != own.mac {
+        add.victim_packets = 1;
+        add.victim_bytes = u64::from(ctx.len());
+        victim_flow(ctx, ifindex, dst);
+    } else {
+        return;
+    }
+    match PORTS.get_ptr_mut(ifindex) {
+        // SAFETY: per-CPU value, only this CPU writes it while we run.
+        Some(value) => unsafe { (*value).add(&add) },
+        None => {
+            if PORTS.insert(ifindex, add, 0).is_err() {
+                count_loss(Loss::FloodPortsFull);
+            }
+        }
+    }
+}
+
+/// Records what a flooded copy carries, per victim port: where `br_flood`
+/// cannot be hooked (fentry not permitted), this is how the flooded flows
+/// (sender, destination, protocol, port) are still known.
+#[inline(always)]
+fn victim_flow(ctx: &TcContext, port: u32, dst: [u8; 6]) {
+    let Ok(eth) = ctx.load::<[u8; 14]>(0) else {
+        return;
+    };
+    let mut key = FloodKey {
+        port,
+        pkt_type: tracer_common::flood::pkt_type::UNICAST,
+        dst_mac: dst,
+        ethertype: u16::from_be_bytes([eth[12], eth[13]]),
+        src_mac: [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]],
+        ..FloodKey::default()
+    };
+    if key.ethertype == ETH_P_IP
+        && let Ok(ip) = ctx.load::<[u8; 20]>(14)
+    {
+        key.ip_proto = ip[9];
+        key.dst_ip = [ip[16], ip[17], ip[18], ip[19]];
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        if (key.ip_proto == 6 || key.ip_proto == 17)
+            && let Ok(ports) = ctx.load::<[u8; 4]>(14 + ihl)
+        {
+            key.dport = u16::from_be_bytes([ports[2], ports[3]]);
+        }
+    }
+    add_flow(&VICTIM_FLOWS, key, u64::from(ctx.len()));
+}
+
+#[map(name = "FLOOD_VICTIM_FLOWS")]
+static VICTIM_FLOWS: PerCpuHashMap<FloodKey, FloodCount> =
+    PerCpuHashMap::with_max_entries(FLOWS_MAX_ENTRIES, 0);
+
+// ---- br_flood: the bridge deciding to flood ---------------------------
+
+#[map(name = "FLOOD_FLOWS")]
+static FLOWS: PerCpuHashMap<FloodKey, FloodCount> =
+    PerCpuHashMap::with_max_entries(FLOWS_MAX_ENTRIES, 0);
+
+#[map(name = "FLOOD_CAUSES")]
+static CAUSES: RingBuf = RingBuf::with_byte_size(CAUSES_RING_BYTES, 0);
+
+const ETH_P_IP: u16 = 0x0800;
+
+/// `br_flood(br, skb, pkt_type, local_rcv, local_orig[, vid])` (net/bridge/
+/// br_forward.c): the same first three parameters since v4.x.
+#[fentry(function = "br_flood")]
+pub fn flood_br_flood(ctx: FEntryContext) -> i32 {
+    let skb: u64 = ctx.arg(1);
+    let pkt_type: u64 = ctx.arg(2);
+    flood(skb, pkt_type as u32);
+    0
+}
+
+#[inline(always)]
+fn flood(skb: u64, pkt_type: u32) {
+    let o = offsets();
+    let Ok(head) = read::<u64>(skb, o.skb_head) else {
+        return;
+    };
+    let (Ok(mac), Ok(net)) = (
+        read::<u16>(skb, o.skb_mac_header),
+        read::<u16>(skb, o.skb_network_header),
+    ) else {
+        return;
+    };
+    let Ok(eth) = read::<[u8; 14]>(head, u32::from(mac)) else {
+        return;
+    };
+    let mut key = FloodKey {
+        port: ifindex_of(skb, o.skb_dev, &o),
+        pkt_type,
+        dst_mac: [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
+        ethertype: u16::from_be_bytes([eth[12], eth[13]]),
+        src_mac: [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]],
+        ..FloodKey::default()
+    };
+    if key.ethertype == ETH_P_IP
+        && let Ok(ip) = read::<[u8; 20]>(head, u32::from(net))
+    {
+        key.ip_proto = ip[9];
+        key.dst_ip = [ip[16], ip[17], ip[18], ip[19]];
+        let ihl = u32::from(ip[0] & 0x0f) * 4;
+        if (key.ip_proto == 6 || key.ip_proto == 17)
+            && let Ok(ports) = read::<[u8; 4]>(head, u32::from(net) + ihl)
+        {
+            key.dport = u16::from_be_bytes([ports[2], ports[3]]);
+        }
+    }
+    // skb->len counts from the network header here; add the Ethernet
+    // header so bytes compare with what TC sees on the ports.
+    let bytes = u64::from(read::<u32>(skb, o.skb_len).unwrap_or(0)) + 14;
+    add_flow(&FLOWS, key, bytes);
+}
+
+#[inline(always)]
+fn add_flow(flows: &PerCpuHashMap<FloodKey, FloodCount>, key: FloodKey, bytes: u64) {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match flows.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, only this CPU writes it while we run.
+        Some(count) => unsafe {
+            (*count).packets += 1;
+            (*count).bytes += bytes;
+            (*count).last_ns = now;
+        },
+        None => {
+            let count = FloodCount {
+                packets: 1,
+                bytes,
+                first_ns: now,
+                last_ns: now,
+            };
+            if flows.insert(key, count, 0).is_err() {
+                count_loss(Loss::FloodFlowsFull);
+            }
+        }
+    }
+}
+
+// ---- why a flood starts: FDB and neighbour tracepoints ------------------
+
+/// `bridge:fdb_delete(br, f)`: an FDB entry went away (aged out, flushed).
+#[btf_tracepoint(function = "fdb_delete")]
+pub fn flood_fdb_delete(ctx: BtfTracePointContext) -> i32 {
+    let fdb: u64 = ctx.arg(1);
+    let o = offsets();
+    let port = read::<u64>(fdb, o.fdb_dst).unwrap_or(0);
+    cause(FloodCause {
+        kind: cause::FDB_DELETE,
+        ifindex: ifindex_of(port, o.port_dev, &o),
+        mac: read(fdb, o.fdb_addr).unwrap_or_default(),
+        vid: read(fdb, o.fdb_vid).unwrap_or_default(),
+        ..FloodCause::default()
+    });
+    0
+}
+
+/// `bridge:br_fdb_update(br, source, addr, vid, flags)`: a MAC learned on
+/// (or moved to) a port — the end of an unknown-unicast flood.
+#[btf_tracepoint(function = "br_fdb_update")]
+pub fn flood_fdb_update(ctx: BtfTracePointContext) -> i32 {
+    let port: u64 = ctx.arg(1);
+    let addr: u64 = ctx.arg(2);
+    let vid: u64 = ctx.arg(3);
+    let o = offsets();
+    cause(FloodCause {
+        kind: cause::FDB_UPDATE,
+        ifindex: ifindex_of(port, o.port_dev, &o),
+        mac: read(addr, 0).unwrap_or_default(),
+        vid: vid as u16,
+        ..FloodCause::default()
+    });
+    0
+}
+
+/// `neigh:neigh_event_send_dead(n, err)`: resolution failed, the packet
+/// waiting for it was dropped.
+#[btf_tracepoint(function = "neigh_event_send_dead")]
+pub fn flood_neigh_dead(ctx: BtfTracePointContext) -> i32 {
+    let n: u64 = ctx.arg(0);
+    neigh(n, cause::NEIGH_DEAD, 0);
+    0
+}
+
+/// `neigh:neigh_timer_handler(n, state)`: runs after each resolution timer;
+/// only its transitions to NUD_FAILED (resolution gave up) are sent.
+#[btf_tracepoint(function = "neigh_timer_handler")]
+pub fn flood_neigh_timer(ctx: BtfTracePointContext) -> i32 {
+    let n: u64 = ctx.arg(0);
+    let o = offsets();
+    if read::<u8>(n, o.neigh_nud_state).is_ok_and(|s| u16::from(s) == NUD_FAILED) {
+        neigh(n, cause::NEIGH_FAILED, NUD_FAILED);
+    }
+    0
+}
+
+/// `neigh:neigh_update(n, lladdr, new, flags, nlmsg_pid)`.
+#[btf_tracepoint(function = "neigh_update")]
+pub fn flood_neigh_update(ctx: BtfTracePointContext) -> i32 {
+    let n: u64 = ctx.arg(0);
+    let new: u64 = ctx.arg(2);
+    neigh(n, cause::NEIGH_UPDATE, new as u16);
+    0
+}
+
+#[inline(always)]
+fn neigh(n: u64, kind: u32, new_state: u16) {
+    let o = offsets();
+    let family = read::<u64>(n, o.neigh_tbl)
+        .and_then(|tbl| read::<u16>(tbl, o.tbl_family))
+        .unwrap_or(0);
+    let mut addr = [0u8; 16];
+    if family == 2 {
+        let v4: [u8; 4] = read(n, o.neigh_primary_key).unwrap_or_default();
+        addr[..4].copy_from_slice(&v4);
+    } else {
+        addr = read(n, o.neigh_primary_key).unwrap_or_default();
+    }
+    cause(FloodCause {
+        kind,
+        ifindex: ifindex_of(n, o.neigh_dev, &o),
+        netns: dev_netns(n, o.neigh_dev, &o),
+        mac: read(n, o.neigh_ha).unwrap_or_default(),
+        family,
+        state: read::<u8>(n, o.neigh_nud_state).map(u16::from).unwrap_or(0),
+        new_state,
+        addr,
+        ..FloodCause::default()
+    });
+}
+
+#[inline(always)]
+fn cause(mut event: FloodCause) {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    event.ts_ns = unsafe { bpf_ktime_get_ns() };
+    if CAUSES.output::<FloodCause>(&event, 0).is_err() {
+        count_loss(Loss::FloodRingFull);
+    }
+}

@@ -1,0 +1,269 @@
+//! conntrack insert races: the collector side of
+//! `tracer-ebpf/src/conntrack.rs`, plus the kernel's own counters.
+//!
+//! The fexit hooks give exact drops and resolved clashes with their tuples;
+//! where fexit is not permitted, `skb:kfree_skb` still attributes the drops
+//! and `/proc/net/stat/nf_conntrack` gives the totals, resolved clashes
+//! included. The report says which of these it had.
+
+pub mod stat;
+
+use std::{collections::BTreeMap, net::IpAddr, os::unix::fs::MetadataExt as _};
+
+use aya::{
+    Ebpf,
+    maps::{MapError, PerCpuArray},
+};
+use serde::Serialize;
+use tracer_common::conntrack::{
+    CT_STAT_READ_FAILED, CT_STAT_RING_FULL, CT_STATS_LEN, ConntrackEvent, CtKind, CtTuple,
+};
+
+use self::stat::{ConntrackDelta, ConntrackStats};
+use crate::{
+    hooks::HookStatus,
+    ring::{self, Ring, RingError},
+};
+
+/// Errors of the conntrack collector.
+#[derive(Debug, thiserror::Error)]
+pub enum ConntrackError {
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("conntrack map: {0}")]
+    Map(#[from] MapError),
+    #[error("conntrack events: {0}")]
+    Ring(#[from] RingError),
+}
+
+/// Keep at most this many events in the report.
+const MAX_EVENTS: usize = 500;
+
+/// A decoded drop or clash.
+#[derive(Clone, Debug, Serialize)]
+pub struct CtEventRecord {
+    pub kind: &'static str,
+    pub cpu: u32,
+    pub protocol: String,
+    /// As the client sent it (service address before DNAT).
+    pub original: String,
+    /// As the answer comes back (the backend after DNAT).
+    pub reply: String,
+    /// Port 53: a DNS flow.
+    pub dns: bool,
+}
+
+/// Drops and clashes per client address.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClientTally {
+    pub client: String,
+    /// Pod owning the address, when known.
+    pub pod: Option<String>,
+    pub dns: bool,
+    pub insert_drops: u64,
+    pub clashes_resolved: u64,
+    pub unconfirmed_drops: u64,
+}
+
+/// The collector of one trace.
+pub struct ConntrackCollector {
+    ring: Ring,
+    stats_base: Vec<u64>,
+    proc_base: Option<ConntrackStats>,
+    /// Inode of the traced network namespace: events elsewhere are counted
+    /// apart, not attributed.
+    netns: Option<u32>,
+    counts: BTreeMap<&'static str, u64>,
+    other_netns: u64,
+    clients: BTreeMap<(String, bool), ClientTally>,
+    events: Vec<CtEventRecord>,
+    undecodable: u64,
+}
+
+impl ConntrackCollector {
+    /// Takes the event ring out of `ebpf` and records the counters' current
+    /// values (ours and the kernel's for the current namespace).
+    pub fn new(ebpf: &mut Ebpf) -> Result<Self, ConntrackError> {
+        let ring = ebpf
+            .take_map("CT_EVENTS")
+            .ok_or(ConntrackError::MissingMap("CT_EVENTS"))?;
+        Ok(Self {
+            ring: Ring::new(ring)?,
+            stats_base: read_stats(ebpf)?,
+            proc_base: ConntrackStats::read().ok(),
+            netns: current_netns(),
+            counts: BTreeMap::new(),
+            other_netns: 0,
+            clients: BTreeMap::new(),
+            events: Vec::new(),
+            undecodable: 0,
+        })
+    }
+
+    /// Waits for events and decodes them.
+    pub async fn readable(&mut self) -> Result<(), ConntrackError> {
+        self.ring.readable().await?;
+        self.drain();
+        Ok(())
+    }
+
+    /// Decodes every waiting event.
+    pub fn drain(&mut self) {
+        let mut decoded = Vec::new();
+        let mut undecodable = 0;
+        self.ring
+            .drain(|item| match ring::decode::<ConntrackEvent>(item) {
+                Some(event) => decoded.push(event),
+                None => undecodable += 1,
+            });
+        self.undecodable += undecodable;
+        for event in decoded {
+            self.record(&event);
+        }
+    }
+
+    fn record(&mut self, event: &ConntrackEvent) {
+        let Some(kind) = CtKind::from_raw(event.kind) else {
+            self.undecodable += 1;
+            return;
+        };
+        if self.netns.is_some_and(|ns| ns != event.netns) {
+            self.other_netns += 1;
+            return;
+        }
+        *self.counts.entry(kind.name()).or_default() += 1;
+        let dns = event.orig.dport == 53 || event.orig.sport == 53;
+        let client = addr(&event.orig.src, event.orig.l3num);
+        let tally = self
+            .clients
+            .entry((client.clone(), dns))
+            .or_insert_with(|| ClientTally {
+                client,
+                dns,
+                ..ClientTally::default()
+            });
+        match kind {
+            CtKind::ConfirmDrop => tally.insert_drops += 1,
+            CtKind::ClashResolved => tally.clashes_resolved += 1,
+            CtKind::UnconfirmedDrop => tally.unconfirmed_drops += 1,
+            CtKind::ClashDropped => {}
+        }
+        if self.events.len() < MAX_EVENTS {
+            self.events.push(CtEventRecord {
+                kind: kind.name(),
+                cpu: event.cpu,
+                protocol: protocol(event.orig.protonum),
+                original: tuple(&event.orig),
+                reply: tuple(&event.reply),
+                dns,
+            });
+        }
+    }
+
+    /// Builds the conntrack section of the report. `pod_of` maps a client
+    /// address to a pod name when the caller knows one.
+    pub fn report(
+        &self,
+        ebpf: &Ebpf,
+        hooks: Vec<HookStatus>,
+        pod_of: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ConntrackReport, ConntrackError> {
+        let now = read_stats(ebpf)?;
+        let stat = |i: u32| now[i as usize].saturating_sub(self.stats_base[i as usize]);
+        let attached = |program: &str| hooks.iter().any(|h| h.program == program && h.attached);
+        let mode = if attached("conntrack_confirm_exit") {
+            "fexit"
+        } else if attached("conntrack_kfree_skb") {
+            "kfree_skb"
+        } else {
+            "counters"
+        };
+        let kernel = match (&self.proc_base, ConntrackStats::read()) {
+            (Some(before), Ok(after)) => Some(after.delta(before)),
+            _ => None,
+        };
+        let mut clients: Vec<ClientTally> = self.clients.values().cloned().collect();
+        for c in &mut clients {
+            c.pod = pod_of(&c.client);
+        }
+        Ok(ConntrackReport {
+            mode,
+            hooks,
+            tracer: CtKind::ALL
+                .iter()
+                .map(|k| (k.name(), self.counts.get(k.name()).copied().unwrap_or(0)))
+                .collect(),
+            kernel,
+            clients,
+            events: self.events.clone(),
+            events_in_other_namespaces: self.other_netns,
+            ring_full: stat(CT_STAT_RING_FULL),
+            read_failed: stat(CT_STAT_READ_FAILED),
+            undecodable: self.undecodable,
+        })
+    }
+}
+
+/// The conntrack section of a report.
+#[derive(Debug, Serialize)]
+pub struct ConntrackReport {
+    /// `fexit` (exact drops and clashes), `kfree_skb` (drops attributed,
+    /// clashes from the kernel's counters) or `counters` (totals only).
+    pub mode: &'static str,
+    pub hooks: Vec<HookStatus>,
+    /// What the probes attributed, in the traced namespace.
+    pub tracer: BTreeMap<&'static str, u64>,
+    /// The kernel's own counters over the trace, for the traced namespace.
+    pub kernel: Option<ConntrackDelta>,
+    pub clients: Vec<ClientTally>,
+    pub events: Vec<CtEventRecord>,
+    pub events_in_other_namespaces: u64,
+    pub ring_full: u64,
+    pub read_failed: u64,
+    pub undecodable: u64,
+}
+
+/// Inode of this thread's network namespace (what the kernel reports as
+/// `net->ns.inum`).
+pub fn current_netns() -> Option<u32> {
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .and_then(|m| u32::try_from(m.ino()).ok())
+}
+
+fn read_stats(ebpf: &Ebpf) -> Result<Vec<u64>, ConntrackError> {
+    let map = ebpf
+        .map("CT_STATS")
+        .ok_or(ConntrackError::MissingMap("CT_STATS"))?;
+    let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+    (0..CT_STATS_LEN)
+        .map(|i| Ok(stats.get(&i, 0)?.iter().sum()))
+        .collect()
+}
+
+fn addr(bytes: &[u8; 16], l3num: u16) -> String {
+    if l3num == 10 {
+        IpAddr::from(*bytes).to_string()
+    } else {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]).to_string()
+    }
+}
+
+fn protocol(proto: u8) -> String {
+    match proto {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        other => format!("proto{other}"),
+    }
+}
+
+fn tuple(t: &CtTuple) -> String {
+    format!(
+        "{}:{} -> {}:{}",
+        addr(&t.src, t.l3num),
+        t.sport,
+        addr(&t.dst, t.l3num),
+        t.dport
+    )
+}

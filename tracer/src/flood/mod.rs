@@ -1,0 +1,60 @@
+//! Bridge flooding: the collector side of `tracer-ebpf/src/flood.rs`.
+
+pub mod collector;
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapError, PerCpuHashMap},
+    programs::TcAttachType,
+};
+use tracer_common::flood::{PortFlood, PortMac};
+
+use crate::attach::TcProgram;
+
+/// The victim counter, on the egress of every host-side port.
+pub const PROGRAMS: [TcProgram; 1] = [TcProgram {
+    name: "flood_tc_egress",
+    attach_type: TcAttachType::Egress,
+}];
+
+/// Errors of the flood collector.
+#[derive(Debug, thiserror::Error)]
+pub enum FloodError {
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("flood map: {0}")]
+    Map(#[from] MapError),
+    #[error("flood cause events: {0}")]
+    Ring(String),
+}
+
+/// Tells the victim counter which MAC each port's pod has.
+pub fn set_port_macs(ebpf: &mut Ebpf, macs: &[(u32, [u8; 6])]) -> Result<(), FloodError> {
+    let map = ebpf
+        .map_mut("FLOOD_PORT_MACS")
+        .ok_or(FloodError::MissingMap("FLOOD_PORT_MACS"))?;
+    let mut map: BpfHashMap<_, u32, PortMac> = BpfHashMap::try_from(map)?;
+    for &(ifindex, mac) in macs {
+        map.insert(ifindex, PortMac { mac, _pad: [0; 2] }, 0)?;
+    }
+    Ok(())
+}
+
+/// Per-port flood counters summed over CPUs.
+pub fn read_ports(ebpf: &Ebpf) -> Result<BTreeMap<u32, PortFlood>, FloodError> {
+    let map = ebpf
+        .map("FLOOD_PORTS")
+        .ok_or(FloodError::MissingMap("FLOOD_PORTS"))?;
+    let map: PerCpuHashMap<_, u32, PortFlood> = PerCpuHashMap::try_from(map)?;
+    let mut out = BTreeMap::new();
+    for entry in map.iter() {
+        let (ifindex, per_cpu) = entry?;
+        let total: &mut PortFlood = out.entry(ifindex).or_default();
+        for value in per_cpu.iter() {
+            total.add(value);
+        }
+    }
+    Ok(out)
+}

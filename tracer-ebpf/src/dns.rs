@@ -10,7 +10,7 @@
 
 use aya_ebpf::{
     Global,
-    bindings::TC_ACT_UNSPEC,
+    bindings::{BPF_F_NO_PREALLOC, TC_ACT_UNSPEC},
     helpers::bpf_ktime_get_ns,
     macros::{classifier, map},
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -48,9 +48,12 @@ static PENDING: LruHashMap<DnsKey, DnsPending> =
 static SOCKETS: LruHashMap<DnsKey, DnsSocketLast> =
     LruHashMap::with_max_entries(SOCKETS_MAX_ENTRIES, 0);
 
+/// Not preallocated: 8 KiB per entry per CPU would reserve
+/// HIST_MAX_ENTRIES × 8 KiB × CPUs up front; entries exist only for the
+/// (interface, server) pairs actually seen.
 #[map(name = "DNS_HIST")]
 static HIST: PerCpuHashMap<DnsHistKey, DnsHist> =
-    PerCpuHashMap::with_max_entries(HIST_MAX_ENTRIES, 0);
+    PerCpuHashMap::with_max_entries(HIST_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 
 #[map(name = "DNS_STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STATS_LEN, 0);

@@ -190,3 +190,48 @@ mod tests {
         ));
     }
 }
+
+/// A change of the namespace's links, from the kernel's RTNLGRP_LINK
+/// notifications (`ip monitor link`).
+#[derive(Clone, Debug)]
+pub enum LinkEvent {
+    /// A link appeared or changed (new pod veth, enslaved to a bridge, up).
+    Changed(Interface),
+    /// A link was deleted (pod gone).
+    Removed { index: u32, name: String },
+}
+
+/// Subscribes to link notifications. The subscription lives as long as the
+/// returned receiver is polled by a runtime task.
+pub fn monitor() -> Result<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>, InterfaceError> {
+    use futures_util::StreamExt as _;
+    use rtnetlink::{
+        MulticastGroup, packet_core::NetlinkPayload, packet_route::RouteNetlinkMessage,
+    };
+
+    let (connection, _handle, mut messages) =
+        rtnetlink::new_multicast_connection(&[MulticastGroup::Link])?;
+    tokio::spawn(connection);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((message, _)) = messages.next().await {
+            let event = match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    LinkEvent::Changed(from_message(link))
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
+                    let iface = from_message(link);
+                    LinkEvent::Removed {
+                        index: iface.index,
+                        name: iface.name,
+                    }
+                }
+                _ => continue,
+            };
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}

@@ -16,4 +16,5 @@ pub mod privileges;
 pub mod probes;
 pub mod report;
 pub mod ring;
+pub mod verdict;
 pub mod watch;

@@ -144,6 +144,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     unanswered_after: seconds(args.dns_timeout)? + Duration::from_secs(1),
                     ..Default::default()
                 },
+                snapshots: None,
+                progress: true,
             };
             let report = runtime.block_on(watch::run(opts))?;
             match output {

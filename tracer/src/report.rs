@@ -18,7 +18,12 @@ pub struct Report {
     pub kernel: String,
     /// `--netns` if given.
     pub netns: Option<String>,
+    /// The node's datapath, as found from its interfaces.
+    pub datapath: crate::verdict::NodeDatapath,
     pub duration_seconds: f64,
+    /// Per symptom: detected or not, evidence, and whether transparent mode
+    /// would resolve it.
+    pub findings: Vec<crate::verdict::Finding>,
     pub interfaces: Vec<InterfaceReport>,
     /// DNS latency, unanswered queries, retries, parallel pairs.
     pub dns: crate::dns::collector::DnsReport,
@@ -43,6 +48,8 @@ pub struct InterfaceReport {
     pub ingress: Counts,
     /// TC egress: on a host-side pod veth, what was delivered to the pod.
     pub egress: Counts,
+    /// The interface was deleted during the trace (counts up to then).
+    pub vanished: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -91,6 +98,7 @@ pub fn interfaces(
                 .map(|m| m.name.clone()),
             ingress: get(iface.index, Direction::Ingress),
             egress: get(iface.index, Direction::Egress),
+            vanished: false,
         })
         .collect()
 }
@@ -110,9 +118,10 @@ impl Report {
                 .unwrap_or_default(),
             self.duration_seconds
         );
+        self.findings_table(&mut out);
         let _ = writeln!(
             out,
-            "{:<16} {:<8} {:<10} {:>12} {:>14} {:>12} {:>14}",
+            "\n{:<16} {:<8} {:<10} {:>12} {:>14} {:>12} {:>14}",
             "INTERFACE", "KIND", "MASTER", "IN PKTS", "IN BYTES", "OUT PKTS", "OUT BYTES"
         );
         for row in &self.interfaces {
@@ -343,5 +352,57 @@ impl Report {
                 p.multicast_packets
             );
         }
+    }
+}
+
+impl Report {
+    /// The verdicts, first thing in the table.
+    fn findings_table(&self, out: &mut String) {
+        let _ = writeln!(out, "datapath: {:?}", self.datapath);
+        for f in &self.findings {
+            let mark = match f.severity {
+                crate::verdict::Severity::Ok => "ok  ",
+                crate::verdict::Severity::Info => "info",
+                crate::verdict::Severity::Warning => "WARN",
+                crate::verdict::Severity::Critical => "CRIT",
+            };
+            let _ = writeln!(out, "[{mark}] {}", f.summary);
+            if f.detected {
+                let _ = writeln!(
+                    out,
+                    "       bridge-related: {:?}; transparent mode would resolve it: {:?} — {}",
+                    f.bridge_related, f.transparent_mode_resolves, f.why
+                );
+                for r in &f.remedies {
+                    let _ = writeln!(out, "       remedy: {r}");
+                }
+            }
+        }
+    }
+
+    /// One line for periodic progress output.
+    pub fn progress_line(&self) -> String {
+        let packets: u64 = self
+            .interfaces
+            .iter()
+            .map(|i| i.ingress.packets + i.egress.packets)
+            .sum();
+        let c = |name: &str| self.dns.counters.get(name).copied().unwrap_or(0);
+        let p99 = self
+            .dns
+            .latency
+            .iter()
+            .map(|l| l.p99_ms)
+            .fold(0.0_f64, f64::max);
+        let copies: u64 = self.flood.victims.iter().map(|v| v.victim_packets).sum();
+        format!(
+            "{:>6.1} s: {packets} pkts on {} ifaces · DNS {} q, p99 {p99:.1} ms, {} slow, {} re-sent · conntrack drops {} · flood copies {copies}",
+            self.duration_seconds,
+            self.interfaces.len(),
+            c("queries"),
+            c("slow_answers"),
+            c("resent"),
+            self.conntrack.kernel.map_or(0, |k| k.insert_failed),
+        )
     }
 }

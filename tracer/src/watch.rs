@@ -1,12 +1,17 @@
-//! `tracer watch`: attach to the pod interfaces, trace until the duration
-//! ends or SIGINT/SIGTERM arrives, detach, and report.
+//! `tracer watch`: attach to the pod interfaces, follow pods that come and
+//! go, trace until the duration ends or SIGINT/SIGTERM arrives, detach, and
+//! report. Snapshots of the report can be published while it runs (live
+//! view, metrics).
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
+use aya::Ebpf;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -18,21 +23,23 @@ use crate::{
         collector::{DnsCollector, DnsSettings},
     },
     flood::{self, collector::FloodCollector},
-    hooks, interfaces,
+    hooks::{self, HookStatus},
+    interfaces::{self, Interface, Kind, LinkEvent},
     kernel::KernelInfo,
     loss,
     probes::{self, ProbeSettings},
     report::{self, LossReport, Report},
+    verdict::{self, NodeDatapath},
 };
 
 /// What to trace and for how long.
 #[derive(Clone, Debug, Default)]
 pub struct WatchOptions {
-    /// Interfaces to attach to; empty = discover.
+    /// Interfaces to attach to; empty = discover (and follow new pods).
     pub interfaces: Vec<String>,
     /// Stop after this long; `None` = until a signal.
     pub duration: Option<Duration>,
-    /// Print a progress line this often (to stderr).
+    /// How often to refresh snapshots, sweep and log progress.
     pub interval: Duration,
     /// Written once every probe is attached (for scripts and tests).
     pub ready_file: Option<PathBuf>,
@@ -42,6 +49,10 @@ pub struct WatchOptions {
     pub probes: ProbeSettings,
     /// DNS collector settings.
     pub dns: DnsSettings,
+    /// Receives a fresh report every interval while tracing.
+    pub snapshots: Option<tokio::sync::watch::Sender<Option<Arc<Report>>>>,
+    /// Log a progress line every interval (off when a live view draws).
+    pub progress: bool,
 }
 
 /// Runs a trace and returns its report. Everything attached is detached
@@ -56,14 +67,26 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
         .collect();
     let mut tc = TcAttachments::load(&mut ebpf, &programs)?;
 
+    // Subscribe before listing, so no pod created in between is missed.
+    let links = if opts.interfaces.is_empty() {
+        Some(interfaces::monitor()?)
+    } else {
+        None
+    };
     let all = interfaces::list().await?;
     let traced = interfaces::select(&all, &opts.interfaces)?;
-    if traced.is_empty() {
-        anyhow::bail!(
-            "no pod interface found (no veth, no bridge with veth ports); name one with --interface"
+    if traced.is_empty() && opts.interfaces.is_empty() {
+        tracing::warn!(
+            "no pod interface yet (no veth, no bridge with veth ports): waiting for pods"
         );
     }
-    let result = trace(&mut ebpf, &kernel, &mut tc, &all, &traced, &opts).await;
+    let result = Session::start(&mut ebpf, &kernel, &mut tc, all, &traced, &opts)
+        .await
+        .map(|session| (session, links));
+    let result = match result {
+        Ok((mut session, links)) => session.run(&mut ebpf, &mut tc, links, &opts).await,
+        Err(err) => Err(err),
+    };
     tc.detach_all(&mut ebpf);
     if let Some(path) = &opts.ready_file {
         let _ignored = std::fs::remove_file(path);
@@ -71,106 +94,238 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
     result
 }
 
-async fn trace(
-    ebpf: &mut aya::Ebpf,
-    kernel: &KernelInfo,
-    tc: &mut TcAttachments,
-    all: &[interfaces::Interface],
-    traced: &[interfaces::Interface],
-    opts: &WatchOptions,
-) -> anyhow::Result<Report> {
-    for iface in traced {
-        tc.attach(ebpf, &iface.name)?;
-    }
-    let names: Vec<&str> = tc.interfaces().collect();
-    tracing::info!(
-        "attached to {} interfaces: {}",
-        names.len(),
-        names.join(" ")
-    );
-    // Which MAC sits behind each pod port, so flooded copies can be told
-    // from frames addressed to the pod.
-    flood::set_port_macs(ebpf, &interfaces::peer_macs(traced).await?)?;
-    let hooks = hooks::attach(ebpf, kernel, &["conntrack", "flood"]);
+/// The state of one trace.
+struct Session {
+    kernel: KernelInfo,
+    hooks: Vec<HookStatus>,
+    start: Instant,
+    baseline: counter::Snapshot,
+    /// Every interface ever traced, by ifindex, with whether it vanished.
+    traced: BTreeMap<u32, (Interface, bool)>,
+    /// Every interface seen, for names.
+    known: BTreeMap<u32, Interface>,
+    dns: DnsCollector,
+    conntrack: ConntrackCollector,
+    floods: FloodCollector,
+}
 
-    let start = Instant::now();
-    let start_ns = monotonic_ns();
-    let baseline = counter::read(ebpf)?;
-    let mut dns = DnsCollector::new(ebpf, opts.dns)?;
-    let mut conntrack = ConntrackCollector::new(ebpf)?;
-    let mut floods = FloodCollector::new(ebpf, start_ns)?;
-    if let Some(path) = &opts.ready_file {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .with_context(|| format!("writing ready file {}", path.display()))?;
+impl Session {
+    async fn start(
+        ebpf: &mut Ebpf,
+        kernel: &KernelInfo,
+        tc: &mut TcAttachments,
+        all: Vec<Interface>,
+        traced: &[Interface],
+        opts: &WatchOptions,
+    ) -> anyhow::Result<Self> {
+        for iface in traced {
+            tc.attach(ebpf, &iface.name)?;
+        }
+        let names: Vec<&str> = tc.interfaces().collect();
+        tracing::info!(
+            "attached to {} interfaces: {}",
+            names.len(),
+            names.join(" ")
+        );
+        // Which MAC sits behind each pod port, so flooded copies can be told
+        // from frames addressed to the pod.
+        flood::set_port_macs(ebpf, &interfaces::peer_macs(traced).await?)?;
+        let hooks = hooks::attach(ebpf, kernel, &["conntrack", "flood"]);
+        let start_ns = monotonic_ns();
+        let session = Self {
+            kernel: kernel.clone(),
+            hooks,
+            start: Instant::now(),
+            baseline: counter::read(ebpf)?,
+            traced: traced
+                .iter()
+                .map(|i| (i.index, (i.clone(), false)))
+                .collect(),
+            known: all.into_iter().map(|i| (i.index, i)).collect(),
+            dns: DnsCollector::new(ebpf, opts.dns)?,
+            conntrack: ConntrackCollector::new(ebpf)?,
+            floods: FloodCollector::new(ebpf, start_ns)?,
+        };
+        if let Some(path) = &opts.ready_file {
+            std::fs::write(path, format!("{}\n", std::process::id()))
+                .with_context(|| format!("writing ready file {}", path.display()))?;
+        }
+        Ok(session)
     }
 
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut ticker = tokio::time::interval(opts.interval);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            () = sleep_until(deadline) => break,
-            result = dns.readable() => result?,
-            result = conntrack.readable() => result?,
-            result = floods.readable() => result?,
-            _ = ticker.tick() => {
-                dns.sweep(ebpf, monotonic_ns())?;
-                floods.tick(ebpf)?;
-                let now = counter::read(ebpf)?;
-                let delta = counter::delta(&baseline, &now);
-                let packets: u64 = delta.values().map(|c| c.packets).sum();
-                tracing::info!("{:>6.1} s: {packets} packets on {} interfaces", start.elapsed().as_secs_f64(), names.len());
+    async fn run(
+        &mut self,
+        ebpf: &mut Ebpf,
+        tc: &mut TcAttachments,
+        mut links: Option<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>>,
+        opts: &WatchOptions,
+    ) -> anyhow::Result<Report> {
+        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+        let mut ticker = tokio::time::interval(opts.interval);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                () = sleep_until(deadline) => break,
+                result = self.dns.readable() => result?,
+                result = self.conntrack.readable() => result?,
+                result = self.floods.readable() => result?,
+                Some(event) = next_link(&mut links) => self.on_link(ebpf, tc, event).await,
+                _ = ticker.tick() => {
+                    self.dns.sweep(ebpf, monotonic_ns())?;
+                    self.floods.tick(ebpf)?;
+                    if opts.snapshots.is_some() || opts.progress {
+                        let report = Arc::new(self.report(ebpf, opts)?);
+                        if opts.progress {
+                            tracing::info!("{}", report.progress_line());
+                        }
+                        if let Some(tx) = &opts.snapshots {
+                            let _ = tx.send(Some(report));
+                        }
+                    }
+                }
+            }
+        }
+        self.dns.drain();
+        self.dns.sweep(ebpf, monotonic_ns())?;
+        self.conntrack.drain();
+        self.report(ebpf, opts)
+    }
+
+    /// Follows pods: attaches to new veths (and to a bridge once it carries
+    /// one), detaches from deleted ones, which stay in the report up to
+    /// their last packet.
+    async fn on_link(&mut self, ebpf: &mut Ebpf, tc: &mut TcAttachments, event: LinkEvent) {
+        match event {
+            LinkEvent::Changed(iface) => {
+                let master = iface.master;
+                self.known.insert(iface.index, iface.clone());
+                let mut candidates = Vec::new();
+                if iface.kind == Kind::Veth {
+                    candidates.push(iface);
+                }
+                if let Some(bridge) = master.and_then(|m| self.known.get(&m))
+                    && bridge.kind == Kind::Bridge
+                {
+                    candidates.push(bridge.clone());
+                }
+                for iface in candidates {
+                    if self.traced.get(&iface.index).is_some_and(|(_, gone)| !gone) {
+                        continue;
+                    }
+                    match tc.attach(ebpf, &iface.name) {
+                        Ok(()) => {
+                            tracing::info!("new pod interface {}: attached", iface.name);
+                            if let Ok(macs) =
+                                interfaces::peer_macs(std::slice::from_ref(&iface)).await
+                                && let Err(err) = flood::set_port_macs(ebpf, &macs)
+                            {
+                                tracing::warn!("{}: {err}", iface.name);
+                            }
+                            self.traced.insert(iface.index, (iface, false));
+                        }
+                        // It may be gone again already (pod churn): not an error.
+                        Err(err) => tracing::debug!("{}: {err}", iface.name),
+                    }
+                }
+            }
+            LinkEvent::Removed { index, name } => {
+                tc.detach(ebpf, &name);
+                if let Some((_, gone)) = self.traced.get_mut(&index)
+                    && !*gone
+                {
+                    *gone = true;
+                    tracing::info!("pod interface {name} vanished: detached");
+                }
             }
         }
     }
 
-    dns.drain();
-    dns.sweep(ebpf, monotonic_ns())?;
-    let counts = counter::delta(&baseline, &counter::read(ebpf)?);
-    let name_of = |ifindex: u32| {
-        all.iter()
-            .find(|i| i.index == ifindex)
-            .map_or_else(|| format!("if{ifindex}"), |i| i.name.clone())
-    };
-    let dns = dns.report(ebpf, &name_of)?;
-    conntrack.drain();
-    let area = |name: &str| {
-        hooks
-            .iter()
-            .filter(|h| h.area == name)
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    let conntrack = conntrack.report(ebpf, area("conntrack"), &|_| None)?;
-    let flood = floods.report(ebpf, area("flood"), &name_of)?;
-    let losses = loss::read(ebpf)?
-        .into_iter()
-        .map(|(loss, count)| LossReport {
-            reason: loss.name(),
-            count,
-        })
-        .collect();
-    Ok(Report {
-        schema_version: report::SCHEMA_VERSION,
-        tracer_version: env!("CARGO_PKG_VERSION"),
-        kernel: report::kernel_release(),
-        netns: opts.netns.clone(),
-        duration_seconds: start.elapsed().as_secs_f64(),
-        interfaces: report::interfaces(traced, all, &counts),
-        dns,
-        conntrack,
-        flood,
-        kernel_offsets_missing: kernel.missing.clone(),
-        losses,
-    })
+    fn report(&mut self, ebpf: &Ebpf, opts: &WatchOptions) -> anyhow::Result<Report> {
+        let counts = counter::delta(&self.baseline, &counter::read(ebpf)?);
+        let known = &self.known;
+        let name_of = |ifindex: u32| {
+            known
+                .get(&ifindex)
+                .map_or_else(|| format!("if{ifindex}"), |i| i.name.clone())
+        };
+        let area = |name: &str| {
+            self.hooks
+                .iter()
+                .filter(|h| h.area == name)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let dns = self.dns.report(ebpf, &name_of)?;
+        let conntrack = self.conntrack.report(ebpf, area("conntrack"), &|_| None)?;
+        let flood = self.floods.report(ebpf, area("flood"), &name_of)?;
+        let losses = loss::read(ebpf)?
+            .into_iter()
+            .map(|(loss, count)| LossReport {
+                reason: loss.name(),
+                count,
+            })
+            .collect();
+        let traced: Vec<Interface> = self.traced.values().map(|(i, _)| i.clone()).collect();
+        let all: Vec<Interface> = self.known.values().cloned().collect();
+        let mut interfaces = report::interfaces(&traced, &all, &counts);
+        for row in &mut interfaces {
+            row.vanished = self.traced.get(&row.ifindex).is_some_and(|(_, gone)| *gone);
+        }
+        let mut report = Report {
+            schema_version: report::SCHEMA_VERSION,
+            tracer_version: env!("CARGO_PKG_VERSION"),
+            kernel: report::kernel_release(),
+            netns: opts.netns.clone(),
+            datapath: datapath_of(&all),
+            duration_seconds: self.start.elapsed().as_secs_f64(),
+            findings: Vec::new(),
+            interfaces,
+            dns,
+            conntrack,
+            flood,
+            kernel_offsets_missing: self.kernel.missing.clone(),
+            losses,
+        };
+        let slow_ms = opts.probes.dns_slow.as_secs_f64() * 1000.0;
+        report.findings = verdict::assess(&verdict::Inputs::from_report(&report, slow_ms));
+        Ok(report)
+    }
+}
+
+/// Bridge when a bridge carries veth ports, transparent when veths stand
+/// alone (routed), mixed when both.
+pub fn datapath_of(all: &[Interface]) -> NodeDatapath {
+    let bridged = all.iter().any(|i| {
+        i.kind == Kind::Veth
+            && i.master
+                .is_some_and(|m| all.iter().any(|b| b.index == m && b.kind == Kind::Bridge))
+    });
+    let routed = all
+        .iter()
+        .any(|i| i.kind == Kind::Veth && i.master.is_none());
+    match (bridged, routed) {
+        (true, true) => NodeDatapath::Mixed,
+        (true, false) => NodeDatapath::Bridge,
+        (false, true) => NodeDatapath::Transparent,
+        (false, false) => NodeDatapath::Unknown,
+    }
+}
+
+async fn next_link(
+    links: &mut Option<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>>,
+) -> Option<LinkEvent> {
+    match links {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|ts| {
             u64::try_from(ts.tv_sec()).unwrap_or(0) * 1_000_000_000

@@ -1,0 +1,571 @@
+//! Findings: for each symptom, whether it was seen, how bad, the evidence,
+//! whether the bridge is involved, and whether transparent (routed) mode
+//! would resolve it — honestly both ways.
+//!
+//! The rules read a small [`Inputs`] extracted from a report, so they are
+//! unit-tested on recorded figures without a kernel.
+
+use serde::Serialize;
+
+/// The three symptoms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Symptom {
+    DnsLatency,
+    ConntrackRace,
+    UdpFlooding,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Ok,
+    Info,
+    Warning,
+    Critical,
+}
+
+/// Yes / no / partly / unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    Yes,
+    No,
+    Partly,
+    Unknown,
+}
+
+/// One symptom's verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub symptom: Symptom,
+    pub detected: bool,
+    pub severity: Severity,
+    /// One line, with the numbers.
+    pub summary: String,
+    /// The figures the verdict rests on.
+    pub evidence: Vec<(String, String)>,
+    pub bridge_related: Answer,
+    /// Would Azure CNI transparent mode (routed, no bridge) resolve it?
+    pub transparent_mode_resolves: Answer,
+    pub why: String,
+    pub remedies: Vec<String>,
+}
+
+/// The datapath the traced node uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeDatapath {
+    Bridge,
+    Transparent,
+    Mixed,
+    #[default]
+    Unknown,
+}
+
+/// The figures the rules use.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inputs {
+    pub datapath: NodeDatapath,
+    pub kernel: String,
+    // DNS
+    pub dns_answers: u64,
+    /// Worst client-side p99 (ms), and that client's p50.
+    pub dns_client_p99_ms: f64,
+    pub dns_client_p50_ms: f64,
+    /// p50 measured at the DNS server pods' own ports (ms), if seen.
+    pub dns_server_p50_ms: Option<f64>,
+    pub dns_slow: u64,
+    pub dns_unanswered_sends: u64,
+    pub dns_abandoned: u64,
+    pub dns_retries_5s_modes: u64,
+    pub dns_parallel_pairs: u64,
+    pub dns_nxdomain: u64,
+    pub dns_truncated: u64,
+    pub dns_slow_threshold_ms: f64,
+    // conntrack
+    pub ct_insert_failed: u64,
+    pub ct_drop: u64,
+    pub ct_clash_resolved: Option<u64>,
+    /// Drops the probes attributed to DNS flows.
+    pub ct_dns_drops: u64,
+    pub ct_mode: String,
+    // flooding
+    pub flood_episodes: u64,
+    pub flood_frames: u64,
+    pub flood_victim_copies: u64,
+    pub flood_victim_ports: u64,
+    pub flood_fdb_aged_causes: u64,
+    pub flood_max_pps: f64,
+    pub neighbour_failures: u64,
+}
+
+impl Inputs {
+    /// Extracts the figures from a report. `slow_ms` is the DNS slow
+    /// threshold the probes used.
+    pub fn from_report(r: &crate::report::Report, slow_ms: f64) -> Self {
+        let dns = &r.dns;
+        let c = |name: &str| dns.counters.get(name).copied().unwrap_or(0);
+        let worst = dns
+            .latency
+            .iter()
+            .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+        let ct_kernel = r.conntrack.kernel;
+        let ct_dns_drops = r
+            .conntrack
+            .clients
+            .iter()
+            .filter(|c| c.dns)
+            .map(|c| c.insert_drops + c.unconfirmed_drops)
+            .sum();
+        let flood = &r.flood;
+        Self {
+            datapath: r.datapath,
+            kernel: r.kernel.clone(),
+            dns_answers: c("answers"),
+            dns_client_p99_ms: worst.map_or(0.0, |l| l.p99_ms),
+            dns_client_p50_ms: worst.map_or(0.0, |l| l.p50_ms),
+            dns_server_p50_ms: None,
+            dns_slow: c("slow_answers"),
+            dns_unanswered_sends: dns.per_interface.iter().map(|i| i.unanswered_sends).sum(),
+            dns_abandoned: dns.per_interface.iter().map(|i| i.abandoned).sum(),
+            dns_retries_5s_modes: dns
+                .per_interface
+                .iter()
+                .map(|i| {
+                    let m = i.retry_modes;
+                    m.around_5s + m.around_10s + m.around_15s
+                })
+                .sum(),
+            dns_parallel_pairs: c("parallel_pairs"),
+            dns_nxdomain: dns.rcodes.get("NXDOMAIN").copied().unwrap_or(0),
+            dns_truncated: c("truncated_answers"),
+            dns_slow_threshold_ms: slow_ms,
+            ct_insert_failed: ct_kernel.map_or(0, |k| k.insert_failed),
+            ct_drop: ct_kernel.map_or(0, |k| k.drop),
+            ct_clash_resolved: ct_kernel.and_then(|k| k.clash_resolved),
+            ct_dns_drops,
+            ct_mode: r.conntrack.mode.to_owned(),
+            flood_episodes: flood.episodes.len() as u64,
+            flood_frames: flood.episodes.iter().map(|e| e.packets).sum(),
+            flood_victim_copies: flood.victims.iter().map(|v| v.victim_packets).sum(),
+            flood_victim_ports: flood
+                .victims
+                .iter()
+                .filter(|v| v.victim_packets > 0)
+                .count() as u64,
+            flood_fdb_aged_causes: flood
+                .episodes
+                .iter()
+                .filter(|e| e.cause.kind == "fdb_entry_removed")
+                .count() as u64,
+            flood_max_pps: flood.episodes.iter().map(|e| e.pps).fold(0.0, f64::max),
+            neighbour_failures: flood.neighbour_failures.iter().map(|n| n.count).sum(),
+        }
+    }
+}
+
+/// Applies every rule.
+pub fn assess(i: &Inputs) -> Vec<Finding> {
+    vec![dns(i), conntrack(i), flood(i)]
+}
+
+fn ev(name: &str, value: impl ToString) -> (String, String) {
+    (name.to_owned(), value.to_string())
+}
+
+/// Kernel major.minor ≥ 5.6: clash resolution for the multi-backend DNAT
+/// case (6a757c07e51f "allow insertion of clashing entries").
+fn has_clash_resolution(kernel: &str) -> bool {
+    let mut parts = kernel
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (5, 6)
+}
+
+fn dns(i: &Inputs) -> Finding {
+    let mut evidence = vec![
+        ev("answers", i.dns_answers),
+        ev("client_p50_ms", format!("{:.2}", i.dns_client_p50_ms)),
+        ev("client_p99_ms", format!("{:.2}", i.dns_client_p99_ms)),
+        ev("slow_answers", i.dns_slow),
+        ev("unanswered_sends", i.dns_unanswered_sends),
+        ev("never_answered", i.dns_abandoned),
+        ev("retries_at_5_10_15s", i.dns_retries_5s_modes),
+        ev("parallel_a_aaaa_pairs", i.dns_parallel_pairs),
+    ];
+    if let Some(server) = i.dns_server_p50_ms {
+        evidence.push(ev("server_side_p50_ms", format!("{server:.2}")));
+    }
+    let timeouts = i.dns_unanswered_sends + i.dns_retries_5s_modes;
+    let slow = i.dns_slow > 0 || i.dns_client_p99_ms >= i.dns_slow_threshold_ms;
+    let detected = timeouts > 0 || slow;
+    let mut remedies = Vec::new();
+    let (severity, related, resolves, why) = if !detected {
+        (
+            Severity::Ok,
+            Answer::No,
+            Answer::Unknown,
+            "no slow or lost DNS traffic seen".to_owned(),
+        )
+    } else if timeouts > 0 && i.ct_dns_drops > 0 {
+        remedies.extend(conntrack_remedies(i));
+        (
+            Severity::Critical,
+            Answer::Partly,
+            Answer::Partly,
+            format!(
+                "{} DNS packets were dropped by conntrack insert races: each costs the client a resolver timeout (5 s). \
+                 The race happens in the node's conntrack on the DNAT to the DNS service, which transparent mode keeps; \
+                 it removes the bridge's br_netfilter pass but not the race itself",
+                i.ct_dns_drops
+            ),
+        )
+    } else if timeouts > 0 {
+        remedies.push("look for loss between pod and DNS server: tracer's flood and neighbour findings, the DNS pods' load".into());
+        remedies.push("options single-request-reopen in the pod's dnsConfig (sequential A/AAAA, new socket on retry)".into());
+        (
+            Severity::Warning,
+            Answer::Unknown,
+            Answer::Unknown,
+            format!(
+                "{timeouts} queries or answers were lost (the client re-sent after its timeout) without conntrack drops on DNS flows; \
+                 the loss is elsewhere, so a datapath change is not shown to help"
+            ),
+        )
+    } else if let Some(server) = i
+        .dns_server_p50_ms
+        .filter(|s| *s >= 0.8 * i.dns_client_p50_ms)
+    {
+        remedies.push("scale or fix the DNS server / its upstream; NodeLocal DNSCache caches answers on the node".into());
+        (
+            Severity::Warning,
+            Answer::No,
+            Answer::No,
+            format!(
+                "answers are slow at the server itself ({server:.1} ms of {:.1} ms measured at the client's port): \
+                 a slow upstream or server, not a bridge problem; transparent mode would not change it",
+                i.dns_client_p50_ms
+            ),
+        )
+    } else {
+        remedies.push("NodeLocal DNSCache (answers from the node, no DNAT)".into());
+        (
+            Severity::Warning,
+            Answer::Unknown,
+            Answer::Unknown,
+            format!(
+                "p99 {:.1} ms ≥ {:.0} ms threshold; the server-side latency is unknown (its port was not traced)",
+                i.dns_client_p99_ms, i.dns_slow_threshold_ms
+            ),
+        )
+    };
+    if i.dns_answers > 20 && i.dns_nxdomain * 2 > i.dns_answers {
+        remedies.push(format!(
+            "{} of {} answers are NXDOMAIN: search-list expansion (ndots:5); use FQDNs with a trailing dot or ndots:2 — not bridge-related",
+            i.dns_nxdomain, i.dns_answers
+        ));
+    }
+    if i.dns_truncated > 0 {
+        remedies.push(format!(
+            "{} truncated answers fell back to TCP: large answers, not bridge-related",
+            i.dns_truncated
+        ));
+    }
+    Finding {
+        symptom: Symptom::DnsLatency,
+        detected,
+        severity,
+        summary: format!(
+            "DNS: {} answers, p50 {:.1} ms, p99 {:.1} ms, {} slow, {} unanswered sends, {} retries at ~5/10/15 s",
+            i.dns_answers,
+            i.dns_client_p50_ms,
+            i.dns_client_p99_ms,
+            i.dns_slow,
+            i.dns_unanswered_sends,
+            i.dns_retries_5s_modes
+        ),
+        evidence,
+        bridge_related: related,
+        transparent_mode_resolves: resolves,
+        why,
+        remedies,
+    }
+}
+
+fn conntrack_remedies(i: &Inputs) -> Vec<String> {
+    let mut r = vec![
+        "options single-request-reopen (or single-request) in the pod's dnsConfig: A and AAAA no longer race (glibc only; musl ignores it)".to_owned(),
+        "NodeLocal DNSCache: pods query a node-local address, no DNAT, no race".to_owned(),
+    ];
+    if !has_clash_resolution(&i.kernel) {
+        r.push(format!(
+            "kernel {} predates clash resolution for DNAT to several backends (v5.6, 6a757c07e51f): upgrade the node image",
+            i.kernel
+        ));
+    }
+    r
+}
+
+fn conntrack(i: &Inputs) -> Finding {
+    let resolved = i.ct_clash_resolved.unwrap_or(0);
+    let detected = i.ct_insert_failed > 0 || resolved > 0;
+    let evidence = vec![
+        ev("insert_failed", i.ct_insert_failed),
+        ev("drop", i.ct_drop),
+        ev(
+            "clash_resolved",
+            i.ct_clash_resolved.map_or_else(
+                || "n/a (kernel has no clashres counter)".into(),
+                |v| v.to_string(),
+            ),
+        ),
+        ev("dns_drops_attributed", i.ct_dns_drops),
+        ev("parallel_a_aaaa_pairs", i.dns_parallel_pairs),
+        ev("probe_mode", &i.ct_mode),
+    ];
+    let (severity, why) = if i.ct_insert_failed > 0 {
+        (
+            if i.ct_dns_drops > 0 {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            format!(
+                "{} conntrack inserts failed and their packets were dropped ({} of them DNS: each one a 5 s resolver timeout)",
+                i.ct_insert_failed, i.ct_dns_drops
+            ),
+        )
+    } else if resolved > 0 {
+        (
+            Severity::Info,
+            format!(
+                "{resolved} insertion races happened and the kernel resolved every one (clash resolution, v5.6+): no packet lost"
+            ),
+        )
+    } else {
+        (Severity::Ok, "no conntrack insertion race seen".into())
+    };
+    Finding {
+        symptom: Symptom::ConntrackRace,
+        detected,
+        severity,
+        summary: format!(
+            "conntrack: {} insert failures, {} clashes resolved, {} drops on DNS flows",
+            i.ct_insert_failed, resolved, i.ct_dns_drops
+        ),
+        evidence,
+        bridge_related: if detected { Answer::Partly } else { Answer::No },
+        transparent_mode_resolves: if detected {
+            Answer::Partly
+        } else {
+            Answer::Unknown
+        },
+        why: if detected {
+            format!(
+                "{why}. The race is between two packets of one socket (glibc's parallel A/AAAA) inserting the same \
+                 conntrack entry through the service DNAT; transparent mode keeps that DNAT and conntrack, so it removes \
+                 at most the bridge-specific part (br_netfilter's extra pass) — compare both modes with `tracer lab`"
+            )
+        } else {
+            why
+        },
+        remedies: if detected {
+            conntrack_remedies(i)
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn flood(i: &Inputs) -> Finding {
+    let detected = i.flood_episodes > 0 || i.flood_victim_copies > 0;
+    let evidence = vec![
+        ev("episodes", i.flood_episodes),
+        ev("frames_flooded", i.flood_frames),
+        ev("copies_to_victims", i.flood_victim_copies),
+        ev("victim_ports", i.flood_victim_ports),
+        ev("max_pps", format!("{:.0}", i.flood_max_pps)),
+        ev("started_by_fdb_ageing", i.flood_fdb_aged_causes),
+        ev("neighbour_failures", i.neighbour_failures),
+    ];
+    let (severity, related, resolves, why, remedies) = if detected {
+        (
+            if i.flood_max_pps >= 1000.0 { Severity::Critical } else { Severity::Warning },
+            Answer::Yes,
+            Answer::Yes,
+            format!(
+                "the bridge did not know the destination MAC and flooded {} frames to {} other ports ({} copies); \
+                 {} episodes began when an FDB entry aged out while its owner stayed silent. Only an L2 bridge floods \
+                 unknown unicast: transparent mode routes each pod by a /32 route, with no L2 device to flood",
+                i.flood_frames, i.flood_victim_ports, i.flood_victim_copies, i.flood_fdb_aged_causes
+            ),
+            vec![
+                "Azure CNI transparent mode (no bridge)".to_owned(),
+                "keep FDB ageing above the neighbour timeouts so a silent receiver is re-learned: raise the bridge's ageing_time, or lower net.ipv4.neigh.<bridge>.base_reachable_time_ms / gc_stale_time so ARP re-probes refresh the FDB".to_owned(),
+            ],
+        )
+    } else {
+        let why = match i.datapath {
+            NodeDatapath::Transparent => "no flooding: no bridge in the datapath".to_owned(),
+            _ => "no unknown-unicast flooding seen".to_owned(),
+        };
+        (Severity::Ok, Answer::No, Answer::Unknown, why, Vec::new())
+    };
+    Finding {
+        symptom: Symptom::UdpFlooding,
+        detected,
+        severity,
+        summary: format!(
+            "flooding: {} episodes, {} frames flooded, {} copies to {} victim ports",
+            i.flood_episodes, i.flood_frames, i.flood_victim_copies, i.flood_victim_ports
+        ),
+        evidence,
+        bridge_related: related,
+        transparent_mode_resolves: resolves,
+        why,
+        remedies,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Inputs {
+        Inputs {
+            kernel: "6.18.44".into(),
+            dns_answers: 1000,
+            dns_client_p50_ms: 0.3,
+            dns_client_p99_ms: 1.2,
+            dns_slow_threshold_ms: 100.0,
+            ct_clash_resolved: Some(0),
+            ct_mode: "kfree_skb".into(),
+            ..Inputs::default()
+        }
+    }
+
+    #[test]
+    fn quiet_node_has_no_findings() {
+        let f = assess(&base());
+        assert!(f.iter().all(|f| !f.detected && f.severity == Severity::Ok));
+    }
+
+    #[test]
+    fn slow_upstream_is_not_a_bridge_problem() {
+        // Recorded: 50 ms at the client's port, 49.8 ms at the server's.
+        let i = Inputs {
+            dns_client_p50_ms: 50.2,
+            dns_client_p99_ms: 50.5,
+            dns_server_p50_ms: Some(49.8),
+            dns_slow_threshold_ms: 20.0,
+            dns_slow: 50,
+            ..base()
+        };
+        let f = dns(&i);
+        assert!(f.detected);
+        assert_eq!(f.bridge_related, Answer::No);
+        assert_eq!(f.transparent_mode_resolves, Answer::No);
+        assert!(f.why.contains("not a bridge problem"), "{}", f.why);
+    }
+
+    #[test]
+    fn dns_timeouts_from_conntrack_drops_are_critical_and_partly_bridge() {
+        let i = Inputs {
+            dns_unanswered_sends: 3,
+            dns_retries_5s_modes: 3,
+            ct_insert_failed: 3,
+            ct_drop: 3,
+            ct_dns_drops: 3,
+            ..base()
+        };
+        let f = dns(&i);
+        assert_eq!(f.severity, Severity::Critical);
+        assert_eq!(f.transparent_mode_resolves, Answer::Partly);
+        assert!(
+            f.remedies
+                .iter()
+                .any(|r| r.contains("single-request-reopen"))
+        );
+        let c = conntrack(&i);
+        assert_eq!(c.severity, Severity::Critical);
+    }
+
+    #[test]
+    fn lost_dns_without_conntrack_drops_is_not_blamed_on_the_datapath() {
+        let i = Inputs {
+            dns_unanswered_sends: 1,
+            dns_retries_5s_modes: 1,
+            ..base()
+        };
+        let f = dns(&i);
+        assert_eq!(f.severity, Severity::Warning);
+        assert_eq!(f.transparent_mode_resolves, Answer::Unknown);
+    }
+
+    #[test]
+    fn resolved_clashes_are_information_only() {
+        let i = Inputs {
+            ct_clash_resolved: Some(2545),
+            ..base()
+        };
+        let c = conntrack(&i);
+        assert!(c.detected);
+        assert_eq!(c.severity, Severity::Info);
+        assert!(c.why.contains("resolved every one"));
+        assert!(
+            !c.remedies.iter().any(|r| r.contains("upgrade")),
+            "6.18 has clash resolution"
+        );
+    }
+
+    #[test]
+    fn old_kernels_are_told_to_upgrade() {
+        let i = Inputs {
+            kernel: "4.19.0-azure".into(),
+            ct_insert_failed: 5,
+            ..base()
+        };
+        assert!(conntrack(&i).remedies.iter().any(|r| r.contains("upgrade")));
+    }
+
+    #[test]
+    fn flooding_is_bridge_related_and_resolved_by_transparent_mode() {
+        // Recorded from the flood test: 4025 frames at 1 kpps to one victim.
+        let i = Inputs {
+            datapath: NodeDatapath::Bridge,
+            flood_episodes: 1,
+            flood_frames: 4025,
+            flood_victim_copies: 4025,
+            flood_victim_ports: 1,
+            flood_fdb_aged_causes: 1,
+            flood_max_pps: 1000.0,
+            ..base()
+        };
+        let f = flood(&i);
+        assert_eq!(f.severity, Severity::Critical);
+        assert_eq!(f.bridge_related, Answer::Yes);
+        assert_eq!(f.transparent_mode_resolves, Answer::Yes);
+        assert!(f.remedies.iter().any(|r| r.contains("ageing")));
+    }
+
+    #[test]
+    fn nxdomain_storms_are_named_not_blamed() {
+        let i = Inputs {
+            dns_nxdomain: 800,
+            dns_slow: 1,
+            ..base()
+        };
+        assert!(dns(&i).remedies.iter().any(|r| r.contains("ndots")));
+    }
+
+    #[test]
+    fn kernel_versions() {
+        assert!(has_clash_resolution("6.18.44-fc-v669"));
+        assert!(has_clash_resolution("5.15.0-1064-azure"));
+        assert!(!has_clash_resolution("5.4.0-1109-azure"));
+        assert!(!has_clash_resolution("garbage"));
+    }
+}

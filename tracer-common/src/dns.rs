@@ -85,8 +85,8 @@ pub mod reason {
     pub const TRUNCATED: u32 = 1 << 2;
     /// A query re-sent with the same key while still pending.
     pub const RESENT: u32 = 1 << 3;
-    /// A second query from the same client socket within the pair window
-    /// while the first is unanswered: the glibc parallel A/AAAA pattern.
+    /// A second query (not a re-send) from the same client socket within
+    /// the pair window: the glibc parallel A/AAAA pattern.
     pub const PARALLEL: u32 = 1 << 4;
 }
 
@@ -159,10 +159,14 @@ pub enum DnsStat {
     TcpNoHeader,
     /// Questions longer than [`QUESTION_CAP`] (kept cut).
     QuestionCut,
+    /// New entries put in the pending LRU. With answers matched, queries
+    /// swept as unanswered and entries still there, this tells how many the
+    /// LRU evicted (silently, by design of BPF_MAP_TYPE_LRU_HASH).
+    PendingInserted,
 }
 
 impl DnsStat {
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::Queries,
         Self::Answers,
         Self::Matched,
@@ -179,6 +183,7 @@ impl DnsStat {
         Self::VlanTooDeep,
         Self::TcpNoHeader,
         Self::QuestionCut,
+        Self::PendingInserted,
     ];
 
     /// Stable snake_case name for reports and metrics.
@@ -200,6 +205,7 @@ impl DnsStat {
             Self::VlanTooDeep => "vlan_too_deep",
             Self::TcpNoHeader => "tcp_no_header",
             Self::QuestionCut => "question_cut",
+            Self::PendingInserted => "pending_inserted",
         }
     }
 }

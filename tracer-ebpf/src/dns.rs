@@ -34,9 +34,8 @@ use crate::{
 #[unsafe(no_mangle)]
 static DNS_SLOW_NS: Global<u64> = Global::new(100_000_000);
 
-/// Two queries from one socket closer than this (ns), the first still
-/// unanswered, are a parallel pair: glibc's sendmmsg of A and AAAA. Set at
-/// load time.
+/// Two queries from one socket closer than this (ns) are a parallel pair:
+/// glibc's sendmmsg of A and AAAA. Set at load time.
 #[unsafe(no_mangle)]
 static DNS_PAIR_WINDOW_NS: Global<u64> = Global::new(1_000_000);
 
@@ -183,15 +182,15 @@ fn query(ctx: &TcContext, key: &DnsKey, header: &Header, question_off: usize, no
         // integers, a torn read from a concurrent update is harmless.
         let last = unsafe { &mut *last };
         let gap = now.wrapping_sub(last.ts_ns);
+        // A second id from the same socket within the window: glibc's
+        // sendmmsg of A and AAAA. Whether the first was answered in between
+        // says nothing: under load the server (on the other CPU) often
+        // answers A before AAAA has left the sender's stack. Re-sends are
+        // left out below (glibc re-sends one query at a time). A client in
+        // single-request mode talking to a server under a window away looks
+        // the same; that case cannot race in conntrack anyway.
         if gap <= DNS_PAIR_WINDOW_NS.load() && last.id != key.id {
-            // Only if the earlier query is still unanswered: glibc's
-            // single-request fallback sends AAAA right after A's answer,
-            // often within the window, and that is not a parallel pair.
-            let mut earlier = *key;
-            earlier.id = last.id;
-            if PENDING.get_ptr(earlier).is_some() {
-                pair_with = Some((last.id, gap));
-            }
+            pair_with = Some((last.id, gap));
         }
         last.ts_ns = now;
         last.id = key.id;
@@ -212,18 +211,14 @@ fn query(ctx: &TcContext, key: &DnsKey, header: &Header, question_off: usize, no
         pending.sends += 1;
         pending.last_ns = now;
         stat(DnsStat::Resent);
-        let mut reasons = reason::RESENT;
-        if pair_with.is_some() {
-            stat(DnsStat::ParallelPairs);
-            reasons |= reason::PARALLEL;
-        }
-        let (other_id, _) = pair_with.unwrap_or((0, 0));
+        // A re-send is never half of a parallel pair: glibc re-sends one
+        // query at a time once it has fallen back to single-request mode.
         emit(
             key,
             pending,
-            reasons,
+            reason::RESENT,
             now.wrapping_sub(pending.first_ns),
-            other_id,
+            0,
             0,
             0,
             now,
@@ -259,6 +254,8 @@ fn query(ctx: &TcContext, key: &DnsKey, header: &Header, question_off: usize, no
     let inserted = PENDING.insert(key, &*pending, 0);
     if inserted.is_err() {
         count_loss(Loss::DnsPendingInsert);
+    } else {
+        stat(DnsStat::PendingInserted);
     }
     if let Some((other_id, gap)) = pair_with {
         stat(DnsStat::ParallelPairs);

@@ -36,8 +36,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Trace the pod interfaces and report (the default).
+    /// Trace the pod interfaces and report (the default). On a terminal, a
+    /// live per-interface view refreshes every interval.
     Watch(WatchArgs),
+    /// node-problem-detector plugin: trace for a bounded time, print one
+    /// line, exit 0 (ok), 1 (problem found) or 2 (unknown: could not trace).
+    Check(CheckArgs),
     /// Build bridge and transparent nodes in network namespaces, run the same
     /// traffic through both, and compare.
     Lab(LabArgs),
@@ -45,15 +49,49 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct LabArgs {
-    /// Pods per node.
+    /// Workload pods per node (two DNS backend pods come on top).
     #[arg(long, default_value_t = 4)]
     pods: usize,
-    /// Datagrams each pod sends in the pod-to-pod scenario.
-    #[arg(long, default_value_t = 1000)]
-    datagrams: u64,
+    /// Seconds of traffic per scenario.
+    #[arg(short, long, default_value_t = 6.0, value_name = "SECONDS")]
+    duration: f64,
+    /// Run only these scenarios (repeatable; default: all).
+    #[arg(long, value_enum)]
+    scenario: Vec<tracer::lab::Scenario>,
+    /// Also capture with tcpdump/tshark and read the kernel's counters:
+    /// tracer's figure, the ground truth and their difference.
+    #[arg(long)]
+    verify: bool,
     /// Report format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// Seconds to trace (keep below the plugin's timeout).
+    #[arg(short, long, default_value_t = 20.0, value_name = "SECONDS")]
+    duration: f64,
+
+    #[command(flatten)]
+    dns: DnsArgs,
+}
+
+#[derive(Debug, Default, clap::Args)]
+struct DnsArgs {
+    /// Two queries from one socket closer than this (ms), the first still
+    /// unanswered or both back to back, count as a parallel A/AAAA pair.
+    #[arg(long, default_value_t = 1.0, value_name = "MS")]
+    dns_pair_window_ms: f64,
+
+    /// DNS answers at least this slow (ms) are reported one by one.
+    #[arg(long, default_value_t = 100.0, value_name = "MS")]
+    dns_slow_ms: f64,
+
+    /// The pods' resolver timeout (resolv.conf `timeout:`, glibc default 5):
+    /// a query still unanswered 1 s after it is reported as unanswered.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    dns_timeout: f64,
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -79,14 +117,23 @@ struct WatchArgs {
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
 
-    /// DNS answers at least this slow (ms) are reported one by one.
-    #[arg(long, default_value_t = 100.0, value_name = "MS")]
-    dns_slow_ms: f64,
+    /// Keep DNS names in the JSON output (they are shown on the terminal,
+    /// but left out of JSON unless asked for: names can be sensitive).
+    #[arg(long)]
+    dns_names: bool,
 
-    /// The pods' resolver timeout (resolv.conf `timeout:`, glibc default 5):
-    /// a query still unanswered 1 s after it is reported as unanswered.
-    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
-    dns_timeout: f64,
+    /// No live view even on a terminal: progress lines on stderr instead.
+    #[arg(long)]
+    no_live: bool,
+
+    /// Serve Prometheus metrics on http://ADDR/metrics while tracing.
+    /// `PORT` or `:PORT` listen on 127.0.0.1 only; give `0.0.0.0:PORT` to
+    /// listen on every address (of the --netns namespace, when given).
+    #[arg(long, value_name = "ADDR", value_parser = tracer::metrics::parse_listen_addr)]
+    prometheus: Option<std::net::SocketAddr>,
+
+    #[command(flatten)]
+    dns: DnsArgs,
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -98,6 +145,7 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let is_check = matches!(cli.command, Some(Command::Check(_)));
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
@@ -106,6 +154,11 @@ fn main() -> ExitCode {
         .init();
     match run(cli) {
         Ok(code) => code,
+        Err(err) if is_check => {
+            // node-problem-detector reads stdout and the exit code: 2 = unknown.
+            println!("UNKNOWN: {err:#}");
+            ExitCode::from(2)
+        }
         Err(err) => {
             // One line, the whole cause chain, no backtrace.
             eprintln!("tracer: error: {err:#}");
@@ -129,36 +182,80 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     match cli.command.unwrap_or(Command::Watch(cli.watch)) {
         Command::Watch(args) => {
-            let output = args.output;
-            let opts = watch::WatchOptions {
-                interfaces: args.interfaces,
-                duration: args.duration.map(seconds).transpose()?,
-                interval: seconds(args.interval)?,
-                ready_file: args.ready_file,
-                netns: cli.netns,
-                probes: tracer::probes::ProbeSettings {
-                    dns_slow: Duration::from_secs_f64(args.dns_slow_ms.max(0.0) / 1000.0),
-                    ..Default::default()
-                },
-                dns: tracer::dns::collector::DnsSettings {
-                    unanswered_after: seconds(args.dns_timeout)? + Duration::from_secs(1),
-                    ..Default::default()
-                },
-                snapshots: None,
-                progress: true,
-            };
-            let report = runtime.block_on(watch::run(opts))?;
-            match output {
+            let live = !args.no_live
+                && matches!(args.output, Output::Table)
+                && std::io::stdout().is_terminal();
+            let mut opts = watch_options(&args.dns, cli.netns)?;
+            opts.interfaces = args.interfaces;
+            opts.duration = args.duration.map(seconds).transpose()?;
+            opts.interval = seconds(args.interval)?;
+            opts.ready_file = args.ready_file;
+            let prometheus = args.prometheus;
+            let report = runtime.block_on(async move {
+                // One snapshot channel feeds the live view and the metrics
+                // server; the server binds first, so a bad address fails fast.
+                let (tx, rx) = tokio::sync::watch::channel(None);
+                let metrics = match prometheus {
+                    Some(addr) => Some(tracer::metrics::serve(addr, tx.subscribe()).await?),
+                    None => None,
+                };
+                if !live && metrics.is_none() {
+                    return watch::run(opts).await;
+                }
+                opts.snapshots = Some(tx);
+                let view = live.then(|| {
+                    opts.progress = false;
+                    tokio::spawn(live_view(rx))
+                });
+                let report = watch::run(opts).await;
+                if let Some(view) = view {
+                    view.abort();
+                }
+                drop(metrics);
+                report
+            })?;
+            match args.output {
                 Output::Table => print!("{}", report.to_table()),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Output::Json => {
+                    let mut report = report;
+                    if !args.dns_names {
+                        report.dns.redact_names();
+                    }
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(args) => {
+            let mut opts = watch_options(&args.dns, cli.netns)?;
+            opts.duration = Some(seconds(args.duration)?);
+            opts.progress = false;
+            let report = match runtime.block_on(watch::run(opts)) {
+                Ok(report) => report,
+                Err(err) => {
+                    println!("UNKNOWN: tracer could not trace: {err:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let (line, problem) = report.check_line();
+            println!("{line}");
+            Ok(if problem {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Lab(args) => {
             let cancel = Arc::new(AtomicBool::new(false));
             let opts = tracer::lab::LabOptions {
                 pods: args.pods,
-                datagrams: args.datagrams,
+                duration: seconds(args.duration)?,
+                scenarios: if args.scenario.is_empty() {
+                    tracer::lab::Scenario::ALL.to_vec()
+                } else {
+                    args.scenario
+                },
+                verify: args.verify,
                 cancel: Arc::clone(&cancel),
             };
             // The lab blocks; Ctrl-C/SIGTERM only raise the flag, so the lab
@@ -182,6 +279,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Options shared by `watch` and `check`.
+fn watch_options(dns: &DnsArgs, netns: Option<String>) -> anyhow::Result<watch::WatchOptions> {
+    Ok(watch::WatchOptions {
+        interval: Duration::from_secs(1),
+        netns,
+        probes: tracer::probes::ProbeSettings {
+            dns_slow: Duration::from_secs_f64(dns.dns_slow_ms.max(0.0) / 1000.0),
+            dns_pair_window: Duration::from_secs_f64(dns.dns_pair_window_ms.max(0.0) / 1000.0),
+        },
+        dns: tracer::dns::collector::DnsSettings {
+            unanswered_after: seconds(dns.dns_timeout)? + Duration::from_secs(1),
+            ..Default::default()
+        },
+        progress: true,
+        ..Default::default()
+    })
+}
+
+/// Redraws the live view whenever the session publishes a snapshot.
+async fn live_view(
+    mut rx: tokio::sync::watch::Receiver<Option<std::sync::Arc<tracer::report::Report>>>,
+) {
+    let mut previous: Option<std::sync::Arc<tracer::report::Report>> = None;
+    while rx.changed().await.is_ok() {
+        let Some(report) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        // Clear the screen and home the cursor, then draw.
+        print!(
+            "\x1b[2J\x1b[H{}",
+            tracer::live::render(&report, previous.as_deref())
+        );
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        previous = Some(report);
     }
 }
 

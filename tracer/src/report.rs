@@ -18,8 +18,10 @@ pub struct Report {
     pub kernel: String,
     /// `--netns` if given.
     pub netns: Option<String>,
-    /// The node's datapath, as found from its interfaces.
+    /// The node's datapath, as found from its interfaces and routes.
     pub datapath: crate::verdict::NodeDatapath,
+    /// Bridges carrying pod veths.
+    pub bridges: Vec<crate::pods::BridgeInfo>,
     pub duration_seconds: f64,
     /// Per symptom: detected or not, evidence, and whether transparent mode
     /// would resolve it.
@@ -50,6 +52,10 @@ pub struct InterfaceReport {
     pub egress: Counts,
     /// The interface was deleted during the trace (counts up to then).
     pub vanished: bool,
+    /// `namespace/name` of the pod behind it, when known.
+    pub pod: Option<String>,
+    /// The pod's addresses, when known.
+    pub pod_ips: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -99,6 +105,8 @@ pub fn interfaces(
             ingress: get(iface.index, Direction::Ingress),
             egress: get(iface.index, Direction::Egress),
             vanished: false,
+            pod: None,
+            pod_ips: Vec::new(),
         })
         .collect()
 }
@@ -323,6 +331,15 @@ impl Report {
             f.fdb_deletes,
             f.neighbour_failures.iter().map(|n| n.count).sum::<u64>()
         );
+        for h in f.hooks.iter().filter(|h| !h.attached) {
+            let _ = writeln!(
+                out,
+                "  hook {} on {} not attached: {}",
+                h.program,
+                h.target,
+                h.error.as_deref().unwrap_or("?")
+            );
+        }
         for e in &f.episodes {
             let _ = writeln!(
                 out,
@@ -404,5 +421,39 @@ impl Report {
             c("resent"),
             self.conntrack.kernel.map_or(0, |k| k.insert_failed),
         )
+    }
+}
+
+impl Report {
+    /// One line for node-problem-detector, and whether it is a problem
+    /// (any finding at warning or worse).
+    pub fn check_line(&self) -> (String, bool) {
+        use crate::verdict::Severity;
+        let worst: Vec<&crate::verdict::Finding> = self
+            .findings
+            .iter()
+            .filter(|f| f.severity >= Severity::Warning)
+            .collect();
+        if worst.is_empty() {
+            let summaries: Vec<&str> = self.findings.iter().map(|f| f.summary.as_str()).collect();
+            return (
+                format!(
+                    "OK: {:.0} s traced; {}",
+                    self.duration_seconds,
+                    summaries.join("; ")
+                ),
+                false,
+            );
+        }
+        let problems: Vec<String> = worst
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} (transparent mode resolves: {:?})",
+                    f.summary, f.transparent_mode_resolves
+                )
+            })
+            .collect();
+        (format!("PROBLEM: {}", problems.join("; ")), true)
     }
 }

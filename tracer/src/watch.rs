@@ -27,9 +27,10 @@ use crate::{
     interfaces::{self, Interface, Kind, LinkEvent},
     kernel::KernelInfo,
     loss,
+    pods::{DatapathInfo, PodIndex},
     probes::{self, ProbeSettings},
     report::{self, LossReport, Report},
-    verdict::{self, NodeDatapath},
+    verdict,
 };
 
 /// What to trace and for how long.
@@ -53,6 +54,10 @@ pub struct WatchOptions {
     pub snapshots: Option<tokio::sync::watch::Sender<Option<Arc<Report>>>>,
     /// Log a progress line every interval (off when a live view draws).
     pub progress: bool,
+    /// Told once every probe is attached (in-process callers: the lab).
+    pub ready: Option<std::sync::mpsc::SyncSender<()>>,
+    /// Ends the trace when it turns true (in-process callers: the lab).
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Runs a trace and returns its report. Everything attached is detached
@@ -107,6 +112,9 @@ struct Session {
     dns: DnsCollector,
     conntrack: ConntrackCollector,
     floods: FloodCollector,
+    /// Pod attribution and the node's datapath, refreshed as pods come and go.
+    pods: PodIndex,
+    datapath: DatapathInfo,
 }
 
 impl Session {
@@ -131,6 +139,19 @@ impl Session {
         // from frames addressed to the pod.
         flood::set_port_macs(ebpf, &interfaces::peer_macs(traced).await?)?;
         let hooks = hooks::attach(ebpf, kernel, &["conntrack", "flood"]);
+        let (pods, datapath) = attribution(&all).await;
+        tracing::info!(
+            "datapath: {:?}; bridges with pod ports: {}; routed pod veths: {}; pods attributed: {}",
+            datapath.mode,
+            datapath
+                .bridges
+                .iter()
+                .map(|b| format!("{} ({} veth ports)", b.name, b.veth_ports))
+                .collect::<Vec<_>>()
+                .join(", "),
+            datapath.routed_veths.len(),
+            pods.len()
+        );
         let start_ns = monotonic_ns();
         let session = Self {
             kernel: kernel.clone(),
@@ -145,10 +166,15 @@ impl Session {
             dns: DnsCollector::new(ebpf, opts.dns)?,
             conntrack: ConntrackCollector::new(ebpf)?,
             floods: FloodCollector::new(ebpf, start_ns)?,
+            pods,
+            datapath,
         };
         if let Some(path) = &opts.ready_file {
             std::fs::write(path, format!("{}\n", std::process::id()))
                 .with_context(|| format!("writing ready file {}", path.display()))?;
+        }
+        if let Some(ready) = &opts.ready {
+            let _ = ready.try_send(());
         }
         Ok(session)
     }
@@ -165,8 +191,10 @@ impl Session {
         let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
         let mut ticker = tokio::time::interval(opts.interval);
         ticker.tick().await;
+        let mut stop = opts.stop.clone();
         loop {
             tokio::select! {
+                () = stopped(&mut stop) => break,
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
                 () = sleep_until(deadline) => break,
@@ -212,6 +240,7 @@ impl Session {
                 {
                     candidates.push(bridge.clone());
                 }
+                let mut attached_any = false;
                 for iface in candidates {
                     if self.traced.get(&iface.index).is_some_and(|(_, gone)| !gone) {
                         continue;
@@ -226,10 +255,15 @@ impl Session {
                                 tracing::warn!("{}: {err}", iface.name);
                             }
                             self.traced.insert(iface.index, (iface, false));
+                            attached_any = true;
                         }
                         // It may be gone again already (pod churn): not an error.
                         Err(err) => tracing::debug!("{}: {err}", iface.name),
                     }
+                }
+                if attached_any {
+                    let all: Vec<Interface> = self.known.values().cloned().collect();
+                    (self.pods, self.datapath) = attribution(&all).await;
                 }
             }
             LinkEvent::Removed { index, name } => {
@@ -260,27 +294,47 @@ impl Session {
                 .collect::<Vec<_>>()
         };
         let dns = self.dns.report(ebpf, &name_of)?;
-        let conntrack = self.conntrack.report(ebpf, area("conntrack"), &|_| None)?;
+        let pods = &self.pods;
+        let conntrack = self
+            .conntrack
+            .report(ebpf, area("conntrack"), &|ip: &str| {
+                ip.parse()
+                    .ok()
+                    .and_then(|ip| pods.pod_of_ip(ip))
+                    .filter(|p| p.source != crate::pods::SOURCE_INTERFACE)
+                    .map(crate::pods::PodRef::label)
+            })?;
         let flood = self.floods.report(ebpf, area("flood"), &name_of)?;
-        let losses = loss::read(ebpf)?
+        let mut losses: Vec<LossReport> = loss::read(ebpf)?
             .into_iter()
             .map(|(loss, count)| LossReport {
                 reason: loss.name(),
                 count,
             })
             .collect();
+        losses.push(LossReport {
+            reason: "dns_pending_evicted",
+            count: dns.pending_evicted,
+        });
         let traced: Vec<Interface> = self.traced.values().map(|(i, _)| i.clone()).collect();
         let all: Vec<Interface> = self.known.values().cloned().collect();
         let mut interfaces = report::interfaces(&traced, &all, &counts);
         for row in &mut interfaces {
             row.vanished = self.traced.get(&row.ifindex).is_some_and(|(_, gone)| *gone);
+            if let Some(pod) = self.pods.pod_of_ifindex(row.ifindex) {
+                row.pod_ips = pod.ips.iter().map(ToString::to_string).collect();
+                if pod.source != crate::pods::SOURCE_INTERFACE {
+                    row.pod = Some(pod.label());
+                }
+            }
         }
         let mut report = Report {
             schema_version: report::SCHEMA_VERSION,
             tracer_version: env!("CARGO_PKG_VERSION"),
             kernel: report::kernel_release(),
             netns: opts.netns.clone(),
-            datapath: datapath_of(&all),
+            datapath: self.datapath.mode,
+            bridges: self.datapath.bridges.clone(),
             duration_seconds: self.start.elapsed().as_secs_f64(),
             findings: Vec::new(),
             interfaces,
@@ -296,22 +350,27 @@ impl Session {
     }
 }
 
-/// Bridge when a bridge carries veth ports, transparent when veths stand
-/// alone (routed), mixed when both.
-pub fn datapath_of(all: &[Interface]) -> NodeDatapath {
-    let bridged = all.iter().any(|i| {
-        i.kind == Kind::Veth
-            && i.master
-                .is_some_and(|m| all.iter().any(|b| b.index == m && b.kind == Kind::Bridge))
+/// Pod attribution and datapath detection for the current interfaces.
+/// Failures degrade (logged), they never stop a trace.
+async fn attribution(all: &[Interface]) -> (PodIndex, DatapathInfo) {
+    let routes = crate::pods::read_routes().await.unwrap_or_else(|err| {
+        tracing::warn!("reading routes: {err}");
+        Vec::new()
     });
-    let routed = all
-        .iter()
-        .any(|i| i.kind == Kind::Veth && i.master.is_none());
-    match (bridged, routed) {
-        (true, true) => NodeDatapath::Mixed,
-        (true, false) => NodeDatapath::Bridge,
-        (false, true) => NodeDatapath::Transparent,
-        (false, false) => NodeDatapath::Unknown,
+    let datapath = crate::pods::detect_datapath(all, &routes);
+    let index = PodIndex::build(all, &routes, &crate::pods::Sources::default()).await;
+    for warning in index.warnings() {
+        tracing::debug!("pod attribution: {warning}");
+    }
+    (index, datapath)
+}
+
+async fn stopped(stop: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match stop {
+        Some(rx) => {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -3,6 +3,7 @@
 //! Every command runs `setup` first, so a fresh machine needs nothing but
 //! this repository, cargo and root.
 
+mod bench;
 mod dist;
 mod setup;
 
@@ -32,6 +33,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Overhead and capacity as ratios (no probes, tcpdump); writes bench/. Root.
+    Bench {
+        /// Arguments passed to the bench program (--runs N, --only PHASES, --budget S).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test => test(),
         Task::Dist => dist::run(),
         Task::Lab { args } => lab(&args),
+        Task::Bench { args } => bench::run(&args),
     }
 }
 

@@ -29,6 +29,7 @@ const PACKAGES: &[&str] = &[
     "nftables",
     "iptables",
     "conntrack",
+    "prometheus",
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -29,9 +29,13 @@ pub struct ConntrackStats {
 }
 
 impl ConntrackStats {
-    /// Reads the file of the current network namespace.
+    /// Reads the file of the calling thread's network namespace.
+    ///
+    /// `/proc/net` is `/proc/self/net`: the namespace of the process's main
+    /// thread. A thread that entered another namespace (the lab traces each
+    /// node from its own thread) must read `/proc/thread-self/net` instead.
     pub fn read() -> Result<Self, std::io::Error> {
-        Self::read_from(Path::new("/proc/net/stat/nf_conntrack"))
+        Self::read_from(Path::new("/proc/thread-self/net/stat/nf_conntrack"))
     }
 
     pub fn read_from(path: &Path) -> Result<Self, std::io::Error> {

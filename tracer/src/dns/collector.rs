@@ -140,6 +140,9 @@ pub struct DnsCollector {
     events_total: u64,
     unanswered: Vec<UnansweredQuery>,
     undecodable_events: u64,
+    /// Pending entries at the start, and removed by the sweeper since.
+    pending_at_start: u64,
+    swept: u64,
 }
 
 /// How often a name was slow, and its worst latency.
@@ -168,6 +171,8 @@ impl DnsCollector {
             events_total: 0,
             unanswered: Vec::new(),
             undecodable_events: 0,
+            pending_at_start: count_pending(ebpf)?,
+            swept: 0,
         })
     }
 
@@ -266,6 +271,7 @@ impl DnsCollector {
             if pending.remove(&key).is_err() {
                 continue;
             }
+            self.swept += 1;
             let tally = self.tally.entry(key.ifindex).or_default();
             tally.abandoned += 1;
             // Re-sends of it were counted as they happened; this is the last.
@@ -357,7 +363,13 @@ impl DnsCollector {
         for e in &mut events {
             e.interface = Some(name_of(e.ifindex));
         }
+        // The LRU evicts silently: what went in and is neither answered,
+        // swept nor still there was evicted (exact once traffic is quiet).
+        let accounted = stat(DnsStat::Matched as usize) + self.swept + count_pending(ebpf)?;
+        let pending_evicted = (stat(DnsStat::PendingInserted as usize) + self.pending_at_start)
+            .saturating_sub(accounted);
         Ok(DnsReport {
+            pending_evicted,
             counters,
             rcodes,
             latency,
@@ -414,6 +426,16 @@ fn addrs(key: &DnsKey) -> (String, String) {
     )
 }
 
+/// Entries in the pending-query LRU (bounded walk: the map is bounded).
+fn count_pending(ebpf: &Ebpf) -> Result<u64, DnsError> {
+    let map = ebpf
+        .map("DNS_PENDING")
+        .ok_or(DnsError::MissingMap("DNS_PENDING"))?;
+    let pending: BpfHashMap<_, DnsKey, DnsPending> = BpfHashMap::try_from(map)?;
+    let limit = 4 * tracer_common::dns::PENDING_MAX_ENTRIES as usize;
+    Ok(pending.keys().take(limit).filter(Result::is_ok).count() as u64)
+}
+
 /// The kernel's DNS outcome counters (`DnsStat` indices, then rcodes), summed
 /// over CPUs.
 pub fn read_stats(ebpf: &Ebpf) -> Result<Vec<u64>, DnsError> {
@@ -448,6 +470,10 @@ fn read_hists(ebpf: &Ebpf) -> Result<HashMap<DnsHistKey, Vec<u64>>, DnsError> {
 /// The DNS section of a report.
 #[derive(Debug, Serialize)]
 pub struct DnsReport {
+    /// Queries the full pending LRU evicted before an answer or the sweep:
+    /// their answers count as unmatched, and if none came they are missing
+    /// from `unanswered` (a loss, also listed under `losses`).
+    pub pending_evicted: u64,
     /// Kernel outcome counters over the trace (queries, answers, matched,
     /// unmatched, malformed, …).
     pub counters: BTreeMap<&'static str, u64>,
@@ -495,6 +521,21 @@ pub struct InterfaceDns {
     pub retry_modes: TimeoutModes,
     /// Slow answers by latency.
     pub late_answer_modes: TimeoutModes,
+}
+
+impl DnsReport {
+    /// Replaces every DNS name with `<redacted>` (for exports: names can be
+    /// sensitive; `--dns-names` keeps them).
+    pub fn redact_names(&mut self) {
+        let redact = |q: &mut Question| q.name = "<redacted>".to_owned();
+        self.events.iter_mut().for_each(|e| redact(&mut e.question));
+        self.unanswered
+            .iter_mut()
+            .for_each(|u| redact(&mut u.query.question));
+        self.top_slow_names
+            .iter_mut()
+            .for_each(|s| s.name = "<redacted>".to_owned());
+    }
 }
 
 /// Latency of the answers seen on one interface from one server.

@@ -23,8 +23,14 @@ pub fn decode(bytes: &[u8], qtype: u16, cut: bool) -> Question {
         && let Ok(packet) = simple_dns::Packet::parse(&message)
         && let Some(q) = packet.questions.first()
     {
+        // The root name displays as "": name it as the lossy path does.
+        let name = q.qname.to_string();
         return Question {
-            name: q.qname.to_string(),
+            name: if name.is_empty() {
+                "<root>".into()
+            } else {
+                name
+            },
             qtype: qtype_name,
         };
     }

@@ -1,33 +1,78 @@
-//! The lab: both datapaths built side by side in network namespaces, the
-//! same traffic through each, traced by the same probes.
-//!
-//! Today it runs the pod-to-pod UDP scenario with the counter probe; the
-//! symptom scenarios plug in here as their probes land.
+//! The lab: a bridge-mode node and a transparent-mode node built side by
+//! side in network namespaces (same pods, same addresses, a kube-proxy-like
+//! DNS service with two real dnsmasq backends), the same scenarios run on
+//! both, traced by the same probes, and compared.
 
+pub mod dns;
 pub mod topology;
+pub mod traffic;
+pub mod verify;
 
 use std::{
     fmt::Write as _,
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    io::IsTerminal as _,
+    net::{Ipv4Addr, SocketAddrV4},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde::Serialize;
-use tracer_common::counter::Direction;
 
-use self::topology::{Datapath, Topology, TopologyError};
-use crate::{attach::TcAttachments, counter, netns, probes};
+use self::{
+    dns::{DnsServer, ResolvConf},
+    topology::{Datapath, Topology, TopologyError},
+    verify::VerifyRow,
+};
+use crate::{
+    report::Report,
+    verdict::{Severity, Symptom},
+    watch,
+};
+
+/// The DNS service's virtual IP (a ClusterIP) and the name the pods look up.
+pub const DNS_SERVICE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+pub const LOOKUP_NAME: &str = "api.lab.test";
+
+/// The scenarios, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Steady DNS load from glibc clients in every pod.
+    Dns,
+    /// Concurrent sends on one socket from two CPUs through the service DNAT.
+    Conntrack,
+    /// A silent receiver whose FDB entry ages out while a sender streams.
+    Flood,
+    /// Pod-to-pod UDP and TCP request/response latency and throughput.
+    PodToPod,
+}
+
+impl Scenario {
+    pub const ALL: [Self; 4] = [Self::Dns, Self::Conntrack, Self::Flood, Self::PodToPod];
+
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Conntrack => "conntrack",
+            Self::Flood => "flood",
+            Self::PodToPod => "pod-to-pod",
+        }
+    }
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct LabOptions {
+    /// Workload pods per node (the two DNS backend pods come on top).
     pub pods: usize,
-    /// Datagrams each pod sends to its neighbour.
-    pub datagrams: u64,
+    /// Seconds of traffic per scenario.
+    pub duration: Duration,
+    pub scenarios: Vec<Scenario>,
+    /// Also capture with tcpdump/tshark and compare every figure.
+    pub verify: bool,
     /// Set from a signal handler: stop between steps and clean up.
     pub cancel: Arc<AtomicBool>,
 }
@@ -38,212 +83,737 @@ pub enum LabError {
     #[error(transparent)]
     Topology(#[from] TopologyError),
     #[error(transparent)]
-    Netns(#[from] netns::NetnsError),
+    Dns(#[from] dns::LabDnsError),
     #[error(transparent)]
-    Probe(#[from] probes::ProbeError),
-    #[error(transparent)]
-    Attach(#[from] crate::attach::AttachError),
-    #[error("reading counters: {0}")]
-    Map(#[from] aya::maps::MapError),
-    #[error("socket in pod {pod}: {source}")]
-    Socket {
-        pod: String,
-        #[source]
-        source: std::io::Error,
-    },
+    Netns(#[from] crate::netns::NetnsError),
+    #[error("tracing: {0:#}")]
+    Trace(anyhow::Error),
+    #[error("lab traffic: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("verification: {0}")]
+    Verify(String),
     #[error("interrupted")]
     Cancelled,
-    #[error("need at least 2 pods, got {0}")]
+    #[error("need at least 3 workload pods, got {0}")]
     TooFewPods(usize),
 }
 
-/// One datapath's figures for the pod-to-pod UDP scenario.
+/// Figures of one datapath.
+#[derive(Debug, Default, Serialize)]
+pub struct DatapathRun {
+    pub datapath: Option<Datapath>,
+    pub dns: Option<DnsFigures>,
+    pub conntrack: Option<ConntrackFigures>,
+    pub flood: Option<FloodFigures>,
+    pub pod_to_pod: Option<PodToPodFigures>,
+    /// The verdicts tracer gave on this node, scenario by scenario.
+    pub findings: Vec<(String, crate::verdict::Finding)>,
+}
+
 #[derive(Debug, Serialize)]
-pub struct PodToPod {
-    pub datapath: Datapath,
-    pub pods: usize,
+pub struct DnsFigures {
+    pub lookups: u64,
+    pub lookups_failed: u64,
+    pub queries: u64,
+    pub answers: u64,
+    /// Worst client interface.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub slow: u64,
+    pub unanswered_sends: u64,
+    pub retries_5s: u64,
+    pub parallel_pairs: u64,
+    /// getent's own wall time, p99 (includes process start-up).
+    pub getent_p99_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConntrackFigures {
+    pub rounds: u64,
+    pub clash_resolved: Option<u64>,
+    pub insert_failed: u64,
+    pub drop: u64,
+    pub probe_mode: String,
+    pub drops_attributed: u64,
+    /// DNS queries of the race whose answer was never seen on the client's
+    /// port (each a resolver timeout for a real client).
+    pub answers_missing: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FloodFigures {
     pub sent: u64,
-    pub delivered: u64,
-    /// Packets the probes saw leaving pods (TC ingress of host veths).
-    pub seen_from_pods: u64,
-    /// Packets the probes saw delivered to pods (TC egress of host veths).
-    pub seen_to_pods: u64,
+    pub episodes: u64,
+    pub frames_flooded: u64,
+    pub copies_to_victims: u64,
+    pub victim_ports: u64,
+    pub cause: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PodToPodFigures {
+    pub udp_rtt_p50_us: f64,
+    pub udp_rtt_p99_us: f64,
+    pub udp_pps: f64,
+    pub udp_loss_percent: f64,
+    pub tcp_rtt_p50_us: f64,
+    pub tcp_rtt_p99_us: f64,
+    pub tcp_mbit_s: f64,
+    /// The first datagram to a peer after the sender's neighbour cache was
+    /// flushed: includes ARP (proxy ARP in transparent mode, which answers
+    /// after a random delay of up to proxy_delay, 0.8 s by default).
+    pub first_packet_ms: f64,
 }
 
 /// The lab's report.
 #[derive(Debug, Serialize)]
 pub struct LabReport {
     pub schema_version: u32,
-    pub pod_to_pod: Vec<PodToPod>,
+    pub kernel: String,
+    pub pods: usize,
+    pub runs: Vec<DatapathRun>,
+    /// One row per compared figure: bridge, transparent, resolved?
+    pub comparison: Vec<ComparisonRow>,
+    /// With `--verify`: tracer vs ground truth.
+    pub verify: Vec<VerifyRow>,
 }
 
-/// Runs every datapath in turn; each topology is gone when this returns.
+#[derive(Debug, Serialize)]
+pub struct ComparisonRow {
+    pub symptom: &'static str,
+    pub figure: &'static str,
+    pub bridge: String,
+    pub transparent: String,
+    /// Did transparent mode resolve it on this kernel? (`-` when neither
+    /// showed the symptom, or for plain comparisons.)
+    pub resolved: String,
+}
+
+/// Runs the lab: both datapaths in turn; every namespace is gone when this
+/// returns, also on error or interruption.
 pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
-    if opts.pods < 2 {
+    if opts.pods < 3 {
         return Err(LabError::TooFewPods(opts.pods));
     }
-    let mut pod_to_pod = Vec::new();
+    let mut runs = Vec::new();
+    let mut verify_rows = Vec::new();
+    let progress = Progress::new(2 * opts.scenarios.len());
     for datapath in [Datapath::Bridge, Datapath::Transparent] {
-        tracing::info!(
-            "lab: building the {} node with {} pods",
-            datapath.name(),
-            opts.pods
-        );
-        let topo = Topology::build(datapath, opts.pods)?;
-        pod_to_pod.push(udp_ring(&topo, opts)?);
+        let mut run = DatapathRun {
+            datapath: Some(datapath),
+            ..DatapathRun::default()
+        };
+        progress.note(datapath, "building the node");
+        let node = LabNode::build(datapath, opts.pods)?;
+        for &scenario in &opts.scenarios {
+            if opts.cancel.load(Ordering::Relaxed) {
+                return Err(LabError::Cancelled);
+            }
+            progress.start(datapath, scenario, opts.duration);
+            node.scenario(scenario, opts, &mut run, &mut verify_rows)?;
+            progress.done();
+        }
+        runs.push(run);
     }
+    progress.finish();
     Ok(LabReport {
         schema_version: crate::report::SCHEMA_VERSION,
-        pod_to_pod,
+        kernel: crate::report::kernel_release(),
+        pods: opts.pods,
+        comparison: compare(&runs),
+        runs,
+        verify: verify_rows,
     })
 }
 
-const PORT: u16 = 7000;
+/// One node with its DNS service, backends and configured clients. Fields
+/// drop in order: the servers stop before their namespaces go.
+struct LabNode {
+    _dns: Vec<DnsServer>,
+    _resolv: Vec<ResolvConf>,
+    topo: Topology,
+}
 
-/// Every pod sends `datagrams` to the next one, traced on every host veth.
-fn udp_ring(topo: &Topology, opts: &LabOptions) -> Result<PodToPod, LabError> {
-    let delivered = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let receivers: Vec<_> = topo
-        .pods
-        .iter()
-        .map(|pod| receiver(&pod.netns, pod.ip, &delivered, &stop))
-        .collect::<Result<_, _>>()?;
-    let pods = topo.pods.clone();
-    let datagrams = opts.datagrams;
-    let cancel = Arc::clone(&opts.cancel);
-    let delivered_in = Arc::clone(&delivered);
-    let result = netns::run_in(&topo.node, move || -> Result<_, LabError> {
-        let mut ebpf = probes::load()?;
-        let mut tc = TcAttachments::load(&mut ebpf, &counter::PROGRAMS)?;
-        for pod in &pods {
-            tc.attach(&mut ebpf, &pod.host_if)?;
-        }
-        // Neighbour resolution first (proxy ARP waits up to 0.8 s), so the
-        // figures are the steady state.
-        send_ring(&pods, 1)?;
-        wait_for(&delivered_in, pods.len() as u64);
-        let before = counter::read(&ebpf)?;
-        if cancel.load(Ordering::Relaxed) {
-            return Err(LabError::Cancelled);
-        }
-        send_ring(&pods, datagrams)?;
-        wait_for(&delivered_in, pods.len() as u64 * (datagrams + 1));
-        let delta = counter::delta(&before, &counter::read(&ebpf)?);
-        tc.detach_all(&mut ebpf);
-        Ok(delta)
-    })?;
-    stop.store(true, Ordering::Relaxed);
-    for handle in receivers {
-        let _ = handle.join();
-    }
-    let delta = result?;
-    let sum = |dir| -> u64 {
-        delta
+impl LabNode {
+    fn build(datapath: Datapath, pods: usize) -> Result<Self, LabError> {
+        let topo = Topology::build(datapath, pods + 2)?;
+        let v6 = "fd00::20";
+        let records = [(LOOKUP_NAME, Ipv4Addr::new(10, 96, 1, 20), v6)];
+        let dns = topo.pods[..2]
             .iter()
-            .filter(|((_, d), _)| *d == dir)
-            .map(|(_, c)| c.packets)
-            .sum()
-    };
-    let pods = topo.pods.len() as u64;
-    Ok(PodToPod {
-        datapath: topo.datapath,
-        pods: topo.pods.len(),
-        sent: pods * opts.datagrams,
-        delivered: delivered.load(Ordering::Relaxed).saturating_sub(pods),
-        seen_from_pods: sum(Direction::Ingress),
-        seen_to_pods: sum(Direction::Egress),
-    })
-}
-
-fn send_ring(pods: &[topology::Pod], count: u64) -> Result<(), LabError> {
-    for (i, pod) in pods.iter().enumerate() {
-        let to = SocketAddrV4::new(pods[(i + 1) % pods.len()].ip, PORT);
-        let name = pod.netns.clone();
-        netns::run_in(&pod.netns, move || -> Result<(), LabError> {
-            let socket_err = |source| LabError::Socket {
-                pod: name.clone(),
-                source,
-            };
-            let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT + 1)).map_err(socket_err)?;
-            for n in 0..count {
-                socket.send_to(&[0u8; 64], to).map_err(socket_err)?;
-                if n % 64 == 63 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            Ok(())
-        })??;
+            .map(|p| DnsServer::start(&p.netns, p.ip, &records))
+            .collect::<Result<Vec<_>, _>>()?;
+        topo.add_service(DNS_SERVICE, 53, &[topo.pods[0].ip, topo.pods[1].ip])?;
+        let mut resolv = Vec::new();
+        for client in &topo.pods[2..] {
+            dns::enable_aaaa_lookups(&client.netns)?;
+            resolv.push(ResolvConf::write(
+                &client.netns,
+                DNS_SERVICE,
+                &["timeout:5", "attempts:2"],
+            )?);
+        }
+        Ok(Self {
+            topo,
+            _dns: dns,
+            _resolv: resolv,
+        })
     }
-    Ok(())
-}
 
-fn receiver(
-    netns_name: &str,
-    ip: Ipv4Addr,
-    delivered: &Arc<AtomicU64>,
-    stop: &Arc<AtomicBool>,
-) -> Result<std::thread::JoinHandle<Result<(), netns::NetnsError>>, LabError> {
-    let socket =
-        netns::run_in(netns_name, move || UdpSocket::bind((ip, PORT)))?.map_err(|source| {
-            LabError::Socket {
-                pod: netns_name.to_owned(),
-                source,
+    fn clients(&self) -> &[topology::Pod] {
+        &self.topo.pods[2..]
+    }
+
+    fn scenario(
+        &self,
+        scenario: Scenario,
+        opts: &LabOptions,
+        run: &mut DatapathRun,
+        verify_rows: &mut Vec<VerifyRow>,
+    ) -> Result<(), LabError> {
+        let d = opts.duration;
+        let c = self.clients();
+        let label = |what: &str| format!("{} {what}", self.topo.datapath.name());
+        match scenario {
+            Scenario::Dns => {
+                let capture = if opts.verify {
+                    Some(verify::Capture::start(
+                        &self.topo.node,
+                        &c[0].host_if,
+                        "port 53",
+                    )?)
+                } else {
+                    None
+                };
+                let (report, times) = trace(&self.topo.node, || {
+                    let workers: Vec<_> = c
+                        .iter()
+                        .map(|pod| {
+                            let ns = pod.netns.clone();
+                            std::thread::spawn(move || {
+                                let start = Instant::now();
+                                let mut times = Vec::new();
+                                while start.elapsed() < d {
+                                    times.push(
+                                        dns::getent(&ns, LOOKUP_NAME)
+                                            .map(|t| t.as_secs_f64() * 1000.0),
+                                    );
+                                }
+                                times
+                            })
+                        })
+                        .collect();
+                    workers
+                        .into_iter()
+                        .flat_map(|w| w.join().unwrap_or_default())
+                        .collect::<Vec<_>>()
+                })?;
+                if let Some(capture) = capture {
+                    verify_rows.extend(verify::dns(
+                        &label("dns"),
+                        &report,
+                        &c[0].host_if,
+                        &capture.stop()?,
+                    ));
+                }
+                let ok: Vec<f64> = times.iter().flatten().copied().collect();
+                let dnsr = &report.dns;
+                let n = |name: &str| dnsr.counters.get(name).copied().unwrap_or(0);
+                let worst = dnsr
+                    .latency
+                    .iter()
+                    .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+                run.dns = Some(DnsFigures {
+                    lookups: times.len() as u64,
+                    lookups_failed: (times.len() - ok.len()) as u64,
+                    queries: n("queries"),
+                    answers: n("answers"),
+                    p50_ms: worst.map_or(0.0, |l| l.p50_ms),
+                    p99_ms: worst.map_or(0.0, |l| l.p99_ms),
+                    max_ms: worst.map_or(0.0, |l| l.max_ms),
+                    slow: n("slow_answers"),
+                    unanswered_sends: dnsr.per_interface.iter().map(|i| i.unanswered_sends).sum(),
+                    retries_5s: dnsr
+                        .per_interface
+                        .iter()
+                        .map(|i| i.retry_modes.around_5s)
+                        .sum(),
+                    parallel_pairs: n("parallel_pairs"),
+                    getent_p99_ms: traffic::percentile(&ok, 0.99),
+                });
+                keep_findings(run, "dns", &report, Symptom::DnsLatency);
             }
-        })?;
-    socket
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .map_err(|source| LabError::Socket {
-            pod: netns_name.to_owned(),
-            source,
-        })?;
-    let (delivered, stop) = (Arc::clone(delivered), Arc::clone(stop));
-    // A bound socket keeps its namespace; the thread itself may live anywhere.
-    Ok(std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while !stop.load(Ordering::Relaxed) {
-            if socket.recv(&mut buf).is_ok() {
-                delivered.fetch_add(1, Ordering::Relaxed);
+            Scenario::Conntrack => {
+                let service = SocketAddrV4::new(DNS_SERVICE, 53);
+                let (report, rounds) = trace(&self.topo.node, || {
+                    traffic::conntrack_race(&c[0].netns, service, d)
+                })?;
+                let ct = &report.conntrack;
+                let kernel = ct.kernel.unwrap_or_default();
+                let attributed = ct.tracer.values().sum();
+                if opts.verify {
+                    verify_rows.push(VerifyRow::new(
+                        &label("conntrack insert drops (tracer vs kernel insert_failed)"),
+                        ct.tracer.get("insert_drops").copied().unwrap_or(0)
+                            + ct.tracer.get("unconfirmed_drops").copied().unwrap_or(0),
+                        kernel.insert_failed,
+                    ));
+                }
+                run.conntrack = Some(ConntrackFigures {
+                    rounds,
+                    clash_resolved: kernel.clash_resolved,
+                    insert_failed: kernel.insert_failed,
+                    drop: kernel.drop,
+                    probe_mode: ct.mode.to_owned(),
+                    drops_attributed: attributed,
+                    answers_missing: report
+                        .dns
+                        .per_interface
+                        .iter()
+                        .filter(|i| i.interface == c[0].host_if)
+                        .map(|i| i.unanswered_sends)
+                        .sum(),
+                });
+                keep_findings(run, "conntrack", &report, Symptom::ConntrackRace);
+            }
+            Scenario::Flood => {
+                let (sender, receiver, bystander) = (&c[0], &c[1], &c[2]);
+                if self.topo.datapath == Datapath::Bridge {
+                    // 2 s instead of the default 300 s, so the lab sees the
+                    // FDB entry age out within its run.
+                    self.topo.exec(
+                        &self.topo.node,
+                        "ip",
+                        &[
+                            "link",
+                            "set",
+                            topology::BRIDGE,
+                            "type",
+                            "bridge",
+                            "ageing_time",
+                            "200",
+                        ],
+                    )?;
+                }
+                let port = 9000;
+                let sink = traffic::UdpServer::start(&receiver.netns, receiver.ip, port, false)?;
+                let to = SocketAddrV4::new(receiver.ip, port);
+                let capture = if opts.verify {
+                    let mac = peer_mac(&receiver.netns)?;
+                    Some(verify::Capture::start(
+                        &self.topo.node,
+                        &bystander.host_if,
+                        &format!("ether dst {mac}"),
+                    )?)
+                } else {
+                    None
+                };
+                let (report, sent) = trace(&self.topo.node, || {
+                    // Learned now, aged out ~2 s later while the stream goes on.
+                    traffic::udp_stream(&sender.netns, to, 10, Duration::from_millis(300));
+                    traffic::udp_stream(&sender.netns, to, 1000, d.max(Duration::from_secs(4)))
+                })?;
+                sink.finish();
+                let f = &report.flood;
+                let copies_bystander = f
+                    .victims
+                    .iter()
+                    .find(|v| v.interface == bystander.host_if)
+                    .map_or(0, |v| v.victim_packets);
+                if let Some(capture) = capture {
+                    verify_rows.push(VerifyRow::new(
+                        &label("flooded copies to a bystander port (tracer vs tcpdump)"),
+                        copies_bystander,
+                        capture.count()?,
+                    ));
+                }
+                run.flood = Some(FloodFigures {
+                    sent,
+                    episodes: f.episodes.len() as u64,
+                    frames_flooded: f.episodes.iter().map(|e| e.packets).sum(),
+                    copies_to_victims: f.victims.iter().map(|v| v.victim_packets).sum(),
+                    victim_ports: f.victims.iter().filter(|v| v.victim_packets > 0).count() as u64,
+                    cause: f.episodes.first().map(|e| e.cause.kind.to_owned()),
+                });
+                keep_findings(run, "flood", &report, Symptom::UdpFlooding);
+            }
+            Scenario::PodToPod => {
+                let (a, b) = (&c[0], &c[1]);
+                let echo = traffic::UdpServer::start(&b.netns, b.ip, 7000, true)?;
+                let sink = traffic::UdpServer::start(&b.netns, b.ip, 7001, false)?;
+                let tcp = traffic::tcp_echo(&b.netns, b.ip, 7002, 2)?;
+                let (_report, figures) = trace(&self.topo.node, || {
+                    // First packet after a cold neighbour cache.
+                    let _ = std::process::Command::new("ip")
+                        .args(["-n", &a.netns, "neigh", "flush", "all"])
+                        .status();
+                    let first = traffic::udp_rtts(&a.netns, SocketAddrV4::new(b.ip, 7000), 1);
+                    let rtts = traffic::udp_rtts(&a.netns, SocketAddrV4::new(b.ip, 7000), 2000);
+                    let blast_for = (d / 3).max(Duration::from_secs(1));
+                    let sent =
+                        traffic::udp_blast(&a.netns, SocketAddrV4::new(b.ip, 7001), blast_for);
+                    let (tcp_rtts, mbit) = traffic::tcp_figures(
+                        &a.netns,
+                        SocketAddrV4::new(b.ip, 7002),
+                        2000,
+                        blast_for,
+                    );
+                    (first, rtts, sent, blast_for, tcp_rtts, mbit)
+                })?;
+                echo.finish();
+                let received = sink.finish();
+                let _ = tcp.join();
+                let (first, rtts, sent, blast_for, tcp_rtts, mbit) = figures;
+                run.pod_to_pod = Some(PodToPodFigures {
+                    udp_rtt_p50_us: traffic::percentile(&rtts, 0.5),
+                    udp_rtt_p99_us: traffic::percentile(&rtts, 0.99),
+                    udp_pps: received as f64 / blast_for.as_secs_f64(),
+                    udp_loss_percent: if sent > 0 {
+                        100.0 * sent.saturating_sub(received) as f64 / sent as f64
+                    } else {
+                        0.0
+                    },
+                    tcp_rtt_p50_us: traffic::percentile(&tcp_rtts, 0.5),
+                    tcp_rtt_p99_us: traffic::percentile(&tcp_rtts, 0.99),
+                    tcp_mbit_s: mbit,
+                    first_packet_ms: first.first().map_or(0.0, |us| us / 1000.0),
+                });
             }
         }
         Ok(())
-    }))
-}
-
-fn wait_for(counter: &AtomicU64, n: u64) {
-    let start = std::time::Instant::now();
-    while counter.load(Ordering::Relaxed) < n && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
+/// Keeps the findings of the symptom a scenario exercises (the others are
+/// side effects of its traffic: e.g. the race's reused ports and ids).
+fn keep_findings(run: &mut DatapathRun, scenario: &str, report: &Report, symptom: Symptom) {
+    run.findings.extend(
+        report
+            .findings
+            .iter()
+            .filter(|f| f.detected && f.symptom == symptom)
+            .map(|f| (scenario.to_owned(), f.clone())),
+    );
+}
+
+/// MAC of a pod's `eth0`.
+fn peer_mac(netns: &str) -> Result<String, LabError> {
+    let out = std::process::Command::new("ip")
+        .args(["-n", netns, "-br", "link", "show", "eth0"])
+        .output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .map(str::to_owned)
+        .ok_or_else(|| LabError::Verify(format!("no MAC for eth0 in {netns}")))
+}
+
+/// Runs `traffic` while an in-process tracer session traces `node`; returns
+/// the session's report and what `traffic` returned.
+fn trace<T: Send>(node: &str, traffic: impl FnOnce() -> T + Send) -> Result<(Report, T), LabError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let node = node.to_owned();
+    std::thread::scope(|scope| {
+        let session = scope.spawn(move || -> Result<Report, LabError> {
+            crate::netns::enter(&node)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let opts = watch::WatchOptions {
+                interval: Duration::from_millis(500),
+                ready: Some(ready_tx),
+                stop: Some(stop_rx),
+                ..watch::WatchOptions::default()
+            };
+            runtime.block_on(watch::run(opts)).map_err(LabError::Trace)
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = stop_tx.send(true);
+            return match session.join() {
+                Ok(Err(err)) => Err(err),
+                _ => Err(LabError::Trace(anyhow::anyhow!(
+                    "tracer was not ready in 30 s"
+                ))),
+            };
+        }
+        let out = traffic();
+        // Let the last answers and flooded copies arrive.
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = stop_tx.send(true);
+        let report = session
+            .join()
+            .map_err(|_| LabError::Trace(anyhow::anyhow!("tracer session panicked")))??;
+        Ok((report, out))
+    })
+}
+
+fn compare(runs: &[DatapathRun]) -> Vec<ComparisonRow> {
+    let (Some(b), Some(t)) = (
+        runs.iter().find(|r| r.datapath == Some(Datapath::Bridge)),
+        runs.iter()
+            .find(|r| r.datapath == Some(Datapath::Transparent)),
+    ) else {
+        return Vec::new();
+    };
+    let mut rows = Vec::new();
+    let mut row = |symptom, figure, bridge: String, transparent: String, resolved: String| {
+        rows.push(ComparisonRow {
+            symptom,
+            figure,
+            bridge,
+            transparent,
+            resolved,
+        });
+    };
+    let symptom_resolved =
+        |bad_bridge: bool, bad_transparent: bool| match (bad_bridge, bad_transparent) {
+            (true, false) => "yes".to_owned(),
+            (true, true) => "no".to_owned(),
+            (false, true) => "no (worse)".to_owned(),
+            (false, false) => "-".to_owned(),
+        };
+    if let (Some(x), Some(y)) = (&b.dns, &t.dns) {
+        row(
+            "dns",
+            "lookups (failed)",
+            format!("{} ({})", x.lookups, x.lookups_failed),
+            format!("{} ({})", y.lookups, y.lookups_failed),
+            "-".into(),
+        );
+        row(
+            "dns",
+            "answer p50 / p99 ms",
+            format!("{:.2} / {:.2}", x.p50_ms, x.p99_ms),
+            format!("{:.2} / {:.2}", y.p50_ms, y.p99_ms),
+            "-".into(),
+        );
+        row(
+            "dns",
+            "unanswered sends / 5 s retries",
+            format!("{} / {}", x.unanswered_sends, x.retries_5s),
+            format!("{} / {}", y.unanswered_sends, y.retries_5s),
+            symptom_resolved(x.unanswered_sends > 0, y.unanswered_sends > 0),
+        );
+        row(
+            "dns",
+            "parallel A/AAAA pairs",
+            x.parallel_pairs.to_string(),
+            y.parallel_pairs.to_string(),
+            "-".into(),
+        );
+    }
+    if let (Some(x), Some(y)) = (&b.conntrack, &t.conntrack) {
+        let opt = |v: Option<u64>| v.map_or_else(|| "n/a".into(), |v| v.to_string());
+        row(
+            "conntrack",
+            "race rounds",
+            x.rounds.to_string(),
+            y.rounds.to_string(),
+            "-".into(),
+        );
+        row(
+            "conntrack",
+            "clashes resolved by the kernel",
+            opt(x.clash_resolved),
+            opt(y.clash_resolved),
+            symptom_resolved(
+                x.clash_resolved.unwrap_or(0) > 0,
+                y.clash_resolved.unwrap_or(0) > 0,
+            ),
+        );
+        row(
+            "conntrack",
+            "race queries never answered",
+            x.answers_missing.to_string(),
+            y.answers_missing.to_string(),
+            symptom_resolved(x.answers_missing > 0, y.answers_missing > 0),
+        );
+        row(
+            "conntrack",
+            "insert failures (packets dropped)",
+            x.insert_failed.to_string(),
+            y.insert_failed.to_string(),
+            symptom_resolved(x.insert_failed > 0, y.insert_failed > 0),
+        );
+    }
+    if let (Some(x), Some(y)) = (&b.flood, &t.flood) {
+        row(
+            "flood",
+            "frames flooded (episodes)",
+            format!("{} ({})", x.frames_flooded, x.episodes),
+            format!("{} ({})", y.frames_flooded, y.episodes),
+            symptom_resolved(x.frames_flooded > 0, y.frames_flooded > 0),
+        );
+        row(
+            "flood",
+            "copies to victim ports",
+            format!("{} to {} ports", x.copies_to_victims, x.victim_ports),
+            format!("{} to {} ports", y.copies_to_victims, y.victim_ports),
+            "-".into(),
+        );
+        row(
+            "flood",
+            "cause",
+            x.cause.clone().unwrap_or_else(|| "-".into()),
+            y.cause.clone().unwrap_or_else(|| "-".into()),
+            "-".into(),
+        );
+    }
+    if let (Some(x), Some(y)) = (&b.pod_to_pod, &t.pod_to_pod) {
+        row(
+            "pod-to-pod",
+            "UDP RTT p50 / p99 µs",
+            format!("{:.0} / {:.0}", x.udp_rtt_p50_us, x.udp_rtt_p99_us),
+            format!("{:.0} / {:.0}", y.udp_rtt_p50_us, y.udp_rtt_p99_us),
+            "-".into(),
+        );
+        row(
+            "pod-to-pod",
+            "UDP 64 B pps received (loss %)",
+            format!("{:.0} ({:.1})", x.udp_pps, x.udp_loss_percent),
+            format!("{:.0} ({:.1})", y.udp_pps, y.udp_loss_percent),
+            "-".into(),
+        );
+        row(
+            "pod-to-pod",
+            "TCP RTT p50 / p99 µs",
+            format!("{:.0} / {:.0}", x.tcp_rtt_p50_us, x.tcp_rtt_p99_us),
+            format!("{:.0} / {:.0}", y.tcp_rtt_p50_us, y.tcp_rtt_p99_us),
+            "-".into(),
+        );
+        row(
+            "pod-to-pod",
+            "TCP Mbit/s",
+            format!("{:.0}", x.tcp_mbit_s),
+            format!("{:.0}", y.tcp_mbit_s),
+            "-".into(),
+        );
+        row(
+            "pod-to-pod",
+            "first packet to a new peer ms",
+            format!("{:.1}", x.first_packet_ms),
+            format!("{:.1}", y.first_packet_ms),
+            "-".into(),
+        );
+    }
+    rows
+}
+
 impl LabReport {
-    /// Side-by-side table.
+    /// The side-by-side table.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "pod-to-pod UDP (each pod → its neighbour, 64-byte payloads)"
+            "tracer lab · kernel {} · {} workload pods + 2 DNS backends per node\n",
+            self.kernel, self.pods
         );
-        let _ = write!(out, "{:<28}", "");
-        for row in &self.pod_to_pod {
-            let _ = write!(out, "{:>14}", row.datapath.name());
+        let _ = writeln!(
+            out,
+            "{:<11} {:<34} {:>22} {:>22}  RESOLVED BY TRANSPARENT?",
+            "SYMPTOM", "FIGURE", "BRIDGE", "TRANSPARENT"
+        );
+        for r in &self.comparison {
+            let _ = writeln!(
+                out,
+                "{:<11} {:<34} {:>22} {:>22}  {}",
+                r.symptom, r.figure, r.bridge, r.transparent, r.resolved
+            );
         }
-        let _ = writeln!(out);
-        type Getter = fn(&PodToPod) -> u64;
-        let lines: [(&str, Getter); 4] = [
-            ("datagrams sent", |r| r.sent),
-            ("datagrams delivered", |r| r.delivered),
-            ("packets seen leaving pods", |r| r.seen_from_pods),
-            ("packets seen entering pods", |r| r.seen_to_pods),
-        ];
-        for (label, get) in lines {
-            let _ = write!(out, "{label:<28}");
-            for row in &self.pod_to_pod {
-                let _ = write!(out, "{:>14}", get(row));
+        for run in &self.runs {
+            let name = run.datapath.map_or("?", Datapath::name);
+            let worst: Vec<String> = run
+                .findings
+                .iter()
+                .filter(|(_, f)| f.severity >= Severity::Warning)
+                .map(|(s, f)| format!("[{s}] {:?}: {}", f.severity, f.summary))
+                .collect();
+            if !worst.is_empty() {
+                let _ = writeln!(out, "\ntracer's findings on the {name} node:");
+                for w in worst {
+                    let _ = writeln!(out, "  {w}");
+                }
             }
-            let _ = writeln!(out);
+        }
+        if !self.verify.is_empty() {
+            let _ = writeln!(out, "\nverification (tracer vs ground truth):");
+            let _ = writeln!(
+                out,
+                "{:<64} {:>12} {:>12} {:>10}",
+                "FIGURE", "TRACER", "TRUTH", "DIFF"
+            );
+            for v in &self.verify {
+                let _ = writeln!(
+                    out,
+                    "{:<64} {:>12} {:>12} {:>10}",
+                    v.figure, v.tracer, v.truth, v.difference
+                );
+            }
         }
         out
+    }
+}
+
+/// A progress bar on stderr (plain lines when stderr is not a terminal).
+struct Progress {
+    total: usize,
+    done: std::cell::Cell<usize>,
+    tty: bool,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Self {
+            total,
+            done: std::cell::Cell::new(0),
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+        }
+    }
+
+    fn bar(&self) -> String {
+        let width = 24;
+        let filled = width * self.done.get() / self.total.max(1);
+        format!("▕{}{}▏", "█".repeat(filled), "░".repeat(width - filled))
+    }
+
+    fn note(&self, datapath: Datapath, what: &str) {
+        self.line(&format!("{} {:<12} {what}", self.bar(), datapath.name()));
+    }
+
+    fn start(&self, datapath: Datapath, scenario: Scenario, duration: Duration) {
+        self.line(&format!(
+            "{} {:<12} {} (~{:.0} s)",
+            self.bar(),
+            datapath.name(),
+            scenario.name(),
+            duration.as_secs_f64()
+        ));
+    }
+
+    fn done(&self) {
+        self.done.set(self.done.get() + 1);
+    }
+
+    fn finish(&self) {
+        self.line(&format!(
+            "{} done in {:.0} s",
+            self.bar(),
+            self.started.elapsed().as_secs_f64()
+        ));
+        if self.tty {
+            eprintln!();
+        }
+    }
+
+    fn line(&self, text: &str) {
+        if self.tty {
+            eprint!("\r\x1b[2K{text}");
+        } else {
+            eprintln!("{text}");
+        }
     }
 }

@@ -1,0 +1,504 @@
+//! `tracer watch --prometheus` end to end: the real tracer binary in a lab
+//! node, real DNS traffic (dnsmasq in a server pod, glibc's `getent` in a
+//! client pod), and a real Prometheus (Debian's) scraping tracer every
+//! second. What Prometheus stored must equal tracer's final JSON report,
+//! and no label value may carry the DNS name that was looked up.
+//!
+//! tracer runs with `--netns NODE`, so its metrics listener is on the node
+//! namespace's loopback; Prometheus runs there too (`ip netns exec`), and
+//! the test talks to both from a thread inside that namespace. Nothing
+//! leaves the namespaces the test built.
+
+use std::{
+    fs,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde_json::Value;
+use tracer::{
+    lab::topology::{Datapath, Topology},
+    netns,
+};
+use tracer_tests::{
+    TracerRun,
+    dns::{DnsServer, ResolvConf, allow_aaaa_lookups, getent_ahosts},
+    privileged,
+};
+
+/// Debian's Prometheus (package `prometheus`).
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+/// The name looked up: it must never show up in a label value.
+const NAME: &str = "payroll.prom.test";
+const LOOKUPS: usize = 8;
+/// Every answer leaves the server this late: all land above 10 ms.
+const DELAY: Duration = Duration::from_millis(20);
+
+/// Like [`privileged`]: true when Prometheus is installed; otherwise skips,
+/// and under `CI=true` fails.
+fn prometheus_installed(test: &str) -> bool {
+    if Path::new(PROMETHEUS).exists() {
+        return true;
+    }
+    let reason = format!(
+        "{PROMETHEUS} is missing (Debian package prometheus; `cargo xtask setup` installs it)"
+    );
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} cannot run: {reason}. Under CI=true a skipped test is a failure."
+    );
+    eprintln!("SKIPPED {test}: {reason}");
+    false
+}
+
+/// Two distinct free TCP ports on the loopback of `netns`.
+fn free_ports(netns: &str) -> (u16, u16) {
+    netns::run_in(netns, || {
+        let a = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let b = TcpListener::bind("127.0.0.1:0").expect("bind");
+        (
+            a.local_addr().expect("addr").port(),
+            b.local_addr().expect("addr").port(),
+        )
+    })
+    .expect("enter node namespace")
+}
+
+/// A response: status, head, body.
+struct Response {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// A minimal HTTP/1.0 GET (the server closes after the body: no chunking)
+/// from a thread inside `netns`.
+fn http_get(netns: &str, addr: SocketAddr, target: &str, accept: Option<&str>) -> Response {
+    let mut request = format!("GET {target} HTTP/1.0\r\nHost: {addr}\r\n");
+    if let Some(accept) = accept {
+        request.push_str(&format!("Accept: {accept}\r\n"));
+    }
+    request.push_str("\r\n");
+    let raw = netns::run_in(netns, move || {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(request.as_bytes())?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        Ok::<_, std::io::Error>(raw)
+    })
+    .expect("enter node namespace");
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err(err) => {
+            return Response {
+                status: 0,
+                head: err.to_string(),
+                body: String::new(),
+            };
+        }
+    };
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Response {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// Percent-encodes a query parameter.
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
+/// A Prometheus server in `netns`, scraping one target every second, with
+/// its storage in a temporary directory. Dropping it sends SIGTERM to its
+/// PID only, waits, and removes the directory.
+struct Prometheus {
+    child: Child,
+    netns: String,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    fn start(netns: &str, port: u16, target: SocketAddr) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "tracer-test-prometheus-{}-{port}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("data")).expect("prometheus dir");
+        let config = dir.join("prometheus.yml");
+        fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("prometheus config");
+        let log = fs::File::create(dir.join("prometheus.log")).expect("log file");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // `ip netns exec` execs Prometheus itself: the child's PID is
+        // Prometheus'.
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, PROMETHEUS])
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn prometheus");
+        let mut prometheus = Self {
+            child,
+            netns: netns.to_owned(),
+            addr,
+            dir,
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = prometheus.child.try_wait() {
+                panic!(
+                    "prometheus exited ({status}) before it was ready:\n{}",
+                    prometheus.log()
+                );
+            }
+            if prometheus.get("/-/ready").status == 200 {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "prometheus not ready in 20 s:\n{}",
+                prometheus.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        prometheus
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    fn get(&self, target: &str) -> Response {
+        http_get(&self.netns, self.addr, target, None)
+    }
+
+    /// An API call's `data`.
+    fn api(&self, target: &str) -> Value {
+        let response = self.get(target);
+        assert_eq!(
+            response.status, 200,
+            "{target}: {}\n{}",
+            response.head, response.body
+        );
+        let json: Value = serde_json::from_str(&response.body)
+            .unwrap_or_else(|e| panic!("{target}: {e}: {}", response.body));
+        assert_eq!(json["status"], "success", "{target}: {json}");
+        json["data"].clone()
+    }
+
+    /// An instant query's result vector.
+    fn query(&self, promql: &str) -> Vec<Value> {
+        let data = self.api(&format!("/api/v1/query?query={}", urlencode(promql)));
+        data["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The value of a query that selects exactly one series.
+    fn value(&self, promql: &str) -> f64 {
+        let result = self.query(promql);
+        assert_eq!(result.len(), 1, "{promql}: {result:?}");
+        result[0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{promql}: {result:?}"))
+    }
+
+    /// Polls `promql` (one series) until `ok` holds for its value.
+    fn wait_for(&self, promql: &str, what: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let start = Instant::now();
+        loop {
+            let result = self.query(promql);
+            if let Some(v) = result
+                .first()
+                .and_then(|r| r["value"][1].as_str()?.parse::<f64>().ok())
+                && ok(v)
+            {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{what}: {promql} = {result:?} after 10 s; targets: {}\n{}",
+                self.api("/api/v1/targets"),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        // Our own child, by PID: SIGTERM, then SIGKILL if it lingers.
+        if let Ok(None) = self.child.try_wait() {
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+            let start = Instant::now();
+            while let Ok(None) = self.child.try_wait() {
+                if start.elapsed() > Duration::from_secs(5) {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn row<'a>(rows: &'a Value, interface: &str) -> &'a Value {
+    rows.as_array()
+        .and_then(|rows| rows.iter().find(|r| r["interface"] == interface))
+        .unwrap_or_else(|| panic!("no row for {interface}: {rows:#}"))
+}
+
+fn as_f64(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test_log::test]
+fn prometheus_scrapes_what_the_report_says() {
+    if !privileged("prometheus_scrapes_what_the_report_says")
+        || !prometheus_installed("prometheus_scrapes_what_the_report_says")
+    {
+        return;
+    }
+    let records = [(
+        NAME,
+        "10.96.0.30".parse().unwrap(),
+        "fd00::30".parse().unwrap(),
+    )];
+    let topo = Topology::build(Datapath::Bridge, 2).expect("topology");
+    let (server, client) = (topo.pods[0].clone(), topo.pods[1].clone());
+    let dns = DnsServer::start_delayed(&server.netns, server.ip, &records, DELAY);
+    let _resolv = ResolvConf::write(&client.netns, server.ip, &["timeout:5", "attempts:2"]);
+    allow_aaaa_lookups(&client.netns);
+
+    let (tracer_port, prometheus_port) = free_ports(&topo.node);
+    let target = SocketAddr::from(([127, 0, 0, 1], tracer_port));
+    // Every answer (≥ 20 ms) is slow at 5 ms: the name is then kept in
+    // tracer's slowest-names list as well as in its events.
+    let tracer = TracerRun::start(
+        &topo.node,
+        &["--prometheus", &target.to_string(), "--dns-slow-ms", "5"],
+    );
+    let prometheus = Prometheus::start(&topo.node, prometheus_port, target);
+    prometheus.wait_for("up{job=\"tracer\"}", "first scrape", |v| v == 1.0);
+
+    for _ in 0..LOOKUPS {
+        let lookup = getent_ahosts(&client.netns, NAME);
+        assert!(lookup.ok(), "{lookup:?}");
+        assert_eq!(lookup.addrs.len(), 2, "A and AAAA: {lookup:?}");
+    }
+    // No traffic from here on. tracer publishes a snapshot every 0.2 s
+    // (TracerRun's --interval): one published 0.5 s from now holds every
+    // answer; wait until Prometheus stored a scrape started after that.
+    let settled = unix_now() + 0.5;
+    prometheus.wait_for(
+        "timestamp(tracer_up{job=\"tracer\"})",
+        "a scrape after the traffic",
+        |ts| ts > settled,
+    );
+
+    let iface = client.host_if.as_str();
+    let server_ip = server.ip.to_string();
+    let on_client = |metric: &str, extra: &str| {
+        prometheus.value(&format!(
+            "{metric}{{job=\"tracer\",interface=\"{iface}\"{extra}}}"
+        ))
+    };
+    let latency = format!(",server=\"{server_ip}\"");
+    let scraped_queries = prometheus.value("tracer_dns_queries_total");
+    let scraped_answers = prometheus.value("tracer_dns_answers_total");
+    let scraped_noerror = prometheus.value("tracer_dns_answers_by_rcode_total{rcode=\"NOERROR\"}");
+    let scraped_pairs = on_client("tracer_dns_parallel_pairs_total", "");
+    let scraped_slow = on_client("tracer_dns_slow_answers_total", "");
+    let scraped_unanswered = on_client("tracer_dns_unanswered_total", "");
+    let scraped_count = on_client("tracer_dns_latency_seconds_count", &latency);
+    let scraped_sum = on_client("tracer_dns_latency_seconds_sum", &latency);
+    let bucket = |le: &str| {
+        on_client(
+            "tracer_dns_latency_seconds_bucket",
+            &format!("{latency},le=\"{le}\""),
+        )
+    };
+    let (le_10ms, le_50ms, le_inf) = (bucket("0.01"), bucket("0.05"), bucket("+Inf"));
+    let scraped_packets = on_client("tracer_interface_packets_total", ",direction=\"ingress\"");
+    // Every latency series has an interface label: the client's veth and
+    // the server's, each with its 15 `le` buckets.
+    let buckets = prometheus.query("tracer_dns_latency_seconds_bucket");
+    assert!(!buckets.is_empty());
+    let mut interfaces: Vec<&str> = buckets
+        .iter()
+        .map(|s| s["metric"]["interface"].as_str().expect("interface label"))
+        .collect();
+    interfaces.sort_unstable();
+    interfaces.dedup();
+    assert!(interfaces.contains(&iface), "{interfaces:?}");
+    assert!(
+        interfaces.contains(&server.host_if.as_str()),
+        "{interfaces:?}"
+    );
+    assert_eq!(buckets.len(), 15 * interfaces.len(), "{buckets:#?}");
+    // Prometheus parsed OpenMetrics: only that format carries the unit.
+    let metadata = prometheus.api("/api/v1/metadata?metric=tracer_dns_latency_seconds");
+    let metadata = &metadata["tracer_dns_latency_seconds"][0];
+    assert_eq!(metadata["type"], "histogram", "{metadata}");
+    assert_eq!(metadata["unit"], "seconds", "{metadata}");
+    assert_eq!(prometheus.query("tracer_finding").len(), 3);
+    assert_eq!(prometheus.value("tracer_up{job=\"tracer\"}"), 1.0);
+    let losses = prometheus.query("tracer_lost_events_total");
+    assert!(losses.len() >= 7, "{losses:#?}");
+
+    // No label value of any stored series holds the name (nor a piece).
+    let series = prometheus.api(&format!(
+        "/api/v1/series?match[]={}",
+        urlencode("{job=\"tracer\"}")
+    ));
+    let series = series.as_array().expect("series");
+    assert!(series.len() > 50, "{} series", series.len());
+    for s in series {
+        for (label, value) in s.as_object().expect("labels") {
+            let value = value.as_str().unwrap_or_default();
+            for piece in [NAME, "payroll", "prom.test"] {
+                assert!(
+                    !value.contains(piece),
+                    "label {label}={value:?} holds the DNS name: {s}"
+                );
+            }
+        }
+    }
+    // The exposition itself, as Prometheus asks for it.
+    let scrape = http_get(
+        &topo.node,
+        target,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    );
+    assert_eq!(scrape.status, 200, "{}", scrape.head);
+    assert!(
+        scrape
+            .head
+            .contains("Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{}",
+        scrape.head
+    );
+    assert!(scrape.body.ends_with("# EOF\n"));
+    assert!(!scrape.body.contains("payroll"), "{}", scrape.body);
+    let plain = http_get(&topo.node, target, "/metrics", None);
+    assert!(
+        plain
+            .head
+            .contains("Content-Type: text/plain; version=0.0.4")
+    );
+    assert_eq!(http_get(&topo.node, target, "/", None).status, 404);
+
+    let report = tracer.stop(Signal::SIGINT);
+    drop(prometheus);
+    drop(dns);
+
+    // What Prometheus stored equals the final report: no traffic came after
+    // the scrape.
+    let counter = |name: &str| as_f64(&report["dns"]["counters"][name]);
+    eprintln!(
+        "scraped: {scraped_queries} queries, {scraped_answers} answers, {scraped_pairs} pairs, \
+         {scraped_slow} slow, latency count {scraped_count} (≤10 ms {le_10ms}, ≤50 ms {le_50ms}), \
+         sum {scraped_sum:.4} s, {scraped_packets} packets from the client pod"
+    );
+    assert_eq!(scraped_queries, counter("queries"));
+    assert_eq!(scraped_answers, counter("answers"));
+    assert!(scraped_queries >= (2 * LOOKUPS) as f64, "{scraped_queries}");
+    assert_eq!(scraped_noerror, as_f64(&report["dns"]["rcodes"]["NOERROR"]));
+    let tally = row(&report["dns"]["per_interface"], iface);
+    assert_eq!(scraped_pairs, as_f64(&tally["parallel_pairs"]));
+    assert_eq!(scraped_pairs, LOOKUPS as f64, "one A/AAAA pair per lookup");
+    assert_eq!(scraped_slow, as_f64(&tally["slow_answers"]));
+    assert_eq!(scraped_unanswered, as_f64(&tally["unanswered_sends"]));
+    assert_eq!(scraped_unanswered, 0.0);
+    let rows = report["dns"]["latency"].as_array().expect("latency");
+    let latency_row = rows
+        .iter()
+        .find(|r| r["interface"] == iface && r["server"] == server_ip.as_str())
+        .unwrap_or_else(|| panic!("no latency row: {rows:#?}"));
+    let answers = as_f64(&latency_row["answers"]);
+    assert_eq!(answers, (2 * LOOKUPS) as f64);
+    assert_eq!(scraped_count, answers);
+    assert_eq!(le_inf, answers, "+Inf bucket = count");
+    assert_eq!(le_10ms, 0.0, "every answer took ≥ {DELAY:?}");
+    // The ≤ 50 ms bucket holds the kernel buckets whose upper edge is ≤ 50 ms.
+    let within_50ms: f64 = latency_row["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .filter(|b| b[1].as_u64().expect("high_ns") <= 50_000_000)
+        .map(|b| as_f64(&b[2]))
+        .sum();
+    assert_eq!(le_50ms, within_50ms);
+    // _sum from bucket midpoints is within the buckets' width (~3 %) of
+    // count × mean; p50 stands in for the mean (constant delay).
+    let p50 = as_f64(&latency_row["p50_ms"]) / 1000.0;
+    assert!(
+        (scraped_sum - answers * p50).abs() <= answers * p50 * 0.1,
+        "sum {scraped_sum} vs {answers} × {p50}"
+    );
+    // Background packets (ARP, IGMP) may still pass after the scrape.
+    let packets = report["interfaces"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == iface))
+        .map(|r| as_f64(&r["ingress"]["packets"]))
+        .unwrap_or_else(|| panic!("no interface row for {iface}: {report:#}"));
+    assert!(
+        scraped_packets > 0.0 && scraped_packets <= packets,
+        "{scraped_packets} vs {packets}"
+    );
+    assert!(
+        !report.to_string().contains(NAME),
+        "no --dns-names: the JSON has no names either"
+    );
+}

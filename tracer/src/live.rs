@@ -1,0 +1,117 @@
+//! The live, top-like view of `tracer watch` on a terminal: one row per pod
+//! interface, refreshed every interval from the session's snapshots.
+
+use std::{collections::HashMap, fmt::Write as _};
+
+use crate::{report::Report, verdict::Severity};
+
+/// Renders one screen. `previous` (the last screen's snapshot) turns
+/// counters into rates.
+pub fn render(report: &Report, previous: Option<&Report>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "tracer {} · kernel {} · datapath {:?} · {:.0} s · Ctrl-C for the report",
+        report.tracer_version, report.kernel, report.datapath, report.duration_seconds
+    );
+    for f in &report.findings {
+        let mark = match f.severity {
+            Severity::Ok => "ok  ",
+            Severity::Info => "info",
+            Severity::Warning => "WARN",
+            Severity::Critical => "CRIT",
+        };
+        let _ = writeln!(out, "[{mark}] {}", f.summary);
+    }
+    let elapsed = previous.map_or(report.duration_seconds, |p| {
+        (report.duration_seconds - p.duration_seconds).max(0.001)
+    });
+    let before: HashMap<u32, (u64, u64)> = previous
+        .map(|p| {
+            p.interfaces
+                .iter()
+                .map(|i| (i.ifindex, (i.ingress.packets, i.egress.packets)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let dns_of = |name: &str| {
+        report
+            .dns
+            .latency
+            .iter()
+            .filter(|l| l.interface == name)
+            .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms))
+    };
+    let tally_of = |name: &str| {
+        report
+            .dns
+            .per_interface
+            .iter()
+            .find(|t| t.interface == name)
+    };
+    let victim_of = |name: &str| {
+        report
+            .flood
+            .victims
+            .iter()
+            .find(|v| v.interface == name)
+            .map_or(0, |v| v.victim_packets)
+    };
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:<7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>9}",
+        "INTERFACE",
+        "KIND",
+        "IN PPS",
+        "OUT PPS",
+        "DNS ANS",
+        "P50 MS",
+        "P99 MS",
+        "SLOW",
+        "LOST",
+        "PAIRS",
+        "FLOODED"
+    );
+    for row in &report.interfaces {
+        let (in0, out0) = before.get(&row.ifindex).copied().unwrap_or((0, 0));
+        let pps = |now: u64, then: u64| now.saturating_sub(then) as f64 / elapsed;
+        let dns = dns_of(&row.name);
+        let tally = tally_of(&row.name);
+        let kind = match &row.kind {
+            crate::interfaces::Kind::Veth => "veth",
+            crate::interfaces::Kind::Bridge => "bridge",
+            crate::interfaces::Kind::Loopback => "lo",
+            crate::interfaces::Kind::Other(_) => "other",
+        };
+        let name = if row.vanished {
+            format!("{} (gone)", row.name)
+        } else {
+            row.name.clone()
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<7} {:>9.0} {:>9.0} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>9}",
+            name,
+            kind,
+            pps(row.ingress.packets, in0),
+            pps(row.egress.packets, out0),
+            dns.map_or(0, |d| d.answers),
+            dns.map_or_else(|| "-".into(), |d| format!("{:.1}", d.p50_ms)),
+            dns.map_or_else(|| "-".into(), |d| format!("{:.1}", d.p99_ms)),
+            tally.map_or(0, |t| t.slow_answers),
+            tally.map_or(0, |t| t.unanswered_sends),
+            tally.map_or(0, |t| t.parallel_pairs),
+            victim_of(&row.name),
+        );
+    }
+    let lost: Vec<String> = report
+        .losses
+        .iter()
+        .filter(|l| l.count > 0)
+        .map(|l| format!("{}={}", l.reason, l.count))
+        .collect();
+    if !lost.is_empty() {
+        let _ = writeln!(out, "\nLOSSES: {}", lost.join(" "));
+    }
+    out
+}

@@ -387,7 +387,8 @@ fn lost_aaaa_answer_costs_one_resolver_timeout() {
         .expect("AAAA answer");
     let aaaa_time = aaaa.dns_time.expect("dns.time of the AAAA answer");
     assert!(
-        (5.0..5.1).contains(&aaaa_time),
+        // 5 s timeout; the upper bound only allows for a busy machine.
+        (5.0..5.5).contains(&aaaa_time),
         "AAAA answered {aaaa_time} s after the first query"
     );
 

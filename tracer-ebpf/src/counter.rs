@@ -34,7 +34,7 @@ pub fn counter_tc_egress(ctx: TcContext) -> i32 {
 }
 
 #[inline(always)]
-fn count(ctx: &TcContext, direction: Direction) {
+pub(crate) fn count(ctx: &TcContext, direction: Direction) {
     // SAFETY: ctx.skb is the valid __sk_buff the kernel passed us.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let key = IfaceKey {

@@ -100,7 +100,7 @@ struct Header {
 }
 
 #[inline(always)]
-fn dns(ctx: &TcContext) {
+pub(crate) fn dns(ctx: &TcContext) {
     let l4 = match parse::l4(ctx) {
         Ok(l4) => l4,
         Err(Skip::Other) => return,

@@ -39,7 +39,7 @@ pub fn flood_tc_egress(ctx: TcContext) -> i32 {
 }
 
 #[inline(always)]
-fn victim(ctx: &TcContext) {
+pub(crate) fn victim(ctx: &TcContext) {
     // SAFETY: ctx.skb.skb is the __sk_buff the kernel passed us.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: plain lookup; the value is 8 bytes of integers.

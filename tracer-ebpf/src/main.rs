@@ -8,6 +8,7 @@ mod flood;
 mod kernel;
 mod maps;
 mod parse;
+mod tc;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -209,8 +209,16 @@ pub fn monitor() -> Result<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>, Inte
         MulticastGroup, packet_core::NetlinkPayload, packet_route::RouteNetlinkMessage,
     };
 
-    let (connection, _handle, mut messages) =
+    let (mut connection, _handle, mut messages) =
         rtnetlink::new_multicast_connection(&[MulticastGroup::Link])?;
+    // A burst of pods is hundreds of notifications at once; the default
+    // buffer overflows (ENOBUFS) and the kernel drops them. 4 MiB holds
+    // thousands; the session also re-lists links every tick, so anything
+    // still lost is caught up within one.
+    {
+        use rtnetlink::sys::AsyncSocket as _;
+        let _ = connection.socket_mut().socket_mut().set_rx_buf_sz(4 << 20);
+    }
     tokio::spawn(connection);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {

@@ -18,10 +18,7 @@ use crate::{
     attach::{TcAttachments, TcProgram},
     conntrack::ConntrackCollector,
     counter,
-    dns::{
-        self,
-        collector::{DnsCollector, DnsSettings},
-    },
+    dns::collector::{DnsCollector, DnsSettings},
     flood::{self, collector::FloodCollector},
     hooks::{self, HookStatus},
     interfaces::{self, Interface, Kind, LinkEvent},
@@ -32,6 +29,19 @@ use crate::{
     report::{self, LossReport, Report},
     verdict,
 };
+
+/// The combined per-direction programs (`tracer-ebpf/src/tc.rs`): counter,
+/// DNS and, on egress, the flood victim count, in one program per hook.
+pub const TC_PROGRAMS: [TcProgram; 2] = [
+    TcProgram {
+        name: "tc_ingress",
+        attach_type: aya::programs::TcAttachType::Ingress,
+    },
+    TcProgram {
+        name: "tc_egress",
+        attach_type: aya::programs::TcAttachType::Egress,
+    },
+];
 
 /// What to trace and for how long.
 #[derive(Clone, Debug, Default)]
@@ -65,12 +75,7 @@ pub struct WatchOptions {
 pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
     let kernel = probes::kernel_info();
     let mut ebpf = probes::load_full(&opts.probes, &kernel).context("loading eBPF programs")?;
-    let programs: Vec<TcProgram> = counter::PROGRAMS
-        .into_iter()
-        .chain(dns::PROGRAMS)
-        .chain(flood::PROGRAMS)
-        .collect();
-    let mut tc = TcAttachments::load(&mut ebpf, &programs)?;
+    let mut tc = TcAttachments::load(&mut ebpf, &TC_PROGRAMS)?;
 
     // Subscribe before listing, so no pod created in between is missed.
     let links = if opts.interfaces.is_empty() {
@@ -115,6 +120,9 @@ struct Session {
     /// Pod attribution and the node's datapath, refreshed as pods come and go.
     pods: PodIndex,
     datapath: DatapathInfo,
+    /// New pods since the last refresh of `pods` (done at the next tick:
+    /// one /proc walk for a burst of pods, not one per pod).
+    pods_stale: bool,
 }
 
 impl Session {
@@ -168,6 +176,7 @@ impl Session {
             floods: FloodCollector::new(ebpf, start_ns)?,
             pods,
             datapath,
+            pods_stale: false,
         };
         if let Some(path) = &opts.ready_file {
             std::fs::write(path, format!("{}\n", std::process::id()))
@@ -203,6 +212,13 @@ impl Session {
                 result = self.floods.readable() => result?,
                 Some(event) = next_link(&mut links) => self.on_link(ebpf, tc, event).await,
                 _ = ticker.tick() => {
+                    if links.is_some() {
+                        self.resync(ebpf, tc).await;
+                    }
+                    if std::mem::take(&mut self.pods_stale) {
+                        let all: Vec<Interface> = self.known.values().cloned().collect();
+                        (self.pods, self.datapath) = attribution(&all).await;
+                    }
                     self.dns.sweep(ebpf, monotonic_ns())?;
                     self.floods.tick(ebpf)?;
                     if opts.snapshots.is_some() || opts.progress {
@@ -221,6 +237,34 @@ impl Session {
         self.dns.sweep(ebpf, monotonic_ns())?;
         self.conntrack.drain();
         self.report(ebpf, opts)
+    }
+
+    /// Re-lists the links and replays what the notifications may have
+    /// missed (a netlink socket drops notifications when they come faster
+    /// than it is read): new veths are attached, deleted ones marked gone.
+    async fn resync(&mut self, ebpf: &mut Ebpf, tc: &mut TcAttachments) {
+        let Ok(now) = interfaces::list().await else {
+            return;
+        };
+        let present: std::collections::BTreeSet<u32> = now.iter().map(|i| i.index).collect();
+        let gone: Vec<(u32, String)> = self
+            .traced
+            .iter()
+            .filter(|(index, (_, gone))| !gone && !present.contains(index))
+            .map(|(index, (iface, _))| (*index, iface.name.clone()))
+            .collect();
+        for (index, name) in gone {
+            self.on_link(ebpf, tc, LinkEvent::Removed { index, name })
+                .await;
+        }
+        for iface in now {
+            let new = self.traced.get(&iface.index).is_none_or(|(_, gone)| *gone);
+            if new && iface.kind == Kind::Veth {
+                self.on_link(ebpf, tc, LinkEvent::Changed(iface)).await;
+            } else {
+                self.known.insert(iface.index, iface);
+            }
+        }
     }
 
     /// Follows pods: attaches to new veths (and to a bridge once it carries
@@ -261,10 +305,7 @@ impl Session {
                         Err(err) => tracing::debug!("{}: {err}", iface.name),
                     }
                 }
-                if attached_any {
-                    let all: Vec<Interface> = self.known.values().cloned().collect();
-                    (self.pods, self.datapath) = attribution(&all).await;
-                }
+                self.pods_stale |= attached_any;
             }
             LinkEvent::Removed { index, name } => {
                 tc.detach(ebpf, &name);

@@ -1,0 +1,126 @@
+//! Pod churn during a trace: 100 pod veths appear and vanish while tracer
+//! runs. Each is attached within a second of appearing, detached when it
+//! goes, reported up to its last packet, and the surviving pods' counts are
+//! untouched.
+
+use std::{
+    io::Write as _,
+    net::SocketAddrV4,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::Signal;
+use tracer::lab::topology::{Datapath, Topology};
+use tracer_tests::{
+    Receiver, TracerRun, UDP_OVERHEAD, privileged, send_udp, tcx_programs, warm_up,
+};
+
+const CHURN: usize = 100;
+
+/// Runs `ip -n NS -batch -` with `lines`: one process for 100 links.
+fn ip_batch(netns: &str, lines: &[String]) {
+    let mut child = Command::new("ip")
+        .args(["-n", netns, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ip -batch");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(lines.join("\n").as_bytes())
+        .expect("write batch");
+    assert!(child.wait().expect("wait").success(), "ip -batch failed");
+}
+
+#[test_log::test]
+fn hundred_pods_come_and_go_during_a_trace() {
+    if !privileged("hundred_pods_come_and_go_during_a_trace") {
+        return;
+    }
+    let topo = Topology::build(Datapath::Bridge, 2).expect("topology");
+    let (a, b) = (&topo.pods[0], &topo.pods[1]);
+    let rx = Receiver::start(&b.netns, b.ip, 6100);
+    let to = SocketAddrV4::new(b.ip, 6100);
+    warm_up(&a.netns, &rx, to, 6100);
+    let tracer = TracerRun::start(&topo.node, &[]);
+
+    // 100 new "pods": veths enslaved to the bridge, as a CNI adds them.
+    let names: Vec<String> = (0..CHURN).map(|i| format!("churn{i}")).collect();
+    let add: Vec<String> = names
+        .iter()
+        .flat_map(|n| {
+            [
+                format!("link add {n} type veth peer name {n}p"),
+                format!("link set {n} master azure0 up"),
+            ]
+        })
+        .collect();
+    ip_batch(&topo.node, &add);
+    // Traffic between the surviving pods while the others come and go.
+    send_udp(&a.netns, to, 6100, 300, 100);
+
+    // A burst of 100 pods (200 veth ends, ~5 netlink events each) is
+    // attached within a few seconds; a single new pod within a second.
+    let wait_attached = |names: &[String], limit: Duration| {
+        let start = Instant::now();
+        let mut missing = names.to_vec();
+        while !missing.is_empty() && start.elapsed() < limit {
+            missing.retain(|n| tcx_programs(&topo.node, n).is_empty());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            missing.is_empty(),
+            "not attached within {limit:?}: {missing:?}"
+        );
+        start.elapsed()
+    };
+    let burst = wait_attached(&names, Duration::from_secs(20));
+    eprintln!("burst of {CHURN} pods attached in {burst:?}");
+    ip_batch(
+        &topo.node,
+        &[
+            "link add single type veth peer name singlep".to_owned(),
+            "link set single master azure0 up".to_owned(),
+        ],
+    );
+    let single = wait_attached(&["single".to_owned()], Duration::from_secs(1));
+    eprintln!("one new pod attached in {single:?}");
+
+    let del: Vec<String> = names
+        .iter()
+        .chain(std::iter::once(&"single".to_owned()))
+        .map(|n| format!("link del {n}"))
+        .collect();
+    ip_batch(&topo.node, &del);
+    send_udp(&a.netns, to, 6100, 200, 100);
+    assert!(rx.wait_for(501, Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(500));
+    let report = tracer.stop(Signal::SIGINT);
+
+    let rows = report["interfaces"].as_array().expect("interfaces");
+    let row = |name: &str| rows.iter().find(|r| r["name"] == name);
+    // The survivors: exact, as if nothing had happened around them.
+    let sender = row(&a.host_if).expect("sender row");
+    assert_eq!(sender["ingress"]["packets"], 500);
+    assert_eq!(sender["ingress"]["bytes"], 500 * (UDP_OVERHEAD + 100));
+    assert_eq!(sender["vanished"], false);
+    assert_eq!(
+        row(&b.host_if).expect("receiver row")["egress"]["packets"],
+        500
+    );
+    // The vanished: still reported, marked gone.
+    let gone = names
+        .iter()
+        .filter(|n| row(n).is_some_and(|r| r["vanished"] == true))
+        .count();
+    assert_eq!(gone, CHURN, "every churned port is reported as vanished");
+    assert!(
+        report["losses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["count"] == 0)
+    );
+}

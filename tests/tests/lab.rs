@@ -1,0 +1,71 @@
+//! `tracer lab` end to end (short scenarios): the flood shows in bridge mode
+//! and not in transparent mode, tracer's figure equals tcpdump's, and nothing
+//! is left behind.
+
+use std::process::Command;
+
+use tracer_tests::{privileged, tracer_bin};
+
+#[test_log::test]
+fn lab_flood_scenario_side_by_side_and_verified() {
+    if !privileged("lab_flood_scenario_side_by_side_and_verified") {
+        return;
+    }
+    let out = Command::new(tracer_bin())
+        .args([
+            "lab",
+            "--pods",
+            "3",
+            "--scenario",
+            "flood",
+            "--duration",
+            "4",
+            "--verify",
+            "-o",
+            "json",
+        ])
+        .output()
+        .expect("run tracer lab");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tracer lab failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let runs = report["runs"].as_array().expect("runs");
+    let flood = |dp: &str| {
+        runs.iter()
+            .find(|r| r["datapath"] == dp)
+            .map(|r| r["flood"]["frames_flooded"].as_u64().unwrap())
+            .unwrap()
+    };
+    assert!(flood("bridge") > 1000, "bridge mode floods: {report:#}");
+    assert_eq!(flood("transparent"), 0, "transparent mode cannot flood");
+    let resolved = report["comparison"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["figure"] == "frames flooded (episodes)")
+        .expect("comparison row");
+    assert_eq!(resolved["resolved"], "yes");
+    for v in report["verify"].as_array().unwrap() {
+        assert_eq!(v["difference"], "+0", "tracer vs tcpdump: {v:#}");
+    }
+    // Nothing left: the lab's namespaces are gone.
+    let pid = out.status.code().map(|_| ()).and(None::<u32>);
+    let _ = pid;
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let leftovers: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|l| l.contains("-uplink") || l.contains("-node"))
+        .filter(|l| {
+            // Only namespaces of a tracer lab process that no longer runs.
+            let pid: Option<i32> = l
+                .strip_prefix("tr")
+                .and_then(|r| r.split('x').next())
+                .and_then(|p| p.parse().ok());
+            pid.is_some_and(|p| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_err()
+            })
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}

@@ -326,7 +326,16 @@ fn prometheus_scrapes_what_the_report_says() {
     // tracer's slowest-names list as well as in its events.
     let tracer = TracerRun::start(
         &topo.node,
-        &["--prometheus", &target.to_string(), "--dns-slow-ms", "5"],
+        // Answers take 20 ms: a 15 ms pair window holds sendmmsg's two
+        // packets even on a loaded machine, and nothing sequential fits.
+        &[
+            "--prometheus",
+            &target.to_string(),
+            "--dns-slow-ms",
+            "5",
+            "--dns-pair-window-ms",
+            "15",
+        ],
     );
     let prometheus = Prometheus::start(&topo.node, prometheus_port, target);
     prometheus.wait_for("up{job=\"tracer\"}", "first scrape", |v| v == 1.0);

@@ -661,8 +661,8 @@ fn zeroed_mmsghdr() -> libc::mmsghdr {
 }
 
 /// Sends 64-byte datagrams to `to` with `sendmmsg` as fast as the CPU allows
-/// until `stop`; `sent` counts what the kernel accepted.
-fn blast(to: SocketAddrV4, cpu: usize, stop: &AtomicBool, sent: &AtomicU64) -> io::Result<()> {
+/// until `stop` (what arrives is counted at the receiver).
+fn blast(to: SocketAddrV4, cpu: usize, stop: &AtomicBool) -> io::Result<()> {
     pin(cpu);
     let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
     socket.connect(to)?;
@@ -682,10 +682,7 @@ fn blast(to: SocketAddrV4, cpu: usize, stop: &AtomicBool, sent: &AtomicU64) -> i
     let fd = socket.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: msgs point at one valid iovec over `payload`, all alive.
-        let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), SEND_BATCH as u32, 0) };
-        if n > 0 {
-            sent.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), SEND_BATCH as u32, 0) };
     }
     Ok(())
 }
@@ -1391,7 +1388,7 @@ fn phase_programs(b: &mut Bench) -> Result<()> {
          calls) add {:.0} ns, about {:.0} ns per call. The counter's single per-CPU hash \
          update costs {:.0} ns; flood_tc_egress's hash lookup plus one load {:.0} ns.\n\
          - New query: {new_q:.0} ns. Copying and walking the question is {:.0} ns of it; \
-         the rest ({:.0} ns over a header-only DNS packet) is the per-socket and pending \
+         the rest ({:.0} ns more than a packet whose DNS header is cut, which stops before any map) is the per-socket and pending \
          LRU hash maps (lookups, then the insert of a {}-byte pending entry).\n\
          - Matched answer: {matched_a:.0} ns, {:.0} ns more than an answer with no query: \
          the pending hit, the per-CPU histogram update and the LRU delete.\n",
@@ -1496,8 +1493,9 @@ fn phase_packet(b: &mut Bench) -> Result<()> {
     const PAIRS: usize = 6;
     const WINDOW: Duration = Duration::from_millis(300);
     const GAP: Duration = Duration::from_millis(50);
-    let per_run = (2 * PAIRS + 2) as u32 * (WINDOW + GAP) + Duration::from_millis(500);
-    let runs = b.runs_that_fit(per_run, Duration::from_secs(200));
+    // Windows plus attach/detach (each TCX change waits an RCU grace period).
+    let per_run = Duration::from_secs(9);
+    let runs = b.runs_that_fit(per_run, Duration::from_secs(410));
     ensure!(runs >= 1, "no time left for the packet path");
     let topo = Topology::build(Datapath::Bridge, 4)?;
     let pods = topo.pods.clone();
@@ -1536,7 +1534,7 @@ fn phase_packet(b: &mut Bench) -> Result<()> {
         senders.push(netns::spawn_in(&pods[from].netns, move || {
             // SAFETY: gettid has no preconditions.
             let _ = tid_tx.send(unsafe { libc::gettid() });
-            blast(to, k, &stop, &AtomicU64::new(0))
+            blast(to, k, &stop)
         }));
     }
     let mut cpu_paths = ksoftirqd_paths();
@@ -1696,21 +1694,27 @@ fn phase_packet(b: &mut Bench) -> Result<()> {
         None,
     );
     let mut worst: Option<(&str, f64, Series)> = None;
-    let mut sum_ns_per_pkt = 0.0;
+    let rows: Vec<(&str, &Series, f64, f64)> = res
+        .prog_ns
+        .iter()
+        .map(|(name, s)| {
+            let per_pkt = res
+                .prog_runs_per_pkt
+                .get(name)
+                .and_then(Series::median)
+                .unwrap_or(0.0);
+            (*name, s, s.median().unwrap_or(f64::NAN), per_pkt)
+        })
+        .collect();
+    let sum_ns_per_pkt: f64 = rows.iter().map(|(_, _, m, n)| m * n).sum();
     let mut lines = String::new();
-    for (name, s) in &res.prog_ns {
-        let m = s.median().unwrap_or(f64::NAN);
-        let per_pkt = res
-            .prog_runs_per_pkt
-            .get(name)
-            .and_then(Series::median)
-            .unwrap_or(0.0);
-        sum_ns_per_pkt += m * per_pkt;
+    for (name, s, m, per_pkt) in rows {
         let _ = writeln!(
             lines,
-            "| {name} | {} | {per_pkt:.2} | {:.1} |",
+            "| {name} | {} | {per_pkt:.2} | {:.1} | {:.0} % |",
             s.show(|v| format!("{v:.1}")),
-            m * per_pkt
+            m * per_pkt,
+            m * per_pkt / sum_ns_per_pkt * 100.0
         );
         if worst.as_ref().is_none_or(|(_, w, _)| m > *w) {
             worst = Some((name, m, s.clone()));
@@ -1746,7 +1750,7 @@ fn phase_packet(b: &mut Bench) -> Result<()> {
         "\nEverything else on the machine used {} of a core meanwhile. \
          Attaching or detaching all programs took {} per toggle.\n\n\
          | program (BPF_ENABLE_STATS, in place) | ns per run | runs per packet | ns per packet \
-         |\n|---|---|---|---|\n{lines}\nWhat the probes add: {:.0} ns of CPU per packet \
+         | share |\n|---|---|---|---|---|\n{lines}\nWhat the probes add: {:.0} ns of CPU per packet \
          ({c_off:.0} → {c_on:.0}). Their programs' own run time (stats, which add a clock read \
          per run) is {sum_ns_per_pkt:.0} ns per packet; the rest is TCX dispatch (one \
          retpolined indirect call per program) and cache misses.",
@@ -2123,9 +2127,9 @@ impl DnsLab {
 }
 
 fn phase_dns(b: &mut Bench) -> Result<()> {
-    let per_cycle =
-        Duration::from_secs(DNS_CONFIGS.iter().map(|c| c.secs + 1).sum::<u64>() + 3 * 3);
-    let runs = b.runs_that_fit(per_cycle, Duration::from_secs(150));
+    // Loads, plus about 2.5 s to start and stop each tracer.
+    let per_cycle = Duration::from_secs(DNS_CONFIGS.iter().map(|c| c.secs + 2).sum::<u64>());
+    let runs = b.runs_that_fit(per_cycle, Duration::from_secs(210));
     ensure!(runs >= 1, "no time left for the DNS phase");
     let lab = DnsLab::build()?;
     let mut samples: BTreeMap<&'static str, Vec<DnsSample>> = BTreeMap::new();
@@ -2392,17 +2396,19 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
         let _ = writeln!(
             prog_table,
             "\ntracer's programs at {} (BPF_ENABLE_STATS; all together {} per query):\n\n\
-             | program | ns per run | runs per query | ns per query |\n|---|---|---|---|",
+             | program | ns per run | runs per query | ns per query | share |\n|---|---|---|---|---|",
             &label[9..],
             total.show(ns)
         );
+        let all = total.median().unwrap_or(f64::NAN);
         for (name, [run, runs, per_q]) in &per {
             let _ = writeln!(
                 prog_table,
-                "| {name} | {} | {} | {} |",
+                "| {name} | {} | {} | {} | {:.0} % |",
                 run.show(|v| format!("{v:.0}")),
                 runs.show(|v| format!("{v:.2}")),
-                per_q.show(|v| format!("{v:.0}"))
+                per_q.show(|v| format!("{v:.0}")),
+                per_q.median().unwrap_or(0.0) / all * 100.0
             );
             if label == "tracer @ 10k" {
                 prog.insert(name.clone(), run.clone());
@@ -2496,7 +2502,7 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
 // ---------------------------------------------------------------------------
 
 fn phase_flows(b: &mut Bench) -> Result<()> {
-    let runs = b.runs_that_fit(Duration::from_secs(20), Duration::from_secs(70));
+    let runs = b.runs_that_fit(Duration::from_secs(20), Duration::from_secs(110));
     ensure!(runs >= 1, "no time left for the flows phase");
     let lab = DnsLab::build()?;
     let mut rss_end = Series::default();
@@ -2629,7 +2635,8 @@ fn phase_startup(b: &mut Bench) -> Result<()> {
     eprintln!("bench: built {STARTUP_PODS} pods in {build_s:.1} s");
     let mut startup = Series::default();
     let mut attached = Vec::new();
-    let runs = b.runs_that_fit(Duration::from_secs(6), Duration::from_secs(20));
+    // Each run attaches and detaches 505 TCX links: about 17 s.
+    let runs = b.runs_that_fit(Duration::from_secs(18), Duration::from_secs(25));
     for _ in 0..runs.max(1) {
         check_stop()?;
         let tracer = TracerProc::start(&b.args.tracer, &topo.node, &[])?;

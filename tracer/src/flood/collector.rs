@@ -195,7 +195,7 @@ impl FloodCollector {
                         packets as f64
                     },
                     victims: open.copies.keys().map(|&p| name_of(p)).collect(),
-                    cause: self.cause_of(&flow, open.start_ns, name_of),
+                    cause: self.cause_of(&flow, open.start_ns, open.last_ns, name_of),
                 }
             })
             .collect();
@@ -251,9 +251,14 @@ impl FloodCollector {
         &self,
         flow: &Flow,
         start_ns: u64,
+        end_ns: u64,
         name_of: &dyn Fn(u32) -> String,
     ) -> FloodCauseReport {
-        let before = |c: &&FloodCause| c.ts_ns <= start_ns.saturating_add(1_000_000_000);
+        // The bridge floods as soon as an entry has *expired*, but deletes it
+        // (and fires fdb_delete) only when its garbage collection runs, up to
+        // an ageing interval later: a delete before the episode ends counts.
+        let before =
+            |c: &&FloodCause| c.ts_ns <= end_ns.max(start_ns.saturating_add(1_000_000_000));
         let fdb = self
             .causes
             .iter()

@@ -557,7 +557,11 @@ impl TracerProc {
                     lines_of(&stderr).join("\n")
                 );
             }
-            if t0.elapsed() > Duration::from_secs(90) || STOP.load(Ordering::SeqCst) {
+            if STOP.load(Ordering::SeqCst) {
+                guard.stop(Signal::SIGTERM, Duration::from_secs(5));
+                bail!("interrupted");
+            }
+            if t0.elapsed() > Duration::from_secs(90) {
                 guard.stop(Signal::SIGTERM, Duration::from_secs(5));
                 bail!("tracer not ready after {:?}", t0.elapsed());
             }
@@ -1410,10 +1414,14 @@ fn phase_programs(b: &mut Bench) -> Result<()> {
         )
     };
     let (te, tc, td, tf) = parts("non-DNS UDP");
+    let largest = [("counter", tc), ("DNS", td), ("flood", tf)]
+        .into_iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or("?", |(n, _)| n);
     let deployed_line = format!(
-        "- Deployed `tc_egress` on a non-DNS packet: {te:.0} ns; its parts as separate \
-         programs: counter {tc:.0} + DNS {td:.0} + flood {tf:.0} = {:.0} ns (one program \
-         saves the entry/exit of the other two; the DNS parser is the largest part).\n",
+        "- Deployed `tc_egress` on a non-DNS packet: {te:.0} ns; the same code as separate \
+         programs: counter {tc:.0} + DNS {td:.0} + flood {tf:.0} = {:.0} ns; the largest part \
+         is {largest}.\n",
         tc + td + tf
     );
     let dominates = format!(
@@ -1905,6 +1913,9 @@ const DNS_CONFIGS: [DnsConfig; 8] = [
 #[derive(Clone, Debug, Default)]
 struct DnsSample {
     load: LoadResult,
+    /// A fixed-rate run whose generator fell short of the rate (the
+    /// machine was busy): not a measurement at that rate, left out.
+    short: bool,
     system_cpu: f64,
     observer_cpu: Option<f64>,
     /// From the observer's threads' schedstat (ns precision), % of a core.
@@ -2168,6 +2179,7 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
     ensure!(runs >= 1, "no time left for the DNS phase");
     let lab = DnsLab::build()?;
     let mut samples: BTreeMap<&'static str, Vec<DnsSample>> = BTreeMap::new();
+    let mut short_runs: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut tracer_vs_tcpdump_cpu = Series::default();
     let mut tracer_vs_tcpdump_sys = Series::default();
     let mut tracer_vs_tcpdump_qps = Series::default();
@@ -2185,9 +2197,15 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
         for k in 0..DNS_CONFIGS.len() {
             check_stop()?;
             let cfg = DNS_CONFIGS[(run + k) % DNS_CONFIGS.len()];
-            let s = lab
+            let mut s = lab
                 .measure(&b.args.tracer, cfg)
                 .with_context(|| format!("DNS run {}: {}", run + 1, cfg.label))?;
+            s.short = cfg
+                .rate
+                .is_some_and(|r| s.load.answer_rate() < 0.95 * r as f64);
+            if s.short {
+                *short_runs.entry(cfg.label).or_default() += 1;
+            }
             eprintln!(
                 "bench: dns run {} {:<14} sent {:>7.0}/s answered {:>7.0}/s cpu {:>5.1} % obs {:?}",
                 run + 1,
@@ -2199,7 +2217,7 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
             );
             this.insert(cfg.label, s);
         }
-        let get = |l: &str| this.get(l);
+        let get = |l: &str| this.get(l).filter(|s| !s.short);
         if let (Some(t), Some(d)) = (get("tracer @ 50k"), get("tcpdump @ 50k")) {
             if let (Some(tc), Some(dc)) = (t.observer_cpu_precise, d.observer_cpu_precise) {
                 tracer_vs_tcpdump_cpu.push(tc / dc.max(1e-9));
@@ -2252,7 +2270,12 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
 
     let series = |label: &str, f: &dyn Fn(&DnsSample) -> Option<f64>| -> Series {
         let mut s = Series::default();
-        for x in samples.get(label).into_iter().flatten() {
+        for x in samples
+            .get(label)
+            .into_iter()
+            .flatten()
+            .filter(|x| !x.short)
+        {
             if let Some(v) = f(x) {
                 s.push(v);
             }
@@ -2397,6 +2420,13 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
         tcpdump_capt.show(count),
         tcpdump_drops.show(count)
     );
+    if !short_runs.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nLeft out (the generator fell short of the rate, the machine being busy): \
+             {short_runs:?}."
+        );
+    }
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     for s in samples.values().flatten() {
         for (r, n) in &s.loss_reasons {
@@ -2410,8 +2440,8 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
     let _ = writeln!(
         md,
         "\nDifferential cost per query at 50k q/s (path CPU with tracer − without, plus \
-         the process): tracer {}, ratio to tcpdump {} — noisier than BPF stats, same \
-         conclusion.",
+         the process; BPF stats were on in the tracer runs): tracer {}, ratio to tcpdump {} \
+         — noisier than BPF stats, same conclusion.",
         delta_tracer.show(ns),
         delta_ratio.show(ratio)
     );
@@ -2528,6 +2558,7 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
     );
     j.insert("tracer_programs_pct_of_core_10k".into(), bpf_share.json());
     j.insert("loss_reasons".into(), json!(reasons));
+    j.insert("short_runs_left_out".into(), json!(short_runs));
     b.json.insert("dns".into(), Value::Object(j));
     Ok(())
 }
@@ -2546,6 +2577,7 @@ fn phase_flows(b: &mut Bench) -> Result<()> {
     let mut qps = Series::default();
     let mut lost = Series::default();
     let mut unmatched = Series::default();
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut trace: Vec<Value> = Vec::new();
     for run in 0..runs {
         check_stop()?;
@@ -2597,6 +2629,9 @@ fn phase_flows(b: &mut Bench) -> Result<()> {
         growth.push(end - early);
         qps.push(load.answer_rate());
         lost.push(s.losses.unwrap_or(0) as f64);
+        for (r, n) in &s.loss_reasons {
+            *reasons.entry(r.clone()).or_default() += n;
+        }
         unmatched.push(s.unmatched.unwrap_or(0) as f64);
         eprintln!(
             "bench: flows run {}: {} queries in {:.1} s, RSS ready {rss_ready:.1} → end {end:.1} MiB, HWM {peak:.1} MiB",
@@ -2633,7 +2668,7 @@ fn phase_flows(b: &mut Bench) -> Result<()> {
         "### 1 M distinct flows ({runs} runs)\n\nEach run: {FLOWS} queries at the generator's \
          top speed, {DNS_SOCKETS} sockets, each replaced by a new one (new source port) after \
          {FLOWS_REOPEN} queries, so every (source port, id) is new. Answered {} per run; lost \
-         events {}; unmatched answers {}.",
+         events {} (over all runs: {reasons:?}); unmatched answers {}.",
         qps.show(kqps),
         lost.show(count),
         unmatched.show(count)

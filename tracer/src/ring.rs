@@ -42,6 +42,20 @@ impl Ring {
     }
 }
 
+impl Ring {
+    /// Decodes every waiting record as a `T`; returns them and how many
+    /// records were too short to be one (never expected; counted anyway).
+    pub fn drain_decoded<T: aya::Pod>(&mut self) -> (Vec<T>, u64) {
+        let mut decoded = Vec::new();
+        let mut undecodable = 0;
+        self.drain(|item| match decode::<T>(item) {
+            Some(value) => decoded.push(value),
+            None => undecodable += 1,
+        });
+        (decoded, undecodable)
+    }
+}
+
 /// Copies a `T` out of a ring record; `None` when the record is too short.
 pub fn decode<T: aya::Pod>(item: &[u8]) -> Option<T> {
     if item.len() < size_of::<T>() {

@@ -22,7 +22,7 @@ use tracer_common::conntrack::{
 use self::stat::{ConntrackDelta, ConntrackStats};
 use crate::{
     hooks::HookStatus,
-    ring::{self, Ring, RingError},
+    ring::{Ring, RingError},
 };
 
 /// Errors of the conntrack collector.
@@ -109,13 +109,7 @@ impl ConntrackCollector {
 
     /// Decodes every waiting event.
     pub fn drain(&mut self) {
-        let mut decoded = Vec::new();
-        let mut undecodable = 0;
-        self.ring
-            .drain(|item| match ring::decode::<ConntrackEvent>(item) {
-                Some(event) => decoded.push(event),
-                None => undecodable += 1,
-            });
+        let (decoded, undecodable) = self.ring.drain_decoded::<ConntrackEvent>();
         self.undecodable += undecodable;
         for event in decoded {
             self.record(&event);

@@ -18,7 +18,7 @@ use tracer_common::dns::{
 };
 
 use super::question::{self, Question};
-use crate::ring::{self, Ring, RingError};
+use crate::ring::{Ring, RingError};
 
 /// Errors of the DNS collector.
 #[derive(Debug, thiserror::Error)]
@@ -185,13 +185,7 @@ impl DnsCollector {
 
     /// Decodes every event waiting in the ring buffer.
     pub fn drain(&mut self) {
-        let mut decoded = Vec::new();
-        let mut undecodable = 0;
-        self.ring
-            .drain(|item| match ring::decode::<DnsEvent>(item) {
-                Some(event) => decoded.push(event),
-                None => undecodable += 1,
-            });
+        let (decoded, undecodable) = self.ring.drain_decoded::<DnsEvent>();
         self.undecodable_events += undecodable;
         for event in decoded {
             self.record(&event);

@@ -127,3 +127,33 @@ fn watch_transparent_node_stopped_by_sigterm() {
         trace_and_stop(Datapath::Transparent, Signal::SIGTERM);
     }
 }
+
+/// SIGINT while the probes are still loading (before the ready file) still
+/// ends the trace with a report and exit 0: the handlers come first.
+#[test]
+fn sigint_during_startup_still_reports() {
+    if !privileged("sigint_during_startup_still_reports") {
+        return;
+    }
+    let topo = Topology::build(Datapath::Bridge, 2).expect("topology");
+    let child = Command::new(tracer_bin())
+        .args([
+            "--netns", &topo.node, "--log", "error", "watch", "-o", "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tracer");
+    std::thread::sleep(Duration::from_millis(150));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, Signal::SIGINT).expect("SIGINT");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["schema_version"], 1);
+}

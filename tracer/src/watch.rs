@@ -73,6 +73,13 @@ pub struct WatchOptions {
 /// Runs a trace and returns its report. Everything attached is detached
 /// before returning, also on error.
 pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
+    // Handlers first: a SIGINT/SIGTERM that arrives while the probes load or
+    // right after the ready file appears must end the trace with a report,
+    // not kill the process by the default action.
+    let signals = Signals {
+        int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+    };
     let kernel = probes::kernel_info();
     let mut ebpf = probes::load_full(&opts.probes, &kernel).context("loading eBPF programs")?;
     let mut tc = TcAttachments::load(&mut ebpf, &TC_PROGRAMS)?;
@@ -94,7 +101,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
         .await
         .map(|session| (session, links));
     let result = match result {
-        Ok((mut session, links)) => session.run(&mut ebpf, &mut tc, links, &opts).await,
+        Ok((mut session, links)) => session.run(&mut ebpf, &mut tc, links, signals, &opts).await,
         Err(err) => Err(err),
     };
     tc.detach_all(&mut ebpf);
@@ -102,6 +109,12 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
         let _ignored = std::fs::remove_file(path);
     }
     result
+}
+
+/// SIGINT and SIGTERM, caught from the start of a trace.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
 }
 
 /// The state of one trace.
@@ -193,10 +206,13 @@ impl Session {
         ebpf: &mut Ebpf,
         tc: &mut TcAttachments,
         mut links: Option<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>>,
+        signals: Signals,
         opts: &WatchOptions,
     ) -> anyhow::Result<Report> {
-        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let Signals {
+            int: mut sigint,
+            term: mut sigterm,
+        } = signals;
         let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
         let mut ticker = tokio::time::interval(opts.interval);
         ticker.tick().await;

@@ -97,6 +97,11 @@ const TARGET_CPU_PCT: f64 = 2.0;
 const TARGET_RSS_MIB: f64 = 64.0;
 const TARGET_PEER_RATIO: f64 = 0.2;
 
+/// Other load (% of a core) below which the machine counts as quiet.
+const QUIET_PCT: f64 = 20.0;
+/// DNS samples with more other load than this stay out of the ratios.
+const DISTURBED_PCT: f64 = 25.0;
+
 /// Raised by SIGINT/SIGTERM (or the time budget): stop between measurements.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -129,6 +134,8 @@ struct Args {
     out: PathBuf,
     runs: usize,
     budget: Duration,
+    /// Wait at most this long at the start for other load to drop.
+    quiet_wait: Duration,
     only: Vec<String>,
 }
 
@@ -140,6 +147,7 @@ fn parse_args() -> Result<Args> {
         out: PathBuf::from("bench"),
         runs: 5,
         budget: Duration::from_secs(570),
+        quiet_wait: Duration::from_secs(60),
         only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -150,12 +158,16 @@ fn parse_args() -> Result<Args> {
             "--out" => args.out = value()?.into(),
             "--runs" => args.runs = value()?.parse().context("--runs")?,
             "--budget" => args.budget = Duration::from_secs(value()?.parse().context("--budget")?),
+            "--quiet-wait" => {
+                args.quiet_wait = Duration::from_secs(value()?.parse().context("--quiet-wait")?);
+            }
             "--only" => args
                 .only
                 .extend(value()?.split(',').map(|s| s.trim().to_owned())),
             "-h" | "--help" => {
                 println!(
                     "bench [--tracer PATH] [--out DIR] [--runs N] [--budget SECONDS] \
+                     [--quiet-wait SECONDS] \
                      [--only {}]",
                     PHASES.join(",")
                 );
@@ -250,6 +262,8 @@ struct Bench {
     /// Markdown sections after the table (breakdowns, "what dominates").
     details: Vec<String>,
     json: serde_json::Map<String, Value>,
+    /// Other processes' CPU (% of a core, median) during each phase.
+    others: Vec<(&'static str, f64)>,
 }
 
 impl Bench {
@@ -1714,6 +1728,9 @@ fn phase_packet(b: &mut Bench) -> Result<()> {
     drop(topo);
     let res = result?;
 
+    if let Some(m) = res.other.median() {
+        b.others.push(("packet-path", m));
+    }
     let off = res.pps.get("probes off").cloned().unwrap_or_default();
     let on = res.pps.get("probes on").cloned().unwrap_or_default();
     let cpu_off = res.cpu_ns.get("probes off").cloned().unwrap_or_default();
@@ -1920,6 +1937,9 @@ struct DnsSample {
     observer_cpu: Option<f64>,
     /// From the observer's threads' schedstat (ns precision), % of a core.
     observer_cpu_precise: Option<f64>,
+    /// CPU used by other processes meanwhile (machine busy minus the DNS
+    /// path and the observer), % of a core.
+    others_cpu: f64,
     /// CPU of generator, responder and ksoftirqd per answered query: the
     /// whole DNS path, kernel included, wherever the softirqs ran.
     path_ns_per_query: f64,
@@ -2104,6 +2124,9 @@ impl DnsLab {
                 Some(z.saturating_sub(a) as f64 / load.answers.max(1) as f64);
             sample.observer_cpu_precise = Some(z.saturating_sub(a) as f64 / load.secs / 1e7);
         }
+        let ours = (path1 - path0 + load.cpu_ns) as f64 / load.secs / 1e7
+            + sample.observer_cpu_precise.unwrap_or(0.0);
+        sample.others_cpu = (system_cpu - ours).max(0.0);
         sample.load = load;
         sample.system_cpu = system_cpu;
         sample.observer_cpu = observer_cpu;
@@ -2180,6 +2203,7 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
     let lab = DnsLab::build()?;
     let mut samples: BTreeMap<&'static str, Vec<DnsSample>> = BTreeMap::new();
     let mut short_runs: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut disturbed = 0usize;
     let mut tracer_vs_tcpdump_cpu = Series::default();
     let mut tracer_vs_tcpdump_sys = Series::default();
     let mut tracer_vs_tcpdump_qps = Series::default();
@@ -2217,7 +2241,16 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
             );
             this.insert(cfg.label, s);
         }
-        let get = |l: &str| this.get(l).filter(|s| !s.short);
+        // Ratios compare CPU between configurations: a sample during which
+        // other processes took a real share of the machine is left out.
+        let get = |l: &str| {
+            this.get(l)
+                .filter(|s| !s.short && s.others_cpu < DISTURBED_PCT)
+        };
+        disturbed += this
+            .values()
+            .filter(|s| !s.short && s.others_cpu >= DISTURBED_PCT)
+            .count();
         if let (Some(t), Some(d)) = (get("tracer @ 50k"), get("tcpdump @ 50k")) {
             if let (Some(tc), Some(dc)) = (t.observer_cpu_precise, d.observer_cpu_precise) {
                 tracer_vs_tcpdump_cpu.push(tc / dc.max(1e-9));
@@ -2392,7 +2425,7 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
         "### DNS ({} runs; built-in responder pinned to CPU 1, generator pinned to CPU 0, \
          {DNS_SOCKETS} client sockets each with one query in flight, a new id per query)\n\n\
          | configuration | sent q/s | answered q/s | path CPU per query | observer CPU per \
-         query | observer CPU (% of a core) | machine busy (% of a core) | lost events | \
+         query | observer CPU (% of a core) | other processes (% of a core) | lost events | \
          unmatched | tracer startup |\n|---|---|---|---|---|---|---|---|---|---|\n",
         runs
     );
@@ -2406,11 +2439,18 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
             series(l, &|s| Some(s.path_ns_per_query)).show(ns),
             series(l, &|s| s.observer_ns_per_query).show(ns),
             series(l, &|s| s.observer_cpu_precise).show(|v| format!("{v:.2}")),
-            series(l, &|s| Some(s.system_cpu)).show(|v| format!("{v:.1}")),
+            series(l, &|s| Some(s.others_cpu)).show(|v| format!("{v:.0}")),
             series(l, &|s| s.losses.map(|v| v as f64)).show(count),
             series(l, &|s| s.unmatched.map(|v| v as f64)).show(count),
             series(l, &|s| s.startup_s).show(secs),
         );
+    }
+    let mut others = Series::default();
+    for x in samples.values().flatten() {
+        others.push(x.others_cpu);
+    }
+    if let Some(m) = others.median() {
+        b.others.push(("DNS", m));
     }
     let tcpdump_drops = series("tcpdump @ max", &|s| s.tcpdump_dropped.map(|v| v as f64));
     let tcpdump_capt = series("tcpdump @ max", &|s| s.tcpdump_captured.map(|v| v as f64));
@@ -2419,6 +2459,13 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
         "\ntcpdump @ max: {} packets captured, {} dropped by kernel per run.",
         tcpdump_capt.show(count),
         tcpdump_drops.show(count)
+    );
+    let _ = writeln!(
+        md,
+        "\nThe ratios pair configurations of the same run; {disturbed} of {} samples were \
+         left out of them because other processes used ≥ {DISTURBED_PCT:.0} % of a core \
+         meanwhile.",
+        runs * DNS_CONFIGS.len()
     );
     if !short_runs.is_empty() {
         let _ = writeln!(
@@ -2515,6 +2562,7 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
                 "answered_qps": series(l, &|s| Some(s.load.answer_rate())).json(),
                 "send_errors": series(l, &|s| Some(s.load.errors as f64)).json(),
                 "machine_cpu_pct_of_core": series(l, &|s| Some(s.system_cpu)).json(),
+                "other_processes_pct_of_core": series(l, &|s| Some(s.others_cpu)).json(),
                 "path_cpu_ns_per_query": series(l, &|s| Some(s.path_ns_per_query)).json(),
                 "observer_cpu_ns_per_query": series(l, &|s| s.observer_ns_per_query).json(),
                 "observer_cpu_pct_of_core_schedstat": series(l, &|s| s.observer_cpu_precise).json(),
@@ -2559,6 +2607,10 @@ fn phase_dns(b: &mut Bench) -> Result<()> {
     j.insert("tracer_programs_pct_of_core_10k".into(), bpf_share.json());
     j.insert("loss_reasons".into(), json!(reasons));
     j.insert("short_runs_left_out".into(), json!(short_runs));
+    j.insert(
+        "samples_left_out_of_ratios_other_load".into(),
+        json!(disturbed),
+    );
     b.json.insert("dns".into(), Value::Object(j));
     Ok(())
 }
@@ -2707,6 +2759,7 @@ fn phase_startup(b: &mut Bench) -> Result<()> {
     let mut attached = Vec::new();
     // Each run attaches and detaches 505 TCX links: about 17 s.
     let runs = b.runs_that_fit(Duration::from_secs(18), Duration::from_secs(25));
+    let mut stop_failures: Vec<String> = Vec::new();
     for _ in 0..runs.max(1) {
         check_stop()?;
         let tracer = TracerProc::start(&b.args.tracer, &topo.node, &[])?;
@@ -2714,8 +2767,16 @@ fn phase_startup(b: &mut Bench) -> Result<()> {
         let line = lines_of(&tracer.stderr)
             .into_iter()
             .find(|l| l.contains("attached to"));
-        let report = tracer.stop()?;
-        attached.push(report["interfaces"].as_array().map_or(0, Vec::len));
+        // tracer writes its ready file before it installs its SIGINT
+        // handler: a signal right away can kill it (seen once in 25 runs).
+        std::thread::sleep(Duration::from_millis(300));
+        match tracer.stop() {
+            Ok(report) => attached.push(report["interfaces"].as_array().map_or(0, Vec::len)),
+            Err(e) => {
+                eprintln!("bench: stopping tracer: {e:#}");
+                stop_failures.push(format!("{e:#}").lines().next().unwrap_or("").to_owned());
+            }
+        }
         if let Some(line) = line {
             let n: String = line
                 .split("attached to ")
@@ -2794,12 +2855,21 @@ fn phase_startup(b: &mut Bench) -> Result<()> {
          deleting {teardown_s:.1} s)\n\nReports listed {} interfaces. The same steps in this \
          process: {steps}. {attachments} TCX attachments, {per_attach_ms:.1} ms each: the kernel \
          swaps the hook's program array and waits for an RCU grace period \
-         (`tcx_entry_sync()`, under rtnl) on every attach.",
+         (`tcx_entry_sync()`, under rtnl) on every attach.{}",
         attached
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("/"),
+        if stop_failures.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Stopping tracer failed {} times: {}",
+                stop_failures.len(),
+                stop_failures.join("; ")
+            )
+        },
     ));
     b.json.insert(
         "startup".into(),
@@ -2807,6 +2877,7 @@ fn phase_startup(b: &mut Bench) -> Result<()> {
             "pods": STARTUP_PODS,
             "spawn_to_ready_s": startup.json(),
             "interfaces_in_report": attached,
+            "stop_failures": stop_failures,
             "topology_build_s": build_s,
             "topology_delete_s": teardown_s,
             "tcx_attachments": attachments,
@@ -2825,8 +2896,8 @@ fn markdown(b: &Bench, machine: &Value, errors: &[String]) -> String {
     let mut md = String::from("## tracer benchmarks\n\n");
     let _ = writeln!(
         md,
-        "Machine: {}, {} cores, kernel {}, {} MiB RAM; other processes kept {:.0} % of a \
-         core busy when the run started. {} runs per figure (median, min–max), \
+        "Machine: {}, {} cores, kernel {}, {} MiB RAM. Other processes on it used {:.0} % \
+         of a core when the run started{}. {} runs per figure (median, min–max), \
          configurations alternated within each run; total {:.0} s.\n",
         machine["cpu_model"].as_str().unwrap_or("?"),
         machine["cores"],
@@ -2835,6 +2906,10 @@ fn markdown(b: &Bench, machine: &Value, errors: &[String]) -> String {
         machine["background_busy_pct_of_core_at_start"]
             .as_f64()
             .unwrap_or(f64::NAN),
+        b.others
+            .iter()
+            .map(|(phase, v)| format!(", {v:.0} % during the {phase} phase"))
+            .collect::<String>(),
         b.args.runs,
         b.start.elapsed().as_secs_f64()
     );
@@ -2898,6 +2973,7 @@ fn run() -> Result<bool> {
         rows: Vec::new(),
         details: Vec::new(),
         json: serde_json::Map::new(),
+        others: Vec::new(),
     };
     // A watchdog: past the budget, stop between measurements.
     let budget = b.args.budget + Duration::from_secs(20);
@@ -2908,12 +2984,30 @@ fn run() -> Result<bool> {
     });
     let mut machine = machine();
     // What else runs here: the figures are only as quiet as the machine.
-    let background = CpuWindow::start(None).and_then(|w| {
-        std::thread::sleep(Duration::from_secs(2));
-        w.end()
-    });
-    if let (Value::Object(m), Ok((busy, _))) = (&mut machine, background) {
-        m.insert("background_busy_pct_of_core_at_start".into(), json!(busy));
+    // Wait a little for a quiet machine (2 s samples, at most --quiet-wait).
+    let waited = Instant::now();
+    let mut background = f64::NAN;
+    while !STOP.load(Ordering::SeqCst) {
+        if let Ok((busy, _)) = CpuWindow::start(None).and_then(|w| {
+            std::thread::sleep(Duration::from_secs(2));
+            w.end()
+        }) {
+            background = busy;
+        }
+        if background < QUIET_PCT || waited.elapsed() >= b.args.quiet_wait {
+            break;
+        }
+        eprintln!("bench: other processes keep {background:.0} % of a core busy: waiting");
+    }
+    if let Value::Object(m) = &mut machine {
+        m.insert(
+            "background_busy_pct_of_core_at_start".into(),
+            json!(background),
+        );
+        m.insert(
+            "waited_for_quiet_s".into(),
+            json!(waited.elapsed().as_secs_f64()),
+        );
     }
     eprintln!("bench: {machine}");
     type Phase = fn(&mut Bench) -> Result<()>;

@@ -296,15 +296,7 @@ impl Report {
                 let _ = writeln!(out, "; kernel counters unavailable");
             }
         }
-        for h in ct.hooks.iter().filter(|h| !h.attached) {
-            let _ = writeln!(
-                out,
-                "  hook {} on {} not attached: {}",
-                h.program,
-                h.target,
-                h.error.as_deref().unwrap_or("?")
-            );
-        }
+        unattached_hooks(out, &ct.hooks);
         for c in &ct.clients {
             let _ = writeln!(
                 out,
@@ -331,15 +323,7 @@ impl Report {
             f.fdb_deletes,
             f.neighbour_failures.iter().map(|n| n.count).sum::<u64>()
         );
-        for h in f.hooks.iter().filter(|h| !h.attached) {
-            let _ = writeln!(
-                out,
-                "  hook {} on {} not attached: {}",
-                h.program,
-                h.target,
-                h.error.as_deref().unwrap_or("?")
-            );
-        }
+        unattached_hooks(out, &f.hooks);
         for e in &f.episodes {
             let _ = writeln!(
                 out,
@@ -455,5 +439,18 @@ impl Report {
             })
             .collect();
         (format!("PROBLEM: {}", problems.join("; ")), true)
+    }
+}
+
+/// One line per hook that did not attach, with the reason.
+fn unattached_hooks(out: &mut String, hooks: &[crate::hooks::HookStatus]) {
+    for h in hooks.iter().filter(|h| !h.attached) {
+        let _ = writeln!(
+            out,
+            "  hook {} on {} not attached: {}",
+            h.program,
+            h.target,
+            h.error.as_deref().unwrap_or("?")
+        );
     }
 }

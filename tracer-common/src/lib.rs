@@ -11,6 +11,7 @@ pub mod dns;
 pub mod flood;
 pub mod kernel;
 pub mod loss;
+pub mod tc;
 
 /// Implements `aya::Pod` for shared types when built for userspace.
 ///

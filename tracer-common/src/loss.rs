@@ -20,11 +20,14 @@ pub enum Loss {
     FloodFlowsFull = 5,
     /// A flood cause event was dropped: ring buffer full.
     FloodRingFull = 6,
+    /// A DNS packet did not reach the DNS program: the tail call failed
+    /// (its program-array slot empty).
+    DnsTailCall = 7,
 }
 
 impl Loss {
     /// Every variant, in index order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::CounterMapFull,
         Self::DnsRingFull,
         Self::DnsHistMapFull,
@@ -32,6 +35,7 @@ impl Loss {
         Self::FloodPortsFull,
         Self::FloodFlowsFull,
         Self::FloodRingFull,
+        Self::DnsTailCall,
     ];
 
     /// A stable snake_case name for reports and metrics.
@@ -44,6 +48,7 @@ impl Loss {
             Self::FloodPortsFull => "flood_ports_map_full",
             Self::FloodFlowsFull => "flood_flows_map_full",
             Self::FloodRingFull => "flood_ring_full",
+            Self::DnsTailCall => "dns_tail_call_failed",
         }
     }
 }

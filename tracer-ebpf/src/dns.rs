@@ -60,7 +60,7 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STATS_LEN, 0)
 #[map(name = "DNS_EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
-/// Scratch space: a `DnsPending` (120 bytes) and a zeroed histogram (8 KiB)
+/// Scratch space: a `DnsPending` (152 bytes) and a zeroed histogram (8 KiB)
 /// do not fit the 512-byte BPF stack.
 #[map(name = "DNS_SCRATCH")]
 static SCRATCH: PerCpuArray<DnsPending> = PerCpuArray::with_max_entries(1, 0);
@@ -92,6 +92,23 @@ fn stat_index(index: u32) {
     }
 }
 
+/// DNS header (RFC 1035 §4.1.1): 12 bytes; flags QR (bit 15), opcode
+/// (bits 11–14), TC (bit 9), rcode (bits 0–3).
+const DNS_HEADER_LEN: usize = 12;
+const DNS_FLAG_QR: u16 = 0x8000;
+const DNS_FLAG_TC: u16 = 0x0200;
+const DNS_OPCODE_SHIFT: u16 = 11;
+const DNS_OPCODE_MASK: u16 = 0xf;
+const DNS_OPCODE_QUERY: u16 = 0;
+const DNS_RCODE_MASK: u16 = 0xf;
+const DNS_RCODE_NOERROR: u32 = 0;
+const DNS_RCODE_NXDOMAIN: u32 = 3;
+/// DNS over TCP prefixes each message with its 2-byte length (RFC 1035 §4.2.2).
+const TCP_LEN_PREFIX: usize = 2;
+/// A label byte with either of the top two bits set is a compression
+/// pointer (or a reserved label type), not a length.
+const DNS_LABEL_POINTER: usize = 0xc0;
+
 /// The DNS header fields we use.
 struct Header {
     id: u16,
@@ -99,15 +116,40 @@ struct Header {
     qdcount: u16,
 }
 
+/// Per packet, in the combined TC programs: whether this is a DNS packet
+/// (port 53 either way) that [`dns`] must see, from the in-place parse
+/// (~10 ns). Headers past the linear part say yes: `dns` reads them with the
+/// helper. The skips are counted here, so `dns` never sees them twice.
 #[inline(always)]
-pub(crate) fn dns(ctx: &TcContext) {
-    let l4 = match parse::l4(ctx) {
+pub(crate) fn wanted(ctx: &TcContext) -> bool {
+    match parse::l4_fast(ctx) {
+        Ok(l4) => l4.sport == DNS_PORT || l4.dport == DNS_PORT,
+        Err(Skip::NonLinear) => true,
+        Err(skip) => {
+            skipped(skip);
+            false
+        }
+    }
+}
+
+#[inline(always)]
+fn skipped(skip: Skip) {
+    match skip {
+        Skip::Other | Skip::NonLinear => {}
+        Skip::Short => stat(DnsStat::ShortHeaders),
+        Skip::VlanTooDeep => stat(DnsStat::VlanTooDeep),
+        Skip::Ipv6ExtTooDeep => stat(DnsStat::Ipv6ExtTooDeep),
+        Skip::Fragment => stat(DnsStat::Fragments),
+    }
+}
+
+/// The DNS work on one packet: parse (through the helper, paged data
+/// included), match, histogram, events.
+#[inline(always)]
+fn dns(ctx: &TcContext) {
+    let l4 = match parse::l4_slow(ctx) {
         Ok(l4) => l4,
-        Err(Skip::Other) => return,
-        Err(Skip::Short) => return stat(DnsStat::ShortHeaders),
-        Err(Skip::VlanTooDeep) => return stat(DnsStat::VlanTooDeep),
-        Err(Skip::Ipv6ExtTooDeep) => return stat(DnsStat::Ipv6ExtTooDeep),
-        Err(Skip::Fragment) => return stat(DnsStat::Fragments),
+        Err(skip) => return skipped(skip),
     };
     let to_server = l4.dport == DNS_PORT;
     let from_server = l4.sport == DNS_PORT;
@@ -123,12 +165,12 @@ pub(crate) fn dns(ctx: &TcContext) {
         if payload == 0 {
             return;
         }
-        if payload < 2 + 12 {
+        if payload < TCP_LEN_PREFIX + DNS_HEADER_LEN {
             return stat(DnsStat::TcpNoHeader);
         }
-        dns_off += 2;
+        dns_off += TCP_LEN_PREFIX;
     }
-    let Ok(raw) = ctx.load::<[u8; 12]>(dns_off) else {
+    let Ok(raw) = ctx.load::<[u8; DNS_HEADER_LEN]>(dns_off) else {
         return stat(DnsStat::Malformed);
     };
     let header = Header {
@@ -136,14 +178,17 @@ pub(crate) fn dns(ctx: &TcContext) {
         flags: u16::from_be_bytes([raw[2], raw[3]]),
         qdcount: u16::from_be_bytes([raw[4], raw[5]]),
     };
-    let is_response = header.flags & 0x8000 != 0;
-    let opcode = (header.flags >> 11) & 0xf;
-    if opcode != 0 {
+    let is_response = header.flags & DNS_FLAG_QR != 0;
+    let opcode = (header.flags >> DNS_OPCODE_SHIFT) & DNS_OPCODE_MASK;
+    if opcode != DNS_OPCODE_QUERY {
         return stat(DnsStat::Malformed);
     }
+    let Ok(addrs) = parse::addrs(ctx, &l4) else {
+        return stat(DnsStat::ShortHeaders);
+    };
     let (client, server, client_port, server_port) = match (is_response, to_server, from_server) {
-        (false, true, _) => (l4.src, l4.dst, l4.sport, l4.dport),
-        (true, _, true) => (l4.dst, l4.src, l4.dport, l4.sport),
+        (false, true, _) => (addrs.src, addrs.dst, l4.sport, l4.dport),
+        (true, _, true) => (addrs.dst, addrs.src, l4.dport, l4.sport),
         _ => return stat(DnsStat::Malformed),
     };
     // SAFETY: ctx.skb.skb is the __sk_buff the kernel passed us.
@@ -164,7 +209,7 @@ pub(crate) fn dns(ctx: &TcContext) {
     if is_response {
         answer(&key, &header, now);
     } else {
-        query(ctx, &key, &header, dns_off + 12, now);
+        query(ctx, &key, &header, dns_off + DNS_HEADER_LEN, now);
     }
 }
 
@@ -302,7 +347,7 @@ fn read_question(ctx: &TcContext, off: usize, pending: &mut DnsPending) -> bool 
             }
             break;
         }
-        if label & 0xc0 != 0 {
+        if label & DNS_LABEL_POINTER != 0 {
             // A compression pointer has no place in a question we send.
             stat(DnsStat::Malformed);
             pending.question_len = pos as u16;
@@ -314,22 +359,26 @@ fn read_question(ctx: &TcContext, off: usize, pending: &mut DnsPending) -> bool 
     true
 }
 
-/// `buf[i]`, with a bound check the verifier is sure to see: LLVM cannot
-/// reason about a volatile-read index, so it keeps the check right before
-/// the access instead of folding it into earlier range facts.
+/// `buf[i]`, with a bound the verifier is sure to see.
 #[inline(always)]
 fn byte_at(buf: &[u8; QUESTION_CAP], i: usize) -> Option<u8> {
+    if i >= QUESTION_CAP {
+        return None;
+    }
     // SAFETY: reading a local through a valid reference.
     let i = unsafe { core::ptr::read_volatile(&i) };
-    if i < QUESTION_CAP { Some(buf[i]) } else { None }
+    // A no-op after the check above, but one LLVM cannot drop: the index the
+    // verifier sees is masked right before the access, so even the bounds
+    // tracking of v5.10 accepts it.
+    Some(buf[i & (QUESTION_CAP - 1)])
 }
 
 #[inline(always)]
 fn answer(key: &DnsKey, header: &Header, now: u64) {
     stat(DnsStat::Answers);
-    let rcode = (header.flags & 0xf) as u32;
-    stat_index(RCODE_BASE + (rcode & 0xf));
-    let truncated = header.flags & 0x0200 != 0;
+    let rcode = u32::from(header.flags & DNS_RCODE_MASK);
+    stat_index(RCODE_BASE + rcode);
+    let truncated = header.flags & DNS_FLAG_TC != 0;
     if truncated {
         stat(DnsStat::Truncated);
     }
@@ -346,7 +395,7 @@ fn answer(key: &DnsKey, header: &Header, now: u64) {
         stat(DnsStat::Slow);
         reasons |= reason::SLOW;
     }
-    if rcode != 0 && rcode != 3 {
+    if rcode != DNS_RCODE_NOERROR && rcode != DNS_RCODE_NXDOMAIN {
         reasons |= reason::RCODE;
     }
     if truncated {

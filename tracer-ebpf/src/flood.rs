@@ -21,10 +21,19 @@ use tracer_common::{
     loss::Loss,
 };
 
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
 use crate::{
     kernel::{dev_netns, ifindex_of, offsets, read},
     maps::count_loss,
+    parse,
 };
+
+/// Bytes of a MAC address.
+const ETH_ALEN: usize = 6;
+/// The I/G bit of a destination MAC: set for multicast and broadcast.
+const MAC_GROUP_BIT: u8 = 1;
+const BROADCAST_MAC: [u8; ETH_ALEN] = [0xff; ETH_ALEN];
 
 #[map(name = "FLOOD_PORT_MACS")]
 static PORT_MACS: HashMap<u32, PortMac> = HashMap::with_max_entries(PORTS_MAX_ENTRIES, 0);
@@ -46,12 +55,12 @@ pub(crate) fn victim(ctx: &TcContext) {
     let Some(own) = (unsafe { PORT_MACS.get(ifindex) }) else {
         return;
     };
-    let Ok(dst) = ctx.load::<[u8; 6]>(0) else {
+    let Ok(dst) = parse::read::<[u8; ETH_ALEN]>(ctx, 0) else {
         return;
     };
     let mut add = PortFlood::default();
-    if dst[0] & 1 != 0 {
-        if dst == [0xff; 6] {
+    if dst[0] & MAC_GROUP_BIT != 0 {
+        if dst == BROADCAST_MAC {
             add.broadcast_packets = 1;
         } else {
             add.multicast_packets = 1;
@@ -78,29 +87,27 @@ pub(crate) fn victim(ctx: &TcContext) {
 /// cannot be hooked (fentry not permitted), this is how the flooded flows
 /// (sender, destination, protocol, port) are still known.
 #[inline(always)]
-fn victim_flow(ctx: &TcContext, port: u32, dst: [u8; 6]) {
-    let Ok(eth) = ctx.load::<[u8; 14]>(0) else {
+fn victim_flow(ctx: &TcContext, port: u32, dst: [u8; ETH_ALEN]) {
+    let Ok(eth) = parse::read::<EthHdr>(ctx, 0) else {
         return;
     };
     let mut key = FloodKey {
         port,
         pkt_type: tracer_common::flood::pkt_type::UNICAST,
         dst_mac: dst,
-        ethertype: u16::from_be_bytes([eth[12], eth[13]]),
-        src_mac: [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]],
+        ethertype: u16::from_be(eth.ether_type),
+        src_mac: eth.src_addr,
         ..FloodKey::default()
     };
-    if key.ethertype == ETH_P_IP
-        && let Ok(ip) = ctx.load::<[u8; 20]>(14)
+    // Only IPv4 fills the flow's address (FloodKey keeps 4 bytes).
+    if let Ok(l4) = parse::l4_slow(ctx)
+        && l4.family == parse::FAMILY_V4
+        && let Ok(ip) = parse::read::<Ipv4Hdr>(ctx, l4.l3_off)
     {
-        key.ip_proto = ip[9];
-        key.dst_ip = [ip[16], ip[17], ip[18], ip[19]];
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        if (key.ip_proto == 6 || key.ip_proto == 17)
-            && let Ok(ports) = ctx.load::<[u8; 4]>(14 + ihl)
-        {
-            key.dport = u16::from_be_bytes([ports[2], ports[3]]);
-        }
+        key.ethertype = parse::ETH_P_IP;
+        key.ip_proto = l4.proto;
+        key.dst_ip = ip.dst_addr;
+        key.dport = l4.dport;
     }
     add_flow(&VICTIM_FLOWS, key, u64::from(ctx.len()));
 }

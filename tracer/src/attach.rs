@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf,
+    maps::ProgramArray,
     programs::{ProgramError, SchedClassifier, TcAttachType, tc, tc::SchedClassifierLinkId},
     util::KernelVersion,
 };
+use tracer_common::tc::{COMBINED_PROGRAMS, DNS_TAIL_INDEX, DNS_TAIL_MAP, DNS_TAIL_PROGRAM};
 
 /// A TC program of the object and the hook it goes on.
 #[derive(Clone, Copy, Debug)]
@@ -30,6 +32,10 @@ pub enum AttachError {
         #[source]
         source: Box<ProgramError>,
     },
+    #[error(
+        "linking the DNS tail call ({DNS_TAIL_MAP}[{DNS_TAIL_INDEX}] = {DNS_TAIL_PROGRAM}): {0}"
+    )]
+    TailCall(String),
     #[error("attaching {name} to {iface} ({attach_type:?}): {source}")]
     Attach {
         name: &'static str,
@@ -47,15 +53,15 @@ pub struct TcAttachments {
 }
 
 impl TcAttachments {
-    /// Loads (verifies) the programs; nothing is attached yet.
+    /// Loads (verifies) the programs; nothing is attached yet. The combined
+    /// programs' DNS tail call is linked here too (the DNS program loaded if
+    /// it is not yet), so they never run with an empty slot.
     pub fn load(ebpf: &mut Ebpf, programs: &[TcProgram]) -> Result<Self, AttachError> {
         for program in programs {
-            classifier(ebpf, program.name)?
-                .load()
-                .map_err(|source| AttachError::Load {
-                    name: program.name,
-                    source: Box::new(source),
-                })?;
+            load_once(ebpf, program.name)?;
+        }
+        if programs.iter().any(|p| COMBINED_PROGRAMS.contains(&p.name)) {
+            link_dns_tail(ebpf)?;
         }
         Ok(Self {
             programs: programs.to_vec(),
@@ -117,6 +123,35 @@ impl TcAttachments {
     pub fn interfaces(&self) -> impl Iterator<Item = &str> {
         self.links.keys().map(String::as_str)
     }
+}
+
+/// Loads `name` unless an earlier load did.
+fn load_once(ebpf: &mut Ebpf, name: &'static str) -> Result<(), AttachError> {
+    let program = classifier(ebpf, name)?;
+    if program.fd().is_ok() {
+        return Ok(());
+    }
+    program.load().map_err(|source| AttachError::Load {
+        name,
+        source: Box::new(source),
+    })
+}
+
+/// Puts the DNS program in the combined programs' tail-call slot.
+fn link_dns_tail(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    load_once(ebpf, DNS_TAIL_PROGRAM)?;
+    let fd = classifier(ebpf, DNS_TAIL_PROGRAM)?
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+        .map_err(|e| AttachError::TailCall(e.to_string()))?;
+    let map = ebpf
+        .map_mut(DNS_TAIL_MAP)
+        .ok_or_else(|| AttachError::TailCall("map missing".into()))?;
+    let mut slots =
+        ProgramArray::try_from(map).map_err(|e| AttachError::TailCall(e.to_string()))?;
+    slots
+        .set(DNS_TAIL_INDEX, &fd, 0)
+        .map_err(|e| AttachError::TailCall(e.to_string()))
 }
 
 fn classifier<'a>(

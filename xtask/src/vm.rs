@@ -203,7 +203,9 @@ pub fn run_in_vm_with(
     Ok(outcome.code)
 }
 
-/// The shell script the guest runs: cd, a clean environment, exec.
+/// The shell script the guest runs: cd, a clean environment, exec. The
+/// host's `env`, not busybox's: Debian's busybox prefers its own applets to
+/// what PATH finds (its `ip` has no `netns`).
 fn command_script(cwd: &std::path::Path, argv: &[String], extra: &[(String, String)]) -> String {
     let mut env: Vec<(String, String)> = vec![
         ("HOME".into(), "/root".into()),
@@ -218,7 +220,7 @@ fn command_script(cwd: &std::path::Path, argv: &[String], extra: &[(String, Stri
     }
     env.extend(extra.iter().cloned());
     let mut script = format!(
-        "cd {} || exit 125\nexec /run/tracer-vm-init/busybox env -i",
+        "cd {} || exit 125\nexec /usr/bin/env -i",
         quote(&cwd.to_string_lossy())
     );
     for (key, value) in env {

@@ -10,7 +10,7 @@ mod boot;
 mod cpio;
 mod fetch;
 
-use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
+use std::{fmt, io::IsTerminal as _, path::PathBuf, str::FromStr, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
@@ -217,6 +217,12 @@ fn command_script(cwd: &std::path::Path, argv: &[String], extra: &[(String, Stri
         if PASSED_ENV.contains(&key.as_str()) || key.starts_with("TRACER_") {
             env.push((key, value));
         }
+    }
+    // The guest's stdout is its serial console, a tty: tell colouring
+    // programs (libtest, cargo) what ours is.
+    if !std::io::stdout().is_terminal() {
+        env.retain(|(key, _)| key != "TERM");
+        env.push(("TERM".into(), "dumb".into()));
     }
     env.extend(extra.iter().cloned());
     let mut script = format!(

@@ -139,13 +139,21 @@ pub fn run(
     let stderr = stderr.join().unwrap_or_default();
     let total = started.elapsed();
     let diagnose = || format!("{}\nqemu: {}", console.tail(), stderr.trim());
-    ensure!(
-        finished,
-        "the VM ({}) did not finish within {} s; killed. Console:\n{}",
-        kernel.release,
-        timeout.as_secs(),
-        diagnose()
-    );
+    if !finished {
+        match console.started {
+            Some(_) => bail!(
+                "the command in the VM ({}) did not finish within {} s; QEMU killed",
+                kernel.release,
+                timeout.as_secs()
+            ),
+            None => bail!(
+                "the VM ({}) did not reach the command within {} s; QEMU killed. Console:\n{}",
+                kernel.release,
+                timeout.as_secs(),
+                diagnose()
+            ),
+        }
+    }
     let code = fs::read_to_string(xchg.0.join("exit"))
         .ok()
         .and_then(|s| s.trim().parse().ok());

@@ -54,7 +54,8 @@ pub fn ensure(kernel: Kernel) -> anyhow::Result<Unpacked> {
 }
 
 /// Resolves the series' current kernel; with `refresh`, asks the archive even
-/// if one is cached (and falls back to the cached one when offline).
+/// if one is cached (and falls back to the cached one when offline). A
+/// release the archive replaced is removed from the cache.
 pub fn fetch(kernel: Kernel, refresh: bool) -> anyhow::Result<Unpacked> {
     let cache = cache_dir();
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
@@ -62,22 +63,14 @@ pub fn fetch(kernel: Kernel, refresh: bool) -> anyhow::Result<Unpacked> {
     let pointer = cache.join(format!("{}.release", kernel.name()));
     let cached = fs::read_to_string(&pointer)
         .ok()
-        .map(|s| s.trim().to_owned());
+        .map(|s| s.trim().to_owned())
+        .filter(|release| kernel_dir(&cache, release).join(".complete").exists());
     let apt = Apt::new(&cache, kernel.suite())?;
-    let release = match (cached, refresh) {
-        (Some(release), false) => release,
-        (cached, _) => match apt.update().and_then(|()| apt.image_package()) {
-            Ok(package) => release_of(&package)?,
-            Err(err) => match cached {
-                Some(release) => {
-                    eprintln!("xtask vm: {err:#}; using the cached {release}");
-                    release
-                }
-                None => return Err(err),
-            },
-        },
+    let release = match &cached {
+        Some(release) if !refresh => release.clone(),
+        _ => resolve(&apt, cached.as_deref())?,
     };
-    let dir = cache.join("kernels").join(&release);
+    let dir = kernel_dir(&cache, &release);
     if !dir.join(".complete").exists() {
         let started = Instant::now();
         let busybox = busybox(&cache)?;
@@ -89,7 +82,31 @@ pub fn fetch(kernel: Kernel, refresh: bool) -> anyhow::Result<Unpacked> {
         );
     }
     fs::write(&pointer, format!("{release}\n"))?;
+    if let Some(old) = cached.filter(|old| *old != release) {
+        eprintln!("xtask vm: removing the replaced {old}");
+        fs::remove_dir_all(kernel_dir(&cache, &old))?;
+    }
     Ok(Unpacked::at(&dir, &release))
+}
+
+fn kernel_dir(cache: &Path, release: &str) -> PathBuf {
+    cache.join("kernels").join(release)
+}
+
+/// The release the suite's `linux-image-amd64` points to now (updating the
+/// private lists, which the download then uses); the cached one if the
+/// archive cannot be reached.
+fn resolve(apt: &Apt, cached: Option<&str>) -> anyhow::Result<String> {
+    match apt.update().and_then(|()| apt.image_package()) {
+        Ok(package) => release_of(&package),
+        Err(err) => match cached {
+            Some(release) => {
+                eprintln!("xtask vm: {err:#}; using the cached {release}");
+                Ok(release.to_owned())
+            }
+            None => Err(err),
+        },
+    }
 }
 
 /// `linux-image-6.1.0-28-amd64` -> `6.1.0-28-amd64` (`uname -r` in the guest).

@@ -193,6 +193,9 @@ pub fn run_in_vm_with(
     let cwd = std::env::current_dir().context("current directory")?;
     let script = command_script(&cwd, argv, env);
     let outcome = boot::run(&unpacked, &script, accel, options.timeout, true)?;
+    if outcome.partial_line {
+        eprintln!();
+    }
     eprintln!(
         "xtask vm: {kernel} ({}, {accel}): booted in {:.1} s, total {:.1} s, exit code {}",
         unpacked.release,

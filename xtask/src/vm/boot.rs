@@ -5,6 +5,7 @@
 use std::{
     fmt, fs,
     io::{BufRead as _, BufReader, Read, Write as _},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -19,8 +20,6 @@ use anyhow::{Context as _, bail, ensure};
 
 use super::{cache_dir, fetch::Unpacked};
 
-const START: &str = "TRACER_VM_START";
-const END: &str = "TRACER_VM_END";
 /// A KVM boot that works reaches the command in seconds; a broken one stops
 /// early (QEMU then waits forever with the VM paused).
 const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,6 +59,8 @@ pub struct Outcome {
     /// From starting QEMU to the command starting.
     pub boot: Duration,
     pub total: Duration,
+    /// The command's output ended without a newline.
+    pub partial_line: bool,
 }
 
 /// KVM if a probe boot with it reaches the command, else TCG. The answer is
@@ -120,6 +121,8 @@ pub fn run(
 ) -> anyhow::Result<Outcome> {
     let xchg = Exchange::create()?;
     fs::write(xchg.0.join("cmd.sh"), script)?;
+    let markers = Markers::new();
+    fs::write(xchg.0.join("token"), &markers.token)?;
     let started = Instant::now();
     let mut child = qemu(kernel, accel, &xchg.0)?
         .spawn()
@@ -127,7 +130,7 @@ pub fn run(
     let fatal = Arc::new(AtomicBool::new(false));
     let console = {
         let stdout = child.stdout.take().context("qemu stdout")?;
-        thread::spawn(move || Console::follow(stdout, echo))
+        thread::spawn(move || Console::follow(stdout, &markers, echo))
     };
     let stderr = {
         let stderr = child.stderr.take().context("qemu stderr")?;
@@ -168,6 +171,7 @@ pub fn run(
         code,
         boot: boot - started,
         total,
+        partial_line: console.partial_line,
     })
 }
 
@@ -201,6 +205,17 @@ fn qemu(kernel: &Unpacked, accel: Accel, xchg: &Path) -> anyhow::Result<Command>
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // QEMU must not outlive us (killed xtask, no timeout left to end it).
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
     Ok(cmd)
 }
 
@@ -233,16 +248,38 @@ fn qemu_stderr(stderr: impl Read, fatal: &AtomicBool) -> String {
     all
 }
 
-/// The serial console: boot messages until START (kept for diagnosis), then
-/// the command's output (echoed) until END.
+/// The lines stage2.sh prints around the command, with a per-run token.
+struct Markers {
+    token: String,
+    start: String,
+    end: String,
+}
+
+impl Markers {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let token = format!("{:x}{nanos:x}", std::process::id());
+        Self {
+            start: format!("TRACER_VM_START {token}"),
+            end: format!("TRACER_VM_END {token}"),
+            token,
+        }
+    }
+}
+
+/// The serial console: boot messages until the start marker (kept for
+/// diagnosis), then the command's output (echoed) until the end marker.
 #[derive(Debug, Default)]
 struct Console {
     log: Vec<String>,
     started: Option<Instant>,
+    partial_line: bool,
 }
 
 impl Console {
-    fn follow(stdout: impl Read, echo: bool) -> Self {
+    fn follow(stdout: impl Read, markers: &Markers, echo: bool) -> Self {
         let mut console = Self::default();
         let mut reader = BufReader::new(stdout);
         let mut line = Vec::new();
@@ -251,16 +288,18 @@ impl Console {
         while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
             let text = String::from_utf8_lossy(&line);
             if console.started.is_none() || ended {
-                if text.contains(START) {
+                if text.contains(&markers.start) {
                     console.started = Some(Instant::now());
                 } else {
                     console.log.push(text.trim_end().to_owned());
                 }
-            } else if let Some(at) = find(&line, END.as_bytes()) {
-                // The command's last line may lack a newline: END follows it.
+            } else if let Some(at) = find(&line, markers.end.as_bytes()) {
+                // The command's last line may lack a newline: the marker
+                // follows it.
                 if echo {
                     let _ = out.write_all(&line[..at]);
                 }
+                console.partial_line = at > 0;
                 ended = true;
             } else if echo {
                 let _ = out.write_all(&line);

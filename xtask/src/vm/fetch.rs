@@ -42,7 +42,7 @@ impl Unpacked {
         Self {
             release: release.to_owned(),
             vmlinuz: dir.join(format!("boot/vmlinuz-{release}")),
-            initramfs: dir.join("initramfs.cpio"),
+            initramfs: dir.join(format!("initramfs-{:016x}.cpio", initramfs_id())),
             modules: dir.join(format!("lib/modules/{release}")),
         }
     }
@@ -73,8 +73,7 @@ pub fn fetch(kernel: Kernel, refresh: bool) -> anyhow::Result<Unpacked> {
     let dir = kernel_dir(&cache, &release);
     if !dir.join(".complete").exists() {
         let started = Instant::now();
-        let busybox = busybox(&cache)?;
-        unpack(&apt, &release, &dir, &busybox)?;
+        unpack(&apt, &release, &dir)?;
         eprintln!(
             "xtask vm: {} ({release}) fetched and unpacked in {:.1} s",
             kernel.name(),
@@ -82,11 +81,15 @@ pub fn fetch(kernel: Kernel, refresh: bool) -> anyhow::Result<Unpacked> {
         );
     }
     fs::write(&pointer, format!("{release}\n"))?;
+    let unpacked = Unpacked::at(&dir, &release);
+    if !unpacked.initramfs.exists() {
+        build_initramfs(&unpacked, &busybox(&cache)?)?;
+    }
     if let Some(old) = cached.filter(|old| *old != release) {
         eprintln!("xtask vm: removing the replaced {old}");
         fs::remove_dir_all(kernel_dir(&cache, &old))?;
     }
-    Ok(Unpacked::at(&dir, &release))
+    Ok(unpacked)
 }
 
 fn kernel_dir(cache: &Path, release: &str) -> PathBuf {
@@ -118,9 +121,9 @@ fn release_of(package: &str) -> anyhow::Result<String> {
         .with_context(|| format!("unexpected kernel package name {package}"))
 }
 
-/// Downloads, extracts and indexes the kernel, then builds its initramfs;
-/// in a scratch directory renamed into place when complete.
-fn unpack(apt: &Apt, release: &str, dir: &Path, busybox: &Path) -> anyhow::Result<()> {
+/// Downloads, extracts and indexes the kernel, in a scratch directory
+/// renamed into place when complete.
+fn unpack(apt: &Apt, release: &str, dir: &Path) -> anyhow::Result<()> {
     let scratch = dir.with_extension("partial");
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch)?;
@@ -137,7 +140,6 @@ fn unpack(apt: &Apt, release: &str, dir: &Path, busybox: &Path) -> anyhow::Resul
         deb.display()
     );
     run(Command::new("depmod").arg("-b").arg(&scratch).arg(release))?;
-    build_initramfs(&unpacked, busybox)?;
     fs::write(scratch.join(".complete"), "")?;
     let _ = fs::remove_dir_all(dir);
     fs::rename(&scratch, dir)?;
@@ -145,7 +147,32 @@ fn unpack(apt: &Apt, release: &str, dir: &Path, busybox: &Path) -> anyhow::Resul
     Ok(())
 }
 
+/// Identifies what goes into an initramfs besides the kernel's modules, so
+/// a cached one is rebuilt when the scripts or the module list change
+/// (FNV-1a: stable across Rust releases, unlike `DefaultHasher`).
+fn initramfs_id() -> u64 {
+    let inputs = [
+        include_str!("init.sh"),
+        include_str!("stage2.sh"),
+        &INITRAMFS_MODULES.join(" "),
+    ];
+    inputs
+        .iter()
+        .flat_map(|s| s.bytes().chain([0]))
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// Writes the kernel's initramfs, replacing any older one.
 fn build_initramfs(kernel: &Unpacked, busybox: &Path) -> anyhow::Result<()> {
+    let dir = kernel.initramfs.parent().context("initramfs path")?;
+    for entry in fs::read_dir(dir)?.filter_map(Result::ok) {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with("initramfs") {
+            fs::remove_file(entry.path())?;
+        }
+    }
     let mut archive = Archive::new(Vec::new());
     for dir in ["bin", "dev", "proc", "sys", "modules"] {
         archive.dir(dir)?;

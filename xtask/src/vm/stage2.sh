@@ -32,10 +32,12 @@ $bb hostname tracer-vm
 $bb ip link set lo up
 $bb stty -F /dev/console -onlcr 2>/dev/null
 
-echo TRACER_VM_START
+# Markers with this run's token, so the command's own output cannot fake them.
+token=$($bb cat /run/tracer-vm/token)
+echo "TRACER_VM_START $token"
 $bb sh /run/tracer-vm/cmd.sh </dev/null
 code=$?
 echo "$code" >/run/tracer-vm/exit
 $bb sync
-printf 'TRACER_VM_END\n'
+printf 'TRACER_VM_END %s\n' "$token"
 $bb poweroff -f

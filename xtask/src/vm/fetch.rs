@@ -164,15 +164,9 @@ fn initramfs_id() -> u64 {
         })
 }
 
-/// Writes the kernel's initramfs, replacing any older one.
+/// Writes the kernel's initramfs. Older ones stay: another checkout of the
+/// repository (other scripts, so another name) may be booting with them.
 fn build_initramfs(kernel: &Unpacked, busybox: &Path) -> anyhow::Result<()> {
-    let dir = kernel.initramfs.parent().context("initramfs path")?;
-    for entry in fs::read_dir(dir)?.filter_map(Result::ok) {
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with("initramfs") {
-            fs::remove_file(entry.path())?;
-        }
-    }
     let mut archive = Archive::new(Vec::new());
     for dir in ["bin", "dev", "proc", "sys", "modules"] {
         archive.dir(dir)?;
@@ -194,7 +188,10 @@ fn build_initramfs(kernel: &Unpacked, busybox: &Path) -> anyhow::Result<()> {
         order.push_str(&format!("{name}.ko\n"));
     }
     archive.file("modules/order", 0o644, order.as_bytes())?;
-    fs::write(&kernel.initramfs, archive.finish()?)?;
+    // Renamed into place: a concurrent `vm run` never sees half a file.
+    let partial = kernel.initramfs.with_extension("partial");
+    fs::write(&partial, archive.finish()?)?;
+    fs::rename(&partial, &kernel.initramfs)?;
     Ok(())
 }
 

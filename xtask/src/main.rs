@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask setup|test|lab`.
+//! Project automation: `cargo xtask setup|test|dist|lab|bench|vm`.
 //!
 //! Every command runs `setup` first, so a fresh machine needs nothing but
 //! this repository, cargo and root.
@@ -6,6 +6,7 @@
 mod bench;
 mod dist;
 mod setup;
+mod vm;
 
 use std::process::Command;
 
@@ -39,6 +40,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Debian kernels 5.10, 6.1, 6.12 in QEMU: fetch them, run a command in one.
+    #[command(subcommand)]
+    Vm(vm::VmTask),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         Task::Dist => dist::run(),
         Task::Lab { args } => lab(&args),
         Task::Bench { args } => bench::run(&args),
+        Task::Vm(task) => vm::run(task),
     }
 }
 

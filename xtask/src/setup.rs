@@ -13,8 +13,11 @@ use anyhow::{Context as _, bail};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
-/// Debian packages: the first four build bpf-linker, the rest are the real
-/// peers and ground truth the tests and the lab run.
+/// Debian packages: the first four build bpf-linker; then the real peers and
+/// ground truth the tests and the lab run; the last five are for `xtask vm`
+/// (QEMU, the archive keys its private apt lists are checked with, xz for
+/// Debian's compressed modules, and kmod: the guest runs the host's
+/// `modprobe`, and `depmod` indexes the extracted kernels).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -30,6 +33,11 @@ const PACKAGES: &[&str] = &[
     "iptables",
     "conntrack",
     "prometheus",
+    "qemu-system-x86",
+    "debian-archive-keyring",
+    "xz-utils",
+    "zstd",
+    "kmod",
 ];
 
 pub fn run() -> anyhow::Result<()> {

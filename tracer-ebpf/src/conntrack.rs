@@ -121,11 +121,15 @@ pub fn conntrack_confirm_kretprobe(ctx: RetProbeContext) -> u32 {
 
 #[kprobe]
 pub fn conntrack_resolve_clash_kprobe(ctx: ProbeContext) -> u32 {
-    // (skb, h, repl_idx) since v5.10, (net, skb, ctinfo, h) before.
+    // (skb, h, repl_idx) since v5.10, (net, skb, ctinfo, h) before. Both
+    // registers are read and one is picked: choosing the offset instead
+    // compiles to a variable ctx offset, which the verifier refuses
+    // ("dereference of modified ctx ptr").
+    let (first, second) = (ctx.arg(0), ctx.arg(1));
     let skb = if CT_CLASH_NARGS.load() == 4 {
-        ctx.arg(1)
+        second
     } else {
-        ctx.arg(0)
+        first
     };
     save_entry(&CLASH_SKB, skb);
     0

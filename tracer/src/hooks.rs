@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::{
     kernel::KernelInfo,
-    modattach::{AttachTarget, RelocatedObject, TracingKind, TracingLink},
+    modattach::{AttachTarget, RelocatedObject, TracingKind, TracingLink, verifier_line},
 };
 
 /// Ways to attach a tracing program.
@@ -400,6 +400,15 @@ fn attach_tracing(
     Ok((link, target.btf_object))
 }
 
+/// aya's load errors carry the whole verifier log: keep one line of it.
+fn one_line(error: &dyn std::fmt::Display) -> String {
+    let text = error.to_string();
+    match text.split_once("Verifier output:") {
+        Some((head, log)) => format!("{}{}", head.trim_end().trim_end_matches('.'), verifier_line(log)),
+        None => text,
+    }
+}
+
 fn attach_kprobes(ebpf: &mut Ebpf, attempt: &Attempt) -> Result<(), String> {
     let mut done: Vec<&str> = Vec::new();
     let result = attempt.programs.iter().try_for_each(|&name| {
@@ -407,7 +416,7 @@ fn attach_kprobes(ebpf: &mut Ebpf, attempt: &Attempt) -> Result<(), String> {
             .program_mut(name)
             .ok_or_else(|| format!("program {name} missing from the object"))?;
         let p: &mut KProbe = program.try_into().map_err(|e| format!("{e}"))?;
-        p.load().map_err(|e| format!("{name}: {e}"))?;
+        p.load().map_err(|e| format!("{name}: {}", one_line(&e)))?;
         done.push(name);
         p.attach(attempt.target, 0)
             .map(drop)
@@ -430,7 +439,7 @@ fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, attempt: &Attempt) -> Result<(), St
         .program_mut(name)
         .ok_or_else(|| format!("program {name} missing from the object"))?;
     let p: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-    p.load(attempt.target, btf).map_err(|e| format!("{e}"))?;
+    p.load(attempt.target, btf).map_err(|e| one_line(&e))?;
     p.attach().map(drop).map_err(|e| format!("{e}"))
 }
 

@@ -75,7 +75,7 @@ pub enum ModAttachError {
     },
 }
 
-fn verifier_line(log: &str) -> String {
+pub(crate) fn verifier_line(log: &str) -> String {
     log.lines()
         .rev()
         .map(str::trim)

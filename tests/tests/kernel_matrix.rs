@@ -65,9 +65,7 @@ fn expected(hook: &str) -> Want {
         }
     } else if debian_module_btf {
         match hook {
-            "conntrack_insert" | "conntrack_clash" => {
-                Some((HookKind::Fexit, Some("nf_conntrack")))
-            }
+            "conntrack_insert" | "conntrack_clash" => Some((HookKind::Fexit, Some("nf_conntrack"))),
             "flood_br_flood" => Some((HookKind::Fentry, Some("bridge"))),
             _ => Some((HookKind::TpBtf, None)),
         }
@@ -115,12 +113,17 @@ fn runtime() -> tokio::runtime::Runtime {
 fn check_mechanisms(statuses: &[HookStatus]) {
     for s in statuses {
         let got = s.mechanism.map(|m| (m, s.btf_object.as_deref()));
-        let want = expected(s.hook).map(|(m, o)| (m, o.or(match m {
-            // fentry/fexit always name their BTF object; vmlinux when the
-            // kernel has the function built in.
-            HookKind::Fentry | HookKind::Fexit => Some("vmlinux"),
-            _ => None,
-        })));
+        let want = expected(s.hook).map(|(m, o)| {
+            (
+                m,
+                o.or(match m {
+                    // fentry/fexit always name their BTF object; vmlinux when the
+                    // kernel has the function built in.
+                    HookKind::Fentry | HookKind::Fexit => Some("vmlinux"),
+                    _ => None,
+                }),
+            )
+        });
         eprintln!(
             "{}: {:?} (refused: {})",
             s.hook,
@@ -255,13 +258,18 @@ fn conntrack_tracer(ns: &str) -> (mpsc::Sender<()>, std::thread::JoinHandle<Valu
         }
         std::thread::sleep(Duration::from_millis(200));
         collector.drain();
-        let report = collector.report(&ebpf, statuses, &|_| None).expect("report");
+        let report = collector
+            .report(&ebpf, statuses, &|_| None)
+            .expect("report");
         serde_json::to_value(&report).expect("json")
     });
     ready_rx
         .recv_timeout(Duration::from_secs(300))
         .expect("tracer ready");
-    (stop_tx, std::thread::spawn(move || handle.join().expect("tracer").expect("netns")))
+    (
+        stop_tx,
+        std::thread::spawn(move || handle.join().expect("tracer").expect("netns")),
+    )
 }
 
 /// Identical TCP SYNs racing through DNAT lose an insert (TCP allows no
@@ -343,7 +351,10 @@ fn matrix_conntrack_drops_and_clashes_equal_kernel_counters() {
     assert_eq!(count(kind), truth.insert_failed, "{report:#}");
     if expected("conntrack_clash").is_some() {
         let resolved = truth.clash_resolved.expect("kernel has clash_resolve");
-        assert!(resolved >= 1, "the UDP race never clashed in {rounds} rounds");
+        assert!(
+            resolved >= 1,
+            "the UDP race never clashed in {rounds} rounds"
+        );
         assert_eq!(count("clashes_resolved"), resolved, "{report:#}");
     }
     let events: Vec<&Value> = report["events"]
@@ -389,7 +400,17 @@ fn matrix_br_flood_frames_equal_tcpdump_on_a_bystander_port() {
     let nowhere = NOWHERE.to_string();
     for args in [
         vec!["route", "add", &nowhere, "dev", "eth0"],
-        vec!["neigh", "replace", &nowhere, "lladdr", NOWHERE_MAC, "dev", "eth0", "nud", "permanent"],
+        vec![
+            "neigh",
+            "replace",
+            &nowhere,
+            "lladdr",
+            NOWHERE_MAC,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
     ] {
         topo.exec(&sender.netns, "ip", &args).expect("ip");
     }
@@ -435,7 +456,11 @@ fn matrix_br_flood_frames_equal_tcpdump_on_a_bystander_port() {
         .cloned()
         .expect("br_flood hook");
     let want = expected("flood_br_flood");
-    assert_eq!(hook["mechanism"].as_str(), want.map(|(k, _)| k.name()), "{hook:#}");
+    assert_eq!(
+        hook["mechanism"].as_str(),
+        want.map(|(k, _)| k.name()),
+        "{hook:#}"
+    );
     let ours: u64 = report["bridge_floods"]
         .as_array()
         .expect("bridge_floods")

@@ -150,7 +150,7 @@ fn save_entry(map: &LruHashMap<u64, u64>, skb: Option<u64>) {
         return stat(CT_STAT_READ_FAILED);
     };
     let thread = bpf_get_current_pid_tgid();
-    if map.insert(&thread, &skb, 0).is_err() {
+    if map.insert(thread, skb, 0).is_err() {
         stat(CT_STAT_ENTRY_MISSED);
     }
 }
@@ -162,9 +162,9 @@ fn save_entry(map: &LruHashMap<u64, u64>, skb: Option<u64>) {
 fn take_entry(map: &LruHashMap<u64, u64>) -> Option<u64> {
     let thread = bpf_get_current_pid_tgid();
     // SAFETY: a plain u64 copied out before the entry is removed.
-    let skb = unsafe { map.get(&thread) }.copied();
+    let skb = unsafe { map.get(thread) }.copied();
     if skb.is_some() {
-        let _ = map.remove(&thread);
+        let _ = map.remove(thread);
     } else {
         stat(CT_STAT_ENTRY_MISSED);
     }

@@ -404,7 +404,11 @@ fn attach_tracing(
 fn one_line(error: &dyn std::fmt::Display) -> String {
     let text = error.to_string();
     match text.split_once("Verifier output:") {
-        Some((head, log)) => format!("{}{}", head.trim_end().trim_end_matches('.'), verifier_line(log)),
+        Some((head, log)) => format!(
+            "{}{}",
+            head.trim_end().trim_end_matches('.'),
+            verifier_line(log)
+        ),
         None => text,
     }
 }

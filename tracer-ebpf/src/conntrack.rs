@@ -67,13 +67,14 @@ pub fn conntrack_confirm_exit(ctx: FExitContext) -> i32 {
 
 #[fexit(function = "nf_ct_resolve_clash")]
 pub fn conntrack_resolve_clash_exit(ctx: FExitContext) -> i32 {
-    // Constant argument indexes only (the verifier refuses variable ctx
-    // offsets), picked by the arity userspace read from BTF.
-    let (skb, verdict): (u64, i64) = if CT_CLASH_NARGS.load() == 4 {
-        (ctx.arg(1), ctx.arg(4))
-    } else {
-        (ctx.arg(0), ctx.arg(3))
-    };
+    // int nf_ct_resolve_clash(skb, h, repl_idx) (v5.10+); the return value
+    // follows the three arguments. Only this form: picking indexes by
+    // CT_CLASH_NARGS compiled to a variable ctx offset, which the verifier
+    // refuses ("dereference of modified ctx ptr", seen on 6.12), and an
+    // unconditional read past the arguments is refused too. Userspace
+    // skips this program on the 4-argument kernels; the kretprobe covers them.
+    let skb: u64 = ctx.arg(0);
+    let verdict: i64 = ctx.arg(3);
     clash_verdict(skb, verdict as i32);
     0
 }

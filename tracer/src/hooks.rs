@@ -169,6 +169,11 @@ const fn tracepoint(area: &'static str, name: &'static str, chain: &'static [Att
     }
 }
 
+/// `nf_ct_resolve_clash(skb, h, repl_idx)`: 3 parameters since v5.10, 4
+/// (net, skb, ctinfo, h) before.
+const CLASH_FUNCTION: &str = "nf_ct_resolve_clash";
+const CLASH_FEXIT_NARGS: usize = 3;
+
 /// Kernel functions any hook may attach to: what [`KernelInfo`] locates in
 /// BTF at start-up.
 pub fn function_targets() -> Vec<&'static str> {
@@ -379,6 +384,14 @@ fn attach_tracing(
     attempt: &Attempt,
 ) -> Result<(TracingLink, String), String> {
     let relocated = relocated.as_ref().map_err(Clone::clone)?;
+    if attempt.target == CLASH_FUNCTION && kernel.clash_nargs != Some(CLASH_FEXIT_NARGS) {
+        // The fexit program reads the v5.10+ layout only (see
+        // tracer-ebpf/src/conntrack.rs); the kretprobe handles both.
+        return Err(format!(
+            "{CLASH_FUNCTION} takes {:?} arguments here; the fexit program reads the {CLASH_FEXIT_NARGS}-argument form (v5.10+)",
+            kernel.clash_nargs
+        ));
+    }
     let location = kernel.function(attempt.target).ok_or_else(|| {
         format!(
             "kernel function {} not in BTF on this kernel",

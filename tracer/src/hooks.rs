@@ -384,6 +384,12 @@ fn attach_tracing(
     attempt: &Attempt,
 ) -> Result<(TracingLink, String), String> {
     let relocated = relocated.as_ref().map_err(Clone::clone)?;
+    let location = kernel.function(attempt.target).ok_or_else(|| {
+        format!(
+            "kernel function {} not in BTF on this kernel",
+            attempt.target
+        )
+    })?;
     if attempt.target == CLASH_FUNCTION && kernel.clash_nargs != Some(CLASH_FEXIT_NARGS) {
         // The fexit program reads the v5.10+ layout only (see
         // tracer-ebpf/src/conntrack.rs); the kretprobe handles both.
@@ -392,12 +398,6 @@ fn attach_tracing(
             kernel.clash_nargs
         ));
     }
-    let location = kernel.function(attempt.target).ok_or_else(|| {
-        format!(
-            "kernel function {} not in BTF on this kernel",
-            attempt.target
-        )
-    })?;
     let target = AttachTarget {
         btf_object: location.0.to_owned(),
         btf_id: location.1,

@@ -102,7 +102,7 @@ fn dns_service_workload(datapath: Datapath) {
     assert_eq!(reported["clash_resolved"].as_u64(), truth.clash_resolved);
     // Drops attributed by the probes, whichever hook this kernel allowed.
     let attributed = match ct["mode"].as_str() {
-        Some("fexit") => {
+        Some("fexit" | "kretprobe") => {
             assert_eq!(
                 tracer_count(&report, "clashes_resolved"),
                 truth.clash_resolved.unwrap_or(0)
@@ -238,7 +238,7 @@ fn provoked_insert_drop_is_attributed_to_pod_and_tuple() {
         "the race never lost a SYN in {} rounds",
         port - 20000
     );
-    let kind = if ct["mode"] == "fexit" {
+    let kind = if ct["mode"] == "fexit" || ct["mode"] == "kretprobe" {
         "insert_drops"
     } else {
         "unconfirmed_drops"

@@ -63,6 +63,19 @@ impl CtKind {
 pub const CT_STATS_LEN: u32 = 8;
 pub const CT_STAT_RING_FULL: u32 = 4;
 pub const CT_STAT_READ_FAILED: u32 = 5;
+/// A kretprobe found no skb saved by its kprobe for this thread (evicted,
+/// or consumed by a nested call from a softirq on the same CPU).
+pub const CT_STAT_ENTRY_MISSED: u32 = 6;
+
+/// Threads inside a probed function at once, per function (kprobe →
+/// kretprobe hand-over of the skb).
+pub const ENTRY_SKB_MAX_ENTRIES: u32 = 4096;
+
+/// `KFREE_SKB_FILTER` values: pick insert failures by drop reason
+/// NETFILTER_DROP (v5.17+), or take every free of a packet whose conntrack
+/// entry was never confirmed (older kernels: no reason argument).
+pub const KFREE_SKB_BY_REASON: u32 = 1;
+pub const KFREE_SKB_UNCONFIRMED_ONLY: u32 = 0;
 
 /// One conntrack tuple (the kernel's `nf_conntrack_tuple`, flattened).
 #[repr(C)]

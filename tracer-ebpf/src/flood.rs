@@ -9,9 +9,9 @@
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
     helpers::bpf_ktime_get_ns,
-    macros::{btf_tracepoint, classifier, fentry, map},
+    macros::{btf_tracepoint, classifier, fentry, kprobe, map},
     maps::{HashMap, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePointContext, FEntryContext, TcContext},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext, TcContext},
 };
 use tracer_common::{
     flood::{
@@ -134,6 +134,16 @@ pub fn flood_br_flood(ctx: FEntryContext) -> i32 {
     let skb: u64 = ctx.arg(1);
     let pkt_type: u64 = ctx.arg(2);
     flood(skb, pkt_type as u32);
+    0
+}
+
+/// The same as a kprobe, where fentry cannot load (no module BTF before
+/// v5.11, or trampolines refused).
+#[kprobe]
+pub fn flood_br_flood_kprobe(ctx: ProbeContext) -> u32 {
+    if let (Some(skb), Some(pkt_type)) = (ctx.arg::<u64>(1), ctx.arg::<u64>(2)) {
+        flood(skb, pkt_type as u32);
+    }
     0
 }
 

@@ -82,6 +82,15 @@ pub enum BtfError {
 
 type Result<T, E = BtfError> = std::result::Result<T, E>;
 
+/// Where BTF describes a kernel function (see [`Btf::func_location`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FuncLocation<'a> {
+    /// "vmlinux" or the module's name, as in `/sys/kernel/btf/`.
+    pub object: &'a str,
+    /// The FUNC's type id (in the split id space for a module).
+    pub btf_id: u32,
+}
+
 /// The parts of a `struct btf_type` record that layouts need.
 #[derive(Default)]
 struct Type {
@@ -363,13 +372,48 @@ impl Btf {
 
     /// Where a kernel function is described: "vmlinux" or a module's name.
     pub fn func_module(&self, name: &str) -> Option<&str> {
-        let is_it = |scope: Scope, t: &Type| {
-            t.kind == FUNC && scope.name(t.name_off).is_ok_and(|n| n == name)
-        };
-        let mut files = self.scopes();
-        files
-            .find(|(_, scope, types)| types.iter().any(|t| is_it(*scope, t)))
-            .map(|(file, ..)| file)
+        self.func_location(name).map(|loc| loc.object)
+    }
+
+    /// The BTF object ("vmlinux" or a module) that describes function `name`
+    /// and the function's type id in it — what BPF_PROG_LOAD needs as
+    /// `attach_btf_obj_fd` / `attach_btf_id` for fentry/fexit. A module's
+    /// ids continue after vmlinux's (split BTF, v5.11+), so a module id is
+    /// only meaningful together with that module's BTF object.
+    pub fn func_location(&self, name: &str) -> Option<FuncLocation<'_>> {
+        let first_split_id = self.vmlinux.types.len();
+        self.scopes().find_map(|(object, scope, types)| {
+            let index = types
+                .iter()
+                .position(|t| t.kind == FUNC && scope.name(t.name_off).is_ok_and(|n| n == name))?;
+            let first = if object == "vmlinux" {
+                0
+            } else {
+                first_split_id
+            };
+            Some(FuncLocation {
+                object,
+                btf_id: u32::try_from(first + index).ok()?,
+            })
+        })
+    }
+
+    /// Arguments of tracepoint `name` as tp_btf programs see them: the
+    /// parameters of the `btf_trace_<name>` typedef's prototype minus its
+    /// leading `void *__data` (e.g. `kfree_skb`: 2 before v5.17, 3 with the
+    /// drop reason, 4 with `rx_sk` since v6.11).
+    pub fn tracepoint_args(&self, name: &str) -> Option<usize> {
+        let typedef = format!("btf_trace_{name}");
+        self.scopes().find_map(|(_, scope, types)| {
+            let ty = types.iter().find(|t| {
+                t.kind == TYPEDEF && scope.name(t.name_off).is_ok_and(|n| n == typedef)
+            })?;
+            let ptr = scope.strip(ty.size_or_type).ok()?;
+            let proto = (ptr.kind == PTR)
+                .then(|| scope.strip(ptr.size_or_type).ok())
+                .flatten()?;
+            (proto.kind == FUNC_PROTO).then(|| usize::from(proto.vlen).saturating_sub(1))
+        })
     }
 
     /// Whether BTF knows a function of that name, i.e. fentry/fexit can hook it.
@@ -531,13 +575,16 @@ mod tests {
             0, info(FUNC_PROTO, 1, false), 1, x, 1,                               // 11
             s.add("my_func"), info(FUNC, 0, false), 11,                           // 12
             e, info(ENUM, 1, false), 4, x, 7,                                     // 13
+            0, info(FUNC_PROTO, 3, false), 0, 0, 10, x, 1, x, 1,                  // 14: (void *, int, int)
+            0, info(PTR, 0, false), 14,                                           // 15
+            s.add("btf_trace_my_tp"), info(TYPEDEF, 0, false), 15,                // 16
         ];
         let mut m = Strings(vec![], s.0.len() as u32);
         #[rustfmt::skip]
         let module = [
-            m.add("modstruct"), info(STRUCT, 2, false), 16, m.add("w"), 1, 32, m.add("q"), 15, 64, // 14
-            m.add("alias"), info(TYPEDEF, 0, false), 6,                           // 15
-            m.add("mod_func"), info(FUNC, 0, false), 11,                          // 16
+            m.add("modstruct"), info(STRUCT, 2, false), 16, m.add("w"), 1, 32, m.add("q"), 18, 64, // 17
+            m.add("alias"), info(TYPEDEF, 0, false), 6,                           // 18
+            m.add("mod_func"), info(FUNC, 0, false), 11,                          // 19
         ];
         (blob(&base, &s.0), blob(&module, &m.0))
     }
@@ -574,6 +621,24 @@ mod tests {
             (Some("vmlinux"), Some("mymod"))
         );
         assert_eq!(btf.func_module("e"), None);
+        // Split ids continue vmlinux's: vmlinux has ids 0 (void) to 16.
+        assert_eq!(
+            btf.func_location("my_func"),
+            Some(FuncLocation {
+                object: "vmlinux",
+                btf_id: 12
+            })
+        );
+        assert_eq!(
+            btf.func_location("mod_func"),
+            Some(FuncLocation {
+                object: "mymod",
+                btf_id: 19
+            })
+        );
+        assert_eq!(btf.func_location("modstruct"), None);
+        assert_eq!(btf.tracepoint_args("my_tp"), Some(2));
+        assert_eq!(btf.tracepoint_args("my_func"), None);
         let err = |s: &str, p: &[&str]| btf.member_offset(s, p).unwrap_err().to_string();
         assert_eq!(err("outer", &["nope"]), "struct outer has no member nope");
         assert_eq!(

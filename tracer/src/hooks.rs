@@ -1,181 +1,504 @@
-//! The tracing programs (fentry, fexit, tp_btf): which kernel function or
-//! tracepoint each one needs, attaching what this kernel allows, and an
-//! honest account of what it did not.
+//! The tracing hooks (fentry/fexit, kprobes, tp_btf): one list saying, per
+//! hook, which mechanisms can provide it in order of preference, and the
+//! start-up walk down that chain on the running kernel.
 //!
-//! A missing hook never stops a trace: the symptom falls back to what the
-//! TC probes and the kernel's own counters show, and the report says so.
+//! The chains (first that loads and attaches wins):
+//! - conntrack insert failures: fexit `__nf_conntrack_confirm` → kretprobe
+//!   on it → tp_btf `skb:kfree_skb` (drops of never-confirmed entries); with
+//!   none, the kernel's `/proc/net/stat/nf_conntrack` counters alone;
+//! - conntrack clashes: fexit `nf_ct_resolve_clash` → kretprobe on it; with
+//!   none, the kernel's `clash_resolve` counter;
+//! - flooding: fentry `br_flood` → kprobe on it; with none, the victim
+//!   ports' TC egress (always attached);
+//! - FDB and neighbour tracepoints: tp_btf only.
+//!
+//! fentry/fexit go through [`crate::modattach`] (module BTF: the targets
+//! live in `nf_conntrack`/`bridge` on distribution kernels), kprobes and
+//! tp_btf through aya. A missing hook never stops a trace: the report says
+//! which mechanism each hook got, and what was refused and why.
 
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, FEntry, FExit},
+    programs::{BtfTracePoint, KProbe},
 };
 use serde::Serialize;
 
-use crate::kernel::KernelInfo;
+use crate::{
+    kernel::KernelInfo,
+    modattach::{AttachTarget, RelocatedObject, TracingKind, TracingLink, verifier_line},
+};
 
-/// Kinds of tracing attachment.
+/// Ways to attach a tracing program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HookKind {
     Fentry,
     Fexit,
+    Kprobe,
+    Kretprobe,
     TpBtf,
 }
 
-/// A tracing program and what it attaches to.
+impl HookKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Fentry => "fentry",
+            Self::Fexit => "fexit",
+            Self::Kprobe => "kprobe",
+            Self::Kretprobe => "kretprobe",
+            Self::TpBtf => "tp_btf",
+        }
+    }
+
+    /// Whether the target is a kernel function (not a tracepoint).
+    pub const fn on_function(self) -> bool {
+        !matches!(self, Self::TpBtf)
+    }
+}
+
+/// One way to provide a hook: a mechanism, its target, and the programs
+/// that must all attach (a kretprobe needs its entry kprobe too).
+#[derive(Clone, Copy, Debug)]
+pub struct Attempt {
+    pub kind: HookKind,
+    /// Kernel function (fentry/fexit/kprobes) or tracepoint (tp_btf).
+    pub target: &'static str,
+    pub programs: &'static [&'static str],
+}
+
+/// A hook and its mechanisms, in order of preference.
 #[derive(Clone, Copy, Debug)]
 pub struct Hook {
     /// Symptom area: `conntrack` or `flood`.
     pub area: &'static str,
-    pub program: &'static str,
-    /// Kernel function (fentry/fexit) or tracepoint (tp_btf).
-    pub target: &'static str,
-    pub kind: HookKind,
+    /// What the hook observes, e.g. `conntrack_insert`.
+    pub name: &'static str,
+    pub chain: &'static [Attempt],
+    /// What the symptom falls back to when nothing in the chain attaches.
+    pub without: &'static str,
 }
 
-/// Every tracing program of the object.
-pub const HOOKS: [Hook; 9] = [
+/// Every tracing hook, in the order they are attached and reported.
+pub const HOOKS: [Hook; 8] = [
     Hook {
         area: "conntrack",
-        program: "conntrack_confirm_exit",
-        target: "__nf_conntrack_confirm",
-        kind: HookKind::Fexit,
+        name: "conntrack_insert",
+        chain: &[
+            Attempt {
+                kind: HookKind::Fexit,
+                target: "__nf_conntrack_confirm",
+                programs: &["conntrack_confirm_exit"],
+            },
+            Attempt {
+                kind: HookKind::Kretprobe,
+                target: "__nf_conntrack_confirm",
+                programs: &["conntrack_confirm_kprobe", "conntrack_confirm_kretprobe"],
+            },
+            Attempt {
+                kind: HookKind::TpBtf,
+                target: "kfree_skb",
+                programs: &["conntrack_kfree_skb"],
+            },
+        ],
+        without: "insert failures from the kernel's counters only, unattributed",
     },
     Hook {
         area: "conntrack",
-        program: "conntrack_resolve_clash_exit",
-        target: "nf_ct_resolve_clash",
-        kind: HookKind::Fexit,
-    },
-    Hook {
-        area: "conntrack",
-        program: "conntrack_kfree_skb",
-        target: "kfree_skb",
-        kind: HookKind::TpBtf,
-    },
-    Hook {
-        area: "flood",
-        program: "flood_br_flood",
-        target: "br_flood",
-        kind: HookKind::Fentry,
-    },
-    Hook {
-        area: "flood",
-        program: "flood_fdb_delete",
-        target: "fdb_delete",
-        kind: HookKind::TpBtf,
+        name: "conntrack_clash",
+        chain: &[
+            Attempt {
+                kind: HookKind::Fexit,
+                target: "nf_ct_resolve_clash",
+                programs: &["conntrack_resolve_clash_exit"],
+            },
+            Attempt {
+                kind: HookKind::Kretprobe,
+                target: "nf_ct_resolve_clash",
+                programs: &[
+                    "conntrack_resolve_clash_kprobe",
+                    "conntrack_resolve_clash_kretprobe",
+                ],
+            },
+        ],
+        without: "resolved clashes from the kernel's clash_resolve counter only",
     },
     Hook {
         area: "flood",
-        program: "flood_fdb_update",
-        target: "br_fdb_update",
-        kind: HookKind::TpBtf,
+        name: "flood_br_flood",
+        chain: &[
+            Attempt {
+                kind: HookKind::Fentry,
+                target: "br_flood",
+                programs: &["flood_br_flood"],
+            },
+            Attempt {
+                kind: HookKind::Kprobe,
+                target: "br_flood",
+                programs: &["flood_br_flood_kprobe"],
+            },
+        ],
+        without: "floods seen only as copies on the victim ports (TC egress)",
     },
-    Hook {
-        area: "flood",
-        program: "flood_neigh_dead",
-        target: "neigh_event_send_dead",
-        kind: HookKind::TpBtf,
-    },
-    Hook {
-        area: "flood",
-        program: "flood_neigh_timer",
-        target: "neigh_timer_handler",
-        kind: HookKind::TpBtf,
-    },
-    Hook {
-        area: "flood",
-        program: "flood_neigh_update",
-        target: "neigh_update",
-        kind: HookKind::TpBtf,
-    },
+    tracepoint("flood", "flood_fdb_delete", &TP_FDB_DELETE),
+    tracepoint("flood", "flood_fdb_update", &TP_FDB_UPDATE),
+    tracepoint("flood", "flood_neigh_dead", &TP_NEIGH_DEAD),
+    tracepoint("flood", "flood_neigh_timer", &TP_NEIGH_TIMER),
+    tracepoint("flood", "flood_neigh_update", &TP_NEIGH_UPDATE),
 ];
+
+const TP_FDB_DELETE: [Attempt; 1] = [tp("fdb_delete", &["flood_fdb_delete"])];
+const TP_FDB_UPDATE: [Attempt; 1] = [tp("br_fdb_update", &["flood_fdb_update"])];
+const TP_NEIGH_DEAD: [Attempt; 1] = [tp("neigh_event_send_dead", &["flood_neigh_dead"])];
+const TP_NEIGH_TIMER: [Attempt; 1] = [tp("neigh_timer_handler", &["flood_neigh_timer"])];
+const TP_NEIGH_UPDATE: [Attempt; 1] = [tp("neigh_update", &["flood_neigh_update"])];
+
+const fn tp(target: &'static str, programs: &'static [&'static str]) -> Attempt {
+    Attempt {
+        kind: HookKind::TpBtf,
+        target,
+        programs,
+    }
+}
+
+const fn tracepoint(area: &'static str, name: &'static str, chain: &'static [Attempt]) -> Hook {
+    Hook {
+        area,
+        name,
+        chain,
+        without: "why floods start is not known (FDB and neighbour events missing)",
+    }
+}
+
+/// `nf_ct_resolve_clash(skb, h, repl_idx)`: 3 parameters since v5.10, 4
+/// (net, skb, ctinfo, h) before.
+const CLASH_FUNCTION: &str = "nf_ct_resolve_clash";
+const CLASH_FEXIT_NARGS: usize = 3;
+
+/// Kernel functions any hook may attach to: what [`KernelInfo`] locates in
+/// BTF at start-up.
+pub fn function_targets() -> Vec<&'static str> {
+    let mut targets: Vec<&'static str> = HOOKS
+        .iter()
+        .flat_map(|h| h.chain)
+        .filter(|a| a.kind.on_function())
+        .map(|a| a.target)
+        .collect();
+    targets.dedup();
+    targets
+}
+
+/// A mechanism that was tried and refused.
+#[derive(Clone, Debug, Serialize)]
+pub struct Refusal {
+    pub kind: HookKind,
+    pub program: &'static str,
+    pub target: &'static str,
+    pub error: String,
+}
 
 /// What happened to one hook.
 #[derive(Clone, Debug, Serialize)]
 pub struct HookStatus {
     pub area: &'static str,
+    /// The hook ([`Hook::name`]).
+    pub hook: &'static str,
+    /// The program that attached (the first of its mechanism), or the
+    /// preferred one when none did.
     pub program: &'static str,
     pub target: &'static str,
     pub kind: HookKind,
     pub attached: bool,
-    /// Why not, in one line.
+    /// The mechanism that attached, if any.
+    pub mechanism: Option<HookKind>,
+    /// For fentry/fexit: the BTF object the target was found in
+    /// ("vmlinux", "nf_conntrack", "bridge").
+    pub btf_object: Option<String>,
+    /// Why nothing attached: every mechanism's reason, in one line.
     pub error: Option<String>,
+    /// Mechanisms tried before the one that attached (or all of them).
+    pub refused: Vec<Refusal>,
+    /// What the hook cannot see on this kernel even though it attached, or
+    /// what the symptom falls back to when it did not.
+    pub note: Option<String>,
 }
 
-/// Loads and attaches every hook of `areas` it can. The links belong to the
-/// programs in `ebpf`: they go when `ebpf` is dropped or the process exits.
-pub fn attach(ebpf: &mut Ebpf, kernel: &KernelInfo, areas: &[&str]) -> Vec<HookStatus> {
-    let btf = match Btf::from_sys_fs() {
+/// The links of the hooks attached by our own loader (fentry/fexit): they
+/// detach when this is dropped. kprobes and tp_btf belong to `ebpf`.
+#[derive(Debug, Default)]
+pub struct HookLinks(Vec<TracingLink>);
+
+/// Loads and attaches every hook of `areas`, each by the first mechanism of
+/// its chain this kernel accepts.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    kernel: &KernelInfo,
+    areas: &[&str],
+) -> (Vec<HookStatus>, HookLinks) {
+    attach_filtered(ebpf, kernel, &|hook, _| areas.contains(&hook.area))
+}
+
+/// As [`attach`], trying only the hooks and mechanisms `allow` accepts (the
+/// kernel-matrix tests use it to exercise one fallback on purpose).
+pub fn attach_filtered(
+    ebpf: &mut Ebpf,
+    kernel: &KernelInfo,
+    allow: &dyn Fn(&Hook, &Attempt) -> bool,
+) -> (Vec<HookStatus>, HookLinks) {
+    let aya_btf = match Btf::from_sys_fs() {
         Ok(btf) => Some(btf),
         Err(err) => {
-            tracing::warn!("no kernel BTF ({err}): tracing hooks disabled");
+            tracing::warn!("no kernel BTF ({err}): BTF-based hooks disabled");
             None
         }
     };
+    let mut links = HookLinks::default();
+    let mut relocated: Option<Result<RelocatedObject, String>> = None;
+    let mut statuses = Vec::new();
+    for hook in &HOOKS {
+        let chain: Vec<&Attempt> = hook.chain.iter().filter(|a| allow(hook, a)).collect();
+        if chain.is_empty() {
+            continue;
+        }
+        let mut status = HookStatus {
+            area: hook.area,
+            hook: hook.name,
+            program: chain[0].programs[0],
+            target: chain[0].target,
+            kind: chain[0].kind,
+            attached: false,
+            mechanism: None,
+            btf_object: None,
+            error: None,
+            refused: Vec::new(),
+            note: None,
+        };
+        for attempt in chain {
+            let result = match attempt.kind {
+                HookKind::Fentry | HookKind::Fexit => {
+                    let relocated = relocated.get_or_insert_with(|| {
+                        RelocatedObject::new(ebpf, crate::object::EBPF_OBJECT, &tracing_programs())
+                            .map_err(|e| e.to_string())
+                    });
+                    attach_tracing(relocated, kernel, attempt).map(|(link, object)| {
+                        links.0.push(link);
+                        Some(object)
+                    })
+                }
+                HookKind::Kprobe | HookKind::Kretprobe => {
+                    attach_kprobes(ebpf, attempt).map(|()| None)
+                }
+                HookKind::TpBtf => match &aya_btf {
+                    None => Err("no kernel BTF (CONFIG_DEBUG_INFO_BTF)".to_owned()),
+                    Some(btf) => attach_tp_btf(ebpf, btf, attempt).map(|()| None),
+                },
+            };
+            match result {
+                Ok(btf_object) => {
+                    status.program = attempt.programs[0];
+                    status.target = attempt.target;
+                    status.kind = attempt.kind;
+                    status.attached = true;
+                    status.mechanism = Some(attempt.kind);
+                    status.btf_object = btf_object;
+                    status.note = limitation(kernel, attempt);
+                    tracing::info!(
+                        "{}: {} {} attached{}{}",
+                        hook.name,
+                        attempt.kind.name(),
+                        attempt.target,
+                        status
+                            .btf_object
+                            .as_deref()
+                            .map(|o| format!(" (BTF of {o})"))
+                            .unwrap_or_default(),
+                        status
+                            .note
+                            .as_deref()
+                            .map(|n| format!("; {n}"))
+                            .unwrap_or_default(),
+                    );
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        "{} ({} {}): not attached: {error}",
+                        attempt.programs[0],
+                        attempt.kind.name(),
+                        attempt.target
+                    );
+                    status.refused.push(Refusal {
+                        kind: attempt.kind,
+                        program: attempt.programs[0],
+                        target: attempt.target,
+                        error,
+                    });
+                }
+            }
+        }
+        if !status.attached {
+            let reasons: Vec<String> = status
+                .refused
+                .iter()
+                .map(|r| format!("{} {}: {}", r.kind.name(), r.target, r.error))
+                .collect();
+            status.error = Some(reasons.join("; "));
+            status.note = (!hook.without.is_empty()).then(|| hook.without.to_owned());
+            tracing::warn!("{}: no mechanism attached: {}", hook.name, hook.without);
+        }
+        statuses.push(status);
+    }
+    (statuses, links)
+}
+
+/// The fentry/fexit programs of the object.
+fn tracing_programs() -> Vec<&'static str> {
     HOOKS
         .iter()
-        .filter(|hook| areas.contains(&hook.area))
-        .map(|hook| {
-            let result = match &btf {
-                None => Err("no kernel BTF (CONFIG_DEBUG_INFO_BTF)".to_owned()),
-                Some(btf) => attach_one(ebpf, btf, kernel, hook),
-            };
-            if let Err(err) = &result {
-                tracing::warn!(
-                    "{} ({} {}): not attached: {err}",
-                    hook.program,
-                    kind_name(hook.kind),
-                    hook.target
-                );
-            }
-            HookStatus {
-                area: hook.area,
-                program: hook.program,
-                target: hook.target,
-                kind: hook.kind,
-                attached: result.is_ok(),
-                error: result.err(),
-            }
-        })
+        .flat_map(|h| h.chain)
+        .filter(|a| matches!(a.kind, HookKind::Fentry | HookKind::Fexit))
+        .flat_map(|a| a.programs.iter().copied())
         .collect()
 }
 
-fn attach_one(ebpf: &mut Ebpf, btf: &Btf, kernel: &KernelInfo, hook: &Hook) -> Result<(), String> {
-    if hook.kind != HookKind::TpBtf && !kernel.has_function(hook.target) {
-        return Err(format!(
-            "kernel function {} not in BTF on this kernel",
-            hook.target
-        ));
-    }
-    let program = ebpf
-        .program_mut(hook.program)
-        .ok_or_else(|| format!("program {} missing from the object", hook.program))?;
-    let err = |e: aya::programs::ProgramError| format!("{e}");
-    match hook.kind {
-        HookKind::Fentry => {
-            let p: &mut FEntry = program.try_into().map_err(err)?;
-            p.load(hook.target, btf).map_err(err)?;
-            p.attach().map_err(err)?;
-        }
-        HookKind::Fexit => {
-            let p: &mut FExit = program.try_into().map_err(err)?;
-            p.load(hook.target, btf).map_err(err)?;
-            p.attach().map_err(err)?;
-        }
-        HookKind::TpBtf => {
-            let p: &mut BtfTracePoint = program.try_into().map_err(err)?;
-            p.load(hook.target, btf).map_err(err)?;
-            p.attach().map_err(err)?;
-        }
-    }
-    Ok(())
+/// What an attached mechanism cannot see on this kernel.
+fn limitation(kernel: &KernelInfo, attempt: &Attempt) -> Option<String> {
+    (attempt.kind == HookKind::TpBtf && attempt.target == "kfree_skb" && !kernel.kfree_skb_by_reason())
+        .then(|| {
+            format!(
+                "no usable drop reason (kfree_skb has {} arguments, SKB_DROP_REASON_NETFILTER_DROP {}; reasons since v5.17): every free of a packet with a never-confirmed conntrack entry counts as an insert drop",
+                kernel
+                    .kfree_skb_nargs
+                    .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+                if kernel.offsets.drop_reason_netfilter == tracer_common::kernel::UNKNOWN {
+                    "unknown"
+                } else {
+                    "known"
+                }
+            )
+        })
 }
 
-const fn kind_name(kind: HookKind) -> &'static str {
-    match kind {
-        HookKind::Fentry => "fentry",
-        HookKind::Fexit => "fexit",
-        HookKind::TpBtf => "tp_btf",
+fn attach_tracing(
+    relocated: &Result<RelocatedObject, String>,
+    kernel: &KernelInfo,
+    attempt: &Attempt,
+) -> Result<(TracingLink, String), String> {
+    let relocated = relocated.as_ref().map_err(Clone::clone)?;
+    let location = kernel.function(attempt.target).ok_or_else(|| {
+        format!(
+            "kernel function {} not in BTF on this kernel",
+            attempt.target
+        )
+    })?;
+    if attempt.target == CLASH_FUNCTION && kernel.clash_nargs != Some(CLASH_FEXIT_NARGS) {
+        // The fexit program reads the v5.10+ layout only (see
+        // tracer-ebpf/src/conntrack.rs); the kretprobe handles both.
+        return Err(format!(
+            "{CLASH_FUNCTION} takes {:?} arguments here; the fexit program reads the {CLASH_FEXIT_NARGS}-argument form (v5.10+)",
+            kernel.clash_nargs
+        ));
+    }
+    let target = AttachTarget {
+        btf_object: location.0.to_owned(),
+        btf_id: location.1,
+    };
+    let kind = if attempt.kind == HookKind::Fentry {
+        TracingKind::Fentry
+    } else {
+        TracingKind::Fexit
+    };
+    let link = relocated
+        .attach(attempt.programs[0], kind, &target)
+        .map_err(|e| e.to_string())?;
+    Ok((link, target.btf_object))
+}
+
+/// aya's load errors carry the whole verifier log: keep one line of it.
+fn one_line(error: &dyn std::fmt::Display) -> String {
+    let text = error.to_string();
+    match text.split_once("Verifier output:") {
+        Some((head, log)) => format!(
+            "{}{}",
+            head.trim_end().trim_end_matches('.'),
+            verifier_line(log)
+        ),
+        None => text,
+    }
+}
+
+fn attach_kprobes(ebpf: &mut Ebpf, attempt: &Attempt) -> Result<(), String> {
+    let mut done: Vec<&str> = Vec::new();
+    let result = attempt.programs.iter().try_for_each(|&name| {
+        let program = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("program {name} missing from the object"))?;
+        let p: &mut KProbe = program.try_into().map_err(|e| format!("{e}"))?;
+        p.load().map_err(|e| format!("{name}: {}", one_line(&e)))?;
+        done.push(name);
+        p.attach(attempt.target, 0)
+            .map(drop)
+            .map_err(|e| format!("{name}: {e}"))
+    });
+    if result.is_err() {
+        // An entry kprobe without its kretprobe would only fill the map.
+        for name in done {
+            if let Some(Ok(p)) = ebpf.program_mut(name).map(<&mut KProbe>::try_from) {
+                let _ = p.unload();
+            }
+        }
+    }
+    result
+}
+
+fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, attempt: &Attempt) -> Result<(), String> {
+    let name = attempt.programs[0];
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
+    let p: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+    p.load(attempt.target, btf).map_err(|e| one_line(&e))?;
+    p.attach().map(drop).map_err(|e| format!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_list_names_every_program_once() {
+        let mut programs: Vec<&str> = HOOKS
+            .iter()
+            .flat_map(|h| h.chain)
+            .flat_map(|a| a.programs.iter().copied())
+            .collect();
+        let n = programs.len();
+        programs.sort_unstable();
+        programs.dedup();
+        assert_eq!(programs.len(), n, "a program in two attempts");
+        // Every program exists in the object, with the kind its attempt needs.
+        let obj = aya_obj::Object::parse(crate::object::EBPF_OBJECT).expect("object");
+        for attempt in HOOKS.iter().flat_map(|h| h.chain) {
+            for (i, name) in attempt.programs.iter().enumerate() {
+                let program = obj.programs.get(*name).unwrap_or_else(|| panic!("{name}"));
+                let section = format!("{:?}", program.section);
+                let expected = match attempt.kind {
+                    HookKind::Fentry => "FEntry",
+                    HookKind::Fexit => "FExit",
+                    HookKind::TpBtf => "BtfTracePoint",
+                    HookKind::Kprobe => "KProbe",
+                    // The entry kprobe first, then the return probe.
+                    HookKind::Kretprobe if i == 0 => "KProbe",
+                    HookKind::Kretprobe => "KRetProbe",
+                };
+                assert!(
+                    section.starts_with(expected),
+                    "{name}: {section}, wanted {expected}"
+                );
+            }
+        }
+        assert_eq!(
+            function_targets(),
+            ["__nf_conntrack_confirm", "nf_ct_resolve_clash", "br_flood"]
+        );
     }
 }

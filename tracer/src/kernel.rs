@@ -1,6 +1,7 @@
 //! What the running kernel offers the tracing programs: struct member
-//! offsets (from BTF, handed to the programs as one load-time global) and
-//! which hook functions exist.
+//! offsets (from BTF, handed to the programs as one load-time global), where
+//! each hook function is described (vmlinux or a module's split BTF, and its
+//! id there) and the arity of the functions and tracepoints that changed.
 
 use serde::Serialize;
 use tracer_common::kernel::{KernelOffsets, UNKNOWN};
@@ -15,37 +16,37 @@ pub struct KernelInfo {
     pub missing: Vec<String>,
     /// Parameters of `nf_ct_resolve_clash` (3 since v5.10, 4 before).
     pub clash_nargs: Option<usize>,
-    /// Hook functions and whether BTF has them.
+    /// Arguments of the `skb:kfree_skb` tracepoint: 2 before v5.17, 3 with
+    /// the drop reason, 4 with `rx_sk` (v6.11).
+    pub kfree_skb_nargs: Option<usize>,
+    /// The hook functions asked for, and where BTF describes them.
     pub functions: Vec<FunctionHook>,
 }
 
-/// A kernel function we may hook, and whether this kernel has it.
+/// A kernel function we may hook, and where BTF describes it.
 #[derive(Clone, Debug, Serialize)]
 pub struct FunctionHook {
     pub function: &'static str,
     pub present: bool,
+    /// "vmlinux", or the module whose split BTF has it.
+    pub btf_object: Option<String>,
+    /// Its BTF type id there (what fentry/fexit attach to).
+    pub btf_id: Option<u32>,
 }
-
-/// Functions the tracing programs attach to.
-pub const HOOK_FUNCTIONS: [&str; 4] = [
-    "__nf_conntrack_confirm",
-    "nf_ct_resolve_clash",
-    "__nf_ct_resolve_clash",
-    "br_flood",
-];
 
 impl KernelInfo {
     /// Loads vmlinux BTF (and the bridge/nf_conntrack module BTF where they
-    /// are modules) and resolves everything.
-    pub fn from_sys_fs() -> Result<Self, crate::btf::BtfError> {
+    /// are modules) and resolves everything; `functions` are the hook
+    /// targets to locate (`hooks::function_targets`).
+    pub fn from_sys_fs(functions: &[&'static str]) -> Result<Self, crate::btf::BtfError> {
         let btf = Btf::from_sys_fs()?
             .with_module("nf_conntrack")?
             .with_module("bridge")?;
-        Ok(Self::resolve(&btf))
+        Ok(Self::resolve(&btf, functions))
     }
 
-    /// Resolves the offsets from `btf`.
-    pub fn resolve(btf: &Btf) -> Self {
+    /// Resolves the offsets and `functions` from `btf`.
+    pub fn resolve(btf: &Btf, functions: &[&'static str]) -> Self {
         let mut missing = Vec::new();
         let mut get = |strukt: &str, path: &[&str]| -> u32 {
             match btf.member_offset(strukt, path) {
@@ -106,11 +107,17 @@ impl KernelInfo {
             offsets,
             missing,
             clash_nargs: btf.func_params("nf_ct_resolve_clash"),
-            functions: HOOK_FUNCTIONS
+            kfree_skb_nargs: btf.tracepoint_args("kfree_skb"),
+            functions: functions
                 .iter()
-                .map(|&function| FunctionHook {
-                    function,
-                    present: btf.func_exists(function),
+                .map(|&function| {
+                    let location = btf.func_location(function);
+                    FunctionHook {
+                        function,
+                        present: location.is_some(),
+                        btf_object: location.map(|l| l.object.to_owned()),
+                        btf_id: location.map(|l| l.btf_id),
+                    }
                 })
                 .collect(),
         }
@@ -118,9 +125,22 @@ impl KernelInfo {
 
     /// Whether BTF has `function`.
     pub fn has_function(&self, function: &str) -> bool {
-        self.functions
-            .iter()
-            .any(|f| f.function == function && f.present)
+        self.function(function).is_some()
+    }
+
+    /// The BTF object and id describing `function`, if it was asked for
+    /// and found.
+    pub fn function(&self, function: &str) -> Option<(&str, u32)> {
+        let f = self.functions.iter().find(|f| f.function == function)?;
+        Some((f.btf_object.as_deref()?, f.btf_id?))
+    }
+
+    /// Whether `conntrack_kfree_skb` can pick insert failures by drop
+    /// reason: the tracepoint has the reason (v5.17+) and the kernel names
+    /// SKB_DROP_REASON_NETFILTER_DROP.
+    pub fn kfree_skb_by_reason(&self) -> bool {
+        self.kfree_skb_nargs.is_some_and(|n| n >= 3)
+            && self.offsets.drop_reason_netfilter != UNKNOWN
     }
 }
 
@@ -130,7 +150,7 @@ mod tests {
 
     #[test]
     fn resolves_everything_on_this_kernel() {
-        let Ok(info) = KernelInfo::from_sys_fs() else {
+        let Ok(info) = KernelInfo::from_sys_fs(&crate::hooks::function_targets()) else {
             eprintln!("SKIPPED: no readable BTF on this machine");
             return;
         };

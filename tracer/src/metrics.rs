@@ -984,10 +984,12 @@ mod tests {
             events_in_other_namespaces: 0,
             ring_full: 0,
             read_failed: 0,
+            kretprobe_entry_missed: 0,
             undecodable: 0,
         };
         let flood = FloodReport {
             hooks: Vec::new(),
+            bridge_floods: Vec::new(),
             episodes: Vec::new(),
             victims: vec![PortReport {
                 interface: "azv2".into(),

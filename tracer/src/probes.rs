@@ -6,13 +6,14 @@
 use std::time::Duration;
 
 use aya::{Ebpf, EbpfError, EbpfLoader, programs::ProgramError};
-use tracer_common::kernel::KernelOffsets;
+use tracer_common::{
+    conntrack::{KFREE_SKB_BY_REASON, KFREE_SKB_UNCONFIRMED_ONLY},
+    kernel::KernelOffsets,
+};
 
 use crate::kernel::KernelInfo;
 
-/// The eBPF object, aligned as aya's ELF parser needs.
-pub static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+pub use crate::object::EBPF_OBJECT;
 
 /// Errors from loading programs and finding maps.
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +64,13 @@ pub fn load() -> Result<Ebpf, ProbeError> {
 /// Reads the kernel's BTF for the tracing programs' offsets. Without BTF the
 /// TC probes still work; the tracing hooks then refuse to attach.
 pub fn kernel_info() -> KernelInfo {
-    KernelInfo::from_sys_fs().unwrap_or_else(|err| {
+    KernelInfo::from_sys_fs(&crate::hooks::function_targets()).unwrap_or_else(|err| {
         tracing::warn!("{err}: conntrack and flood hooks will not attach");
         KernelInfo {
             offsets: KernelOffsets::UNKNOWN,
             missing: vec![err.to_string()],
             clash_nargs: None,
+            kfree_skb_nargs: None,
             functions: Vec::new(),
         }
     })
@@ -86,11 +88,17 @@ pub fn load_full(settings: &ProbeSettings, kernel: &KernelInfo) -> Result<Ebpf, 
     let slow = nanos(settings.dns_slow);
     let window = nanos(settings.dns_pair_window);
     let clash_nargs = u32::try_from(kernel.clash_nargs.unwrap_or(3)).unwrap_or(3);
+    let kfree_skb_filter = if kernel.kfree_skb_by_reason() {
+        KFREE_SKB_BY_REASON
+    } else {
+        KFREE_SKB_UNCONFIRMED_ONLY
+    };
     Ok(EbpfLoader::new()
         .override_global("DNS_SLOW_NS", &slow, true)
         .override_global("DNS_PAIR_WINDOW_NS", &window, true)
         .override_global("KERNEL_OFFSETS", &kernel.offsets, true)
         .override_global("CT_CLASH_NARGS", &clash_nargs, true)
+        .override_global("KFREE_SKB_FILTER", &kfree_skb_filter, true)
         .load(EBPF_OBJECT)?)
 }
 

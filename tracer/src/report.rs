@@ -442,15 +442,37 @@ impl Report {
     }
 }
 
-/// One line per hook that did not attach, with the reason.
+/// One line per hook: the mechanism that attached (and what was refused
+/// before it), or that none did, with the reasons.
 fn unattached_hooks(out: &mut String, hooks: &[crate::hooks::HookStatus]) {
-    for h in hooks.iter().filter(|h| !h.attached) {
-        let _ = writeln!(
-            out,
-            "  hook {} on {} not attached: {}",
-            h.program,
-            h.target,
-            h.error.as_deref().unwrap_or("?")
-        );
+    for h in hooks {
+        let refused: Vec<String> = h
+            .refused
+            .iter()
+            .map(|r| format!("{} refused: {}", r.kind.name(), r.error))
+            .collect();
+        let mut line = match h.mechanism {
+            Some(m) => format!(
+                "  hook {} via {} {}{}",
+                h.hook,
+                m.name(),
+                h.target,
+                h.btf_object
+                    .as_deref()
+                    .map(|o| format!(" (BTF of {o})"))
+                    .unwrap_or_default()
+            ),
+            None => format!(
+                "  hook {} ({} on {}) not attached",
+                h.hook, h.program, h.target
+            ),
+        };
+        if !refused.is_empty() {
+            let _ = write!(line, "; {}", refused.join("; "));
+        }
+        if let Some(note) = &h.note {
+            let _ = write!(line, "; {note}");
+        }
+        let _ = writeln!(out, "{line}");
     }
 }

@@ -20,7 +20,7 @@ use crate::{
     counter,
     dns::collector::{DnsCollector, DnsSettings},
     flood::{self, collector::FloodCollector},
-    hooks::{self, HookStatus},
+    hooks::{self, HookLinks, HookStatus},
     interfaces::{self, Interface, Kind, LinkEvent},
     kernel::KernelInfo,
     loss,
@@ -121,6 +121,8 @@ struct Signals {
 struct Session {
     kernel: KernelInfo,
     hooks: Vec<HookStatus>,
+    /// Keeps the fentry/fexit hooks attached for the trace.
+    _hook_links: HookLinks,
     start: Instant,
     baseline: counter::Snapshot,
     /// Every interface ever traced, by ifindex, with whether it vanished.
@@ -159,7 +161,9 @@ impl Session {
         // Which MAC sits behind each pod port, so flooded copies can be told
         // from frames addressed to the pod.
         flood::set_port_macs(ebpf, &interfaces::peer_macs(traced).await?)?;
-        let hooks = hooks::attach(ebpf, kernel, &["conntrack", "flood"]);
+        // Before the collectors take their ring buffers out of `ebpf`: the
+        // fentry/fexit programs are relocated against those maps.
+        let (hooks, hook_links) = hooks::attach(ebpf, kernel, &["conntrack", "flood"]);
         let (pods, datapath) = attribution(&all).await;
         tracing::info!(
             "datapath: {:?}; bridges with pod ports: {}; routed pod veths: {}; pods attributed: {}",
@@ -177,6 +181,7 @@ impl Session {
         let session = Self {
             kernel: kernel.clone(),
             hooks,
+            _hook_links: hook_links,
             start: Instant::now(),
             baseline: counter::read(ebpf)?,
             traced: traced

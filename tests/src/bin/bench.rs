@@ -1996,7 +1996,11 @@ fn tracer_programs(
         out
     })?;
     let since = since - Duration::from_secs(1);
-    let hook_names: Vec<&str> = hooks::HOOKS.iter().map(|h| h.program).collect();
+    let hook_names: Vec<&str> = hooks::HOOKS
+        .iter()
+        .flat_map(|h| h.chain)
+        .flat_map(|a| a.programs.iter().copied())
+        .collect();
     for p in aya::programs::loaded_programs().flatten() {
         let name = p.name_as_str().unwrap_or("").to_owned();
         // Kernel names are cut at 15 bytes.

@@ -16,12 +16,13 @@ use aya::{
 };
 use serde::Serialize;
 use tracer_common::conntrack::{
-    CT_STAT_READ_FAILED, CT_STAT_RING_FULL, CT_STATS_LEN, ConntrackEvent, CtKind, CtTuple,
+    CT_STAT_ENTRY_MISSED, CT_STAT_READ_FAILED, CT_STAT_RING_FULL, CT_STATS_LEN, ConntrackEvent,
+    CtKind, CtTuple,
 };
 
 use self::stat::{ConntrackDelta, ConntrackStats};
 use crate::{
-    hooks::HookStatus,
+    hooks::{HookKind, HookStatus},
     ring::{Ring, RingError},
 };
 
@@ -164,13 +165,15 @@ impl ConntrackCollector {
     ) -> Result<ConntrackReport, ConntrackError> {
         let now = read_stats(ebpf)?;
         let stat = |i: u32| now[i as usize].saturating_sub(self.stats_base[i as usize]);
-        let attached = |program: &str| hooks.iter().any(|h| h.program == program && h.attached);
-        let mode = if attached("conntrack_confirm_exit") {
-            "fexit"
-        } else if attached("conntrack_kfree_skb") {
-            "kfree_skb"
-        } else {
-            "counters"
+        let insert = hooks
+            .iter()
+            .find(|h| h.hook == "conntrack_insert")
+            .and_then(|h| h.mechanism);
+        let mode = match insert {
+            Some(HookKind::Fexit) => "fexit",
+            Some(HookKind::Kretprobe) => "kretprobe",
+            Some(HookKind::TpBtf) => "kfree_skb",
+            _ => "counters",
         };
         let kernel = match (&self.proc_base, ConntrackStats::read()) {
             (Some(before), Ok(after)) => Some(after.delta(before)),
@@ -193,6 +196,7 @@ impl ConntrackCollector {
             events_in_other_namespaces: self.other_netns,
             ring_full: stat(CT_STAT_RING_FULL),
             read_failed: stat(CT_STAT_READ_FAILED),
+            kretprobe_entry_missed: stat(CT_STAT_ENTRY_MISSED),
             undecodable: self.undecodable,
         })
     }
@@ -201,8 +205,9 @@ impl ConntrackCollector {
 /// The conntrack section of a report.
 #[derive(Debug, Serialize)]
 pub struct ConntrackReport {
-    /// `fexit` (exact drops and clashes), `kfree_skb` (drops attributed,
-    /// clashes from the kernel's counters) or `counters` (totals only).
+    /// `fexit` or `kretprobe` (exact drops and clashes), `kfree_skb` (drops
+    /// attributed, clashes from the kernel's counters) or `counters`
+    /// (totals only): the mechanism of the `conntrack_insert` hook.
     pub mode: &'static str,
     pub hooks: Vec<HookStatus>,
     /// What the probes attributed, in the traced namespace.
@@ -214,6 +219,8 @@ pub struct ConntrackReport {
     pub events_in_other_namespaces: u64,
     pub ring_full: u64,
     pub read_failed: u64,
+    /// kretprobe mode: returns whose entry (the skb) was not found.
+    pub kretprobe_entry_missed: u64,
     pub undecodable: u64,
 }
 

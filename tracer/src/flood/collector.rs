@@ -58,6 +58,8 @@ pub struct FloodCollector {
     closed: Vec<(Flow, Open)>,
     causes: Vec<FloodCause>,
     causes_dropped: u64,
+    /// `FLOOD_FLOWS` (filled by the br_flood hook) at the start.
+    bridge_base: BTreeMap<FloodKey, FloodCount>,
 }
 
 impl FloodCollector {
@@ -76,6 +78,7 @@ impl FloodCollector {
             closed: Vec::new(),
             causes: Vec::new(),
             causes_dropped: 0,
+            bridge_base: read_flows(ebpf, "FLOOD_FLOWS")?.into_iter().collect(),
         };
         // What was flooded before the trace is the baseline, not an episode.
         for (key, count) in read_flows(ebpf, "FLOOD_VICTIM_FLOWS")? {
@@ -176,12 +179,7 @@ impl FloodCollector {
                     dst_mac: mac(&flow.dst_mac),
                     dst_ip: (flow.dst_ip != [0; 4])
                         .then(|| std::net::Ipv4Addr::from(flow.dst_ip).to_string()),
-                    protocol: match flow.ip_proto {
-                        17 => "udp".into(),
-                        6 => "tcp".into(),
-                        0 => "non-ip".into(),
-                        p => format!("proto{p}"),
-                    },
+                    protocol: protocol(flow.ip_proto),
                     dport: flow.dport,
                     start_s: secs(open.start_ns),
                     end_s: secs(open.last_ns),
@@ -232,8 +230,28 @@ impl FloodCollector {
             })
             .collect();
         let count = |kind| self.causes.iter().filter(|c| c.kind == kind).count() as u64;
+        let mut bridge_floods: Vec<BridgeFlood> = read_flows(ebpf, "FLOOD_FLOWS")?
+            .into_iter()
+            .filter_map(|(key, count)| {
+                let base = self.bridge_base.get(&key).copied().unwrap_or_default();
+                let frames = count.packets.saturating_sub(base.packets);
+                (frames > 0).then(|| BridgeFlood {
+                    ingress: name_of(key.port),
+                    src_mac: mac(&key.src_mac),
+                    dst_mac: mac(&key.dst_mac),
+                    dst_ip: (key.dst_ip != [0; 4])
+                        .then(|| std::net::Ipv4Addr::from(key.dst_ip).to_string()),
+                    protocol: protocol(key.ip_proto),
+                    dport: key.dport,
+                    frames,
+                    bytes: count.bytes.saturating_sub(base.bytes),
+                })
+            })
+            .collect();
+        bridge_floods.sort_by_key(|f| std::cmp::Reverse(f.frames));
         Ok(FloodReport {
             hooks,
+            bridge_floods,
             episodes,
             victims: ports,
             neighbour_failures,
@@ -338,6 +356,19 @@ fn read_flows(ebpf: &Ebpf, name: &'static str) -> Result<Vec<(FloodKey, FloodCou
     Ok(out)
 }
 
+fn protocol(ip_proto: u8) -> String {
+    match ip_proto {
+        IPPROTO_UDP => "udp".into(),
+        IPPROTO_TCP => "tcp".into(),
+        0 => "non-ip".into(),
+        p => format!("proto{p}"),
+    }
+}
+
+/// IP protocol numbers (include/uapi/linux/in.h).
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
 fn mac(m: &[u8; 6]) -> String {
     format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
@@ -357,6 +388,11 @@ fn ip(c: &FloodCause) -> String {
 #[derive(Debug, Serialize)]
 pub struct FloodReport {
     pub hooks: Vec<HookStatus>,
+    /// Unknown-unicast frames the bridge flooded, per flow and ingress
+    /// port, counted where it decides to (`br_flood`; empty when that hook
+    /// is not attached — see `hooks`). Each frame is copied to every other
+    /// port, so these equal what a bystander port receives.
+    pub bridge_floods: Vec<BridgeFlood>,
     /// Unknown-unicast flood episodes (broadcast and multicast are not
     /// floods of this kind: they are counted per port in `victims`).
     pub episodes: Vec<FloodEpisode>,
@@ -370,6 +406,21 @@ pub struct FloodReport {
     pub fdb_learns: u64,
     pub neighbour_updates: u64,
     pub cause_events_dropped: u64,
+}
+
+/// One flooded flow as `br_flood` saw it.
+#[derive(Debug, Serialize)]
+pub struct BridgeFlood {
+    /// The port the frames came in on.
+    pub ingress: String,
+    pub src_mac: String,
+    pub dst_mac: String,
+    pub dst_ip: Option<String>,
+    pub protocol: String,
+    pub dport: u16,
+    pub frames: u64,
+    /// Bytes per frame summed, Ethernet header included.
+    pub bytes: u64,
 }
 
 #[derive(Debug, Serialize)]

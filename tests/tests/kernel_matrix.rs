@@ -145,11 +145,40 @@ fn matrix_hooks_attach_with_the_expected_mechanism() {
         return;
     }
     load_modules();
+    let mut rows = Vec::new();
     for area in ["conntrack", "flood"] {
         let (_ebpf, statuses, _links) = attach(area);
         assert!(!statuses.is_empty());
+        rows.extend(statuses.iter().map(hook_row));
         check_mechanisms(&statuses);
     }
+    write_matrix_file("hooks.json", &serde_json::Value::Array(rows));
+}
+
+/// One hook's outcome for the README's kernel table.
+fn hook_row(s: &HookStatus) -> serde_json::Value {
+    serde_json::json!({
+        "hook": s.hook,
+        "mechanism": s.mechanism.map(|m| m.name()),
+        "btf_object": s.btf_object,
+        "refused": s.refused.iter().map(|r| format!("{}: {}", r.kind.name(), r.error)).collect::<Vec<_>>(),
+    })
+}
+
+/// Leaves `name` for `cargo xtask test --kernel`, which builds the README's
+/// kernel × hook table from every kernel's files (`$TRACER_VM_OUT`; unset
+/// outside a matrix run).
+fn write_matrix_file(name: &str, value: &serde_json::Value) {
+    let Some(dir) = std::env::var_os("TRACER_VM_OUT") else {
+        return;
+    };
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let doc = serde_json::json!({ "kernel": release, "rows": value });
+    let path = std::path::Path::new(&dir).join(name);
+    std::fs::write(&path, doc.to_string())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 /// Sends `build(round)` from two threads pinned to CPUs 0 and 1 at the same

@@ -319,10 +319,14 @@ fn read_question(ctx: &TcContext, off: usize, pending: &mut DnsPending) -> bool 
         stat(DnsStat::Malformed);
         return false;
     }
-    let len = available.min(QUESTION_CAP);
-    if parse::load_var(ctx, off, &mut pending.question, len).is_err() {
+    // From here on `len` is the copied length as load_var hands it back:
+    // [1, QUESTION_CAP] to the verifier whichever way the headers were laid
+    // out, so the walk below is verified once, not once per header layout
+    // (v5.10 ran out of its 1 M instructions otherwise).
+    let Ok(len) = parse::load_var(ctx, off, &mut pending.question, available.min(QUESTION_CAP))
+    else {
         return false;
-    }
+    };
     // Walk the labels to the root label; qtype follows it.
     let mut pos = 0usize;
     for _ in 0..QUESTION_CAP {

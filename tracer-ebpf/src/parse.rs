@@ -317,14 +317,16 @@ fn is_ipv6_ext(next: u8) -> bool {
 /// verifiers refused the program: "R3 min value is outside of the allowed
 /// memory range"). So the size passed is rebuilt as `(len - 1) & (N - 1)) + 1`
 /// from a value LLVM cannot see through (volatile read): [1, N] on every
-/// verifier, and equal to `len` since `len - 1 < N` was checked.
+/// verifier, and equal to `len` since `len - 1 < N` was checked. That
+/// length is returned: callers use it instead of `len`, so what follows sees
+/// the same [1, N] range on every path.
 #[inline(always)]
 pub(crate) fn load_var<const N: usize>(
     ctx: &TcContext,
     off: usize,
     dst: &mut [u8; N],
     len: usize,
-) -> Result<(), ()> {
+) -> Result<usize, ()> {
     const { assert!(N.is_power_of_two()) };
     if len == 0 || len > N {
         return Err(());
@@ -343,5 +345,5 @@ pub(crate) fn load_var<const N: usize>(
             len as u32,
         )
     };
-    if ret == 0 { Ok(()) } else { Err(()) }
+    if ret == 0 { Ok(len) } else { Err(()) }
 }

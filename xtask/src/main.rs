@@ -5,6 +5,7 @@
 
 mod bench;
 mod dist;
+mod matrix;
 mod setup;
 mod vm;
 
@@ -24,8 +25,17 @@ struct Cli {
 enum Task {
     /// Install what is missing: LLVM 22, nightly rust-src, bpf-linker, test tools.
     Setup,
-    /// fmt, clippy (userspace and eBPF target) and every test, privileged ones included.
-    Test,
+    /// fmt, clippy (userspace and eBPF target), every test (privileged ones
+    /// included), then the kernel matrix: a subset in QEMU on Debian's kernels.
+    Test {
+        /// Kernels for the matrix: `all` (5.10, 6.1, 6.12), a list such as
+        /// `5.10,6.1`, or `none`.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Only the kernel matrix: no fmt, clippy or host suite.
+        #[arg(long)]
+        matrix_only: bool,
+    },
     /// Static (musl) tracer with its probes embedded in target/dist/, checked; see deploy/.
     Dist,
     /// Build tracer and run `tracer lab` (both datapaths side by side) as root.
@@ -51,7 +61,10 @@ fn main() -> anyhow::Result<()> {
     setup::run()?;
     match cli.command {
         Task::Setup => Ok(()),
-        Task::Test => test(),
+        Task::Test {
+            kernel,
+            matrix_only,
+        } => test(&kernel, matrix_only),
         Task::Dist => dist::run(),
         Task::Lab { args } => lab(&args),
         Task::Bench { args } => bench::run(&args),
@@ -59,7 +72,24 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn test() -> anyhow::Result<()> {
+fn test(kernels: &str, matrix_only: bool) -> anyhow::Result<()> {
+    let kernels = if kernels == "none" {
+        Vec::new()
+    } else {
+        vm::Kernel::parse_list(kernels)?
+    };
+    if !matrix_only {
+        host_suite()?;
+    } else {
+        cargo(&["build", "-p", "tracer"])?;
+    }
+    if kernels.is_empty() {
+        return Ok(());
+    }
+    matrix::run(&kernels)
+}
+
+fn host_suite() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])
         .context("cargo fmt --check (run `cargo fmt --all`)")?;
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]).context("clippy (userspace)")?;

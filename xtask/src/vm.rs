@@ -32,6 +32,9 @@ const PASSED_ENV: &[&str] = &[
     "TERM",
 ];
 
+/// Where the exchange share is mounted in the guest (xtask/src/vm/init.sh).
+const GUEST_XCHG: &str = "/run/tracer-vm";
+
 const GUEST_PATH: &str =
     "/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -136,7 +139,7 @@ pub fn run(task: VmTask) -> anyhow::Result<()> {
             };
             let mut last_failure = 0;
             for kernel in Kernel::parse_list(&kernel)? {
-                let code = run_in_vm_with(kernel, &cmd, &[], &options)?;
+                let (code, _) = run_in_vm_with(kernel, &cmd, &[], &options)?;
                 if code != 0 {
                     last_failure = code;
                 }
@@ -169,22 +172,14 @@ impl Default for Options {
 /// Boots `kernel` (fetching it first if it is not cached) and runs `argv` as
 /// root in it, in the current directory, with `env` added to the passed-on
 /// host variables. The command's output goes to our stdout. Returns its exit
-/// code; an error means the VM itself failed (no boot, timeout).
-#[expect(
-    dead_code,
-    reason = "the entry point for `xtask test --kernel`, which another change wires"
-)]
-pub fn run_in_vm(kernel: Kernel, argv: &[String], env: &[(String, String)]) -> anyhow::Result<i32> {
-    run_in_vm_with(kernel, argv, env, &Options::default())
-}
-
-/// [`run_in_vm`] with explicit [`Options`].
+/// code and the files the command left in `$TRACER_VM_OUT` (name, contents);
+/// an error means the VM itself failed (no boot, timeout).
 pub fn run_in_vm_with(
     kernel: Kernel,
     argv: &[String],
     env: &[(String, String)],
     options: &Options,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<(i32, Vec<(String, Vec<u8>)>)> {
     if argv.is_empty() {
         bail!("no command to run in the VM");
     }
@@ -203,7 +198,7 @@ pub fn run_in_vm_with(
         outcome.total.as_secs_f64(),
         outcome.code
     );
-    Ok(outcome.code)
+    Ok((outcome.code, outcome.files))
 }
 
 /// The shell script the guest runs: cd, a clean environment, exec. The
@@ -215,6 +210,10 @@ fn command_script(cwd: &std::path::Path, argv: &[String], extra: &[(String, Stri
         ("USER".into(), "root".into()),
         ("LOGNAME".into(), "root".into()),
         ("PATH".into(), GUEST_PATH.into()),
+        (
+            "TRACER_VM_OUT".into(),
+            format!("{GUEST_XCHG}/{}", boot::OUT_DIR),
+        ),
     ];
     for (key, value) in std::env::vars() {
         if PASSED_ENV.contains(&key.as_str()) || key.starts_with("TRACER_") {

@@ -61,6 +61,8 @@ pub struct Outcome {
     pub total: Duration,
     /// The command's output ended without a newline.
     pub partial_line: bool,
+    /// Files the command left in `$TRACER_VM_OUT` (name, contents).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// KVM if a probe boot with it reaches the command, else TCG. The answer is
@@ -121,6 +123,7 @@ pub fn run(
 ) -> anyhow::Result<Outcome> {
     let xchg = Exchange::create()?;
     fs::write(xchg.0.join("cmd.sh"), script)?;
+    fs::create_dir_all(xchg.0.join(OUT_DIR))?;
     let markers = Markers::new();
     fs::write(xchg.0.join("token"), &markers.token)?;
     let started = Instant::now();
@@ -172,6 +175,7 @@ pub fn run(
         boot: boot - started,
         total,
         partial_line: console.partial_line,
+        files: collect(&xchg.0.join(OUT_DIR)),
     })
 }
 
@@ -320,6 +324,24 @@ impl Console {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Where in the exchange share the command may leave files for the host
+/// (`$TRACER_VM_OUT` in the guest).
+pub const OUT_DIR: &str = "out";
+
+/// The regular files of `dir`, by name; none if it does not exist.
+fn collect(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(String, Vec<u8>)> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, fs::read(e.path()).ok()?)))
+        .collect();
+    files.sort();
+    files
 }
 
 /// A per-run directory shared with the guest read-write; removed on drop.

@@ -147,7 +147,7 @@ fn script(binaries: &BTreeMap<String, PathBuf>) -> anyhow::Result<String> {
     Ok(script)
 }
 
-fn save(dir: &Path, files: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+fn save(dir: &Path, files: &[vm::OutFile]) -> anyhow::Result<()> {
     fs::create_dir_all(dir)?;
     for (name, data) in files {
         fs::write(dir.join(name), data)?;

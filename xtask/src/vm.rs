@@ -152,6 +152,9 @@ pub fn run(task: VmTask) -> anyhow::Result<()> {
     }
 }
 
+/// A file the command left in `$TRACER_VM_OUT`: name, contents.
+pub type OutFile = (String, Vec<u8>);
+
 /// How a command runs in the VM.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -179,7 +182,7 @@ pub fn run_in_vm_with(
     argv: &[String],
     env: &[(String, String)],
     options: &Options,
-) -> anyhow::Result<(i32, Vec<(String, Vec<u8>)>)> {
+) -> anyhow::Result<(i32, Vec<OutFile>)> {
     if argv.is_empty() {
         bail!("no command to run in the VM");
     }

@@ -62,7 +62,7 @@ pub struct Outcome {
     /// The command's output ended without a newline.
     pub partial_line: bool,
     /// Files the command left in `$TRACER_VM_OUT` (name, contents).
-    pub files: Vec<(String, Vec<u8>)>,
+    pub files: Vec<super::OutFile>,
 }
 
 /// KVM if a probe boot with it reaches the command, else TCG. The answer is
@@ -331,11 +331,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 pub const OUT_DIR: &str = "out";
 
 /// The regular files of `dir`, by name; none if it does not exist.
-fn collect(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+fn collect(dir: &std::path::Path) -> Vec<super::OutFile> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut files: Vec<(String, Vec<u8>)> = entries
+    let mut files: Vec<super::OutFile> = entries
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|e| Some((e.file_name().into_string().ok()?, fs::read(e.path()).ok()?)))

@@ -413,3 +413,71 @@ fn remove_stale_filters_into(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tc_netlink::BpfOptions;
+
+    const OURS: [TcProgram; 2] = [
+        TcProgram {
+            name: "tracer_ingress",
+            attach_type: TcAttachType::Ingress,
+        },
+        TcProgram {
+            name: "tracer_egress",
+            attach_type: TcAttachType::Egress,
+        },
+    ];
+
+    fn filter(hook: Hook, kind: &str, name: Option<&str>, direct_action: bool) -> Filter {
+        Filter {
+            ifindex: 3,
+            hook,
+            priority: 49152,
+            protocol: libc::ETH_P_ALL as u16,
+            handle: 1,
+            chain: 0,
+            kind: kind.into(),
+            bpf: (kind == "bpf").then(|| BpfOptions {
+                name: name.map(Into::into),
+                prog_id: Some(480),
+                direct_action,
+            }),
+        }
+    }
+
+    #[test]
+    fn only_our_name_on_its_own_hook_is_ours() {
+        assert!(is_our_filter(
+            &filter(Hook::Ingress, "bpf", Some("tracer_ingress"), true),
+            &OURS
+        ));
+        assert!(is_our_filter(
+            &filter(Hook::Egress, "bpf", Some("tracer_egress"), true),
+            &OURS
+        ));
+        for other in [
+            filter(Hook::Egress, "bpf", Some("tracer_ingress"), true),
+            filter(Hook::Ingress, "bpf", Some("tc_ingress"), true),
+            filter(Hook::Ingress, "bpf", None, false),
+            filter(Hook::Ingress, "bpf", Some("tracer_ingress"), false),
+            filter(Hook::Ingress, "u32", None, false),
+        ] {
+            assert!(!is_our_filter(&other, &OURS), "{other:?}");
+        }
+        let mut chained = filter(Hook::Ingress, "bpf", Some("tracer_ingress"), true);
+        chained.chain = 1;
+        assert!(!is_our_filter(&chained, &OURS));
+    }
+
+    #[test]
+    fn tcx_from_6_6() {
+        let mode = |a, b, c| TcAttachMode::for_kernel(Some(KernelVersion::new(a, b, c)));
+        assert_eq!(mode(6, 6, 0), TcAttachMode::Tcx);
+        assert_eq!(mode(6, 18, 44), TcAttachMode::Tcx);
+        assert_eq!(mode(6, 5, 99), TcAttachMode::Legacy);
+        assert_eq!(mode(5, 15, 0), TcAttachMode::Legacy);
+        assert_eq!(TcAttachMode::for_kernel(None), TcAttachMode::Legacy);
+    }
+}

@@ -209,14 +209,12 @@ pub fn scan(proc: &Path) -> io::Result<Holders> {
 mod tests {
     use super::*;
 
-    /// `/proc/PID/fdinfo/N` of a TC program fd on 6.18 (captured).
-    const FDINFO_6_18: &str = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t2081\n\
-        prog_type:\t3\nprog_jited:\t1\nprog_tag:\t60a5a0ff9a4e10d5\nmemlock:\t4096\n\
-        prog_id:\t1234\nrun_time_ns:\t0\nrun_cnt:\t0\nrecursion_misses:\t0\nverified_insns:\t98\n";
+    /// `/proc/PID/fdinfo/N` of a running tracer's `tracer_ingress` fd on 6.18.
+    const FDINFO_6_18: &str = include_str!("testdata/fdinfo-prog-6.18.txt");
 
     #[test]
     fn prog_id_from_fdinfo() {
-        assert_eq!(prog_id_of_fdinfo(FDINFO_6_18), Some(1234));
+        assert_eq!(prog_id_of_fdinfo(FDINFO_6_18), Some(480));
         assert_eq!(
             prog_id_of_fdinfo("pos:\t0\nflags:\t02\nmap_type:\t1\nmap_id:\t7\n"),
             None

@@ -367,24 +367,30 @@ fn remove_stale_filters_into(
         Err(err) => Some(format!("reading /proc: {err}")),
     };
     let mut unproven = 0;
+    let mut proofs: BTreeMap<u32, Option<bool>> = BTreeMap::new();
     for filter in candidates {
         let Some(id) = filter.bpf.as_ref().and_then(|b| b.prog_id) else {
             // No TCA_BPF_ID (before v4.13): nothing to prove with.
             unproven += 1;
             continue;
         };
-        let dead = match bpf_holders::probe_lock(Path::new(OWNER_LOCK_DIR), id) {
-            Ok(LockState::Dead) => true,
-            Ok(LockState::Held) => false,
-            // No lock (or unreadable): only a complete scan proves it.
-            Ok(LockState::Absent) | Err(_) => match &holders {
-                Ok(holders) if incomplete.is_none() => !holders.prog_ids.contains(&id),
-                Ok(holders) if holders.prog_ids.contains(&id) => false,
-                _ => {
-                    unproven += 1;
-                    continue;
-                }
-            },
+        // One program runs on every interface: prove each id once (a
+        // proven-dead lock file is removed by the proof).
+        let dead = *proofs.entry(id).or_insert_with(|| {
+            match bpf_holders::probe_lock(Path::new(OWNER_LOCK_DIR), id) {
+                Ok(LockState::Dead) => Some(true),
+                Ok(LockState::Held) => Some(false),
+                // No lock (or unreadable): only a complete scan proves it.
+                Ok(LockState::Absent) | Err(_) => match &holders {
+                    Ok(holders) if holders.prog_ids.contains(&id) => Some(false),
+                    Ok(_) if incomplete.is_none() => Some(true),
+                    _ => None,
+                },
+            }
+        });
+        let Some(dead) = dead else {
+            unproven += 1;
+            continue;
         };
         if !dead {
             out.kept_live += 1;

@@ -266,9 +266,17 @@ pub fn attached_programs(netns: &str, iface: &str) -> Vec<String> {
     names
 }
 
-/// The TC attach path a tracer without `--tc-attach` takes here.
+/// The TC attach path a tracer without `--tc-attach` takes here: the
+/// kernel's (TCX from 6.6), unless `TRACER_TC_ATTACH` forces one — the
+/// tracers the tests spawn inherit it, so `TRACER_TC_ATTACH=legacy cargo
+/// test` runs the path-aware tests on the legacy path of a new kernel.
 pub fn default_tc_attach() -> tracer::attach::TcAttachMode {
-    tracer::attach::TcAttachMode::detect()
+    use tracer::attach::TcAttachMode;
+    match std::env::var("TRACER_TC_ATTACH").as_deref() {
+        Ok("legacy") => TcAttachMode::Legacy,
+        Ok("tcx") => TcAttachMode::Tcx,
+        _ => TcAttachMode::detect(),
+    }
 }
 
 /// A running `tracer --netns NODE watch --output json`, stopped by a signal.

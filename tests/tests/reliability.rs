@@ -1093,10 +1093,16 @@ fn sigkill_leaves_no_link_filter_or_qdisc_behind() {
         left.0, left.1, left.2
     );
     eprintln!(
-        "kill -9: {} links, {} programs, {} maps released; 0 TCX programs, tc state unchanged on {} interfaces",
+        "kill -9 ({}): {} links, {} programs, {} maps released; {} on {} interfaces",
+        if legacy { "legacy" } else { "tcx" },
         held.links.len(),
         held.progs.len(),
         held.maps.len(),
+        if legacy {
+            "its filters removed by the next start"
+        } else {
+            "0 TCX programs, tc state unchanged"
+        },
         ifaces.len()
     );
 }

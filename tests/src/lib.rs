@@ -373,6 +373,8 @@ impl TracerRun {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
         kill(pid, Signal::SIGKILL).expect("SIGKILL tracer");
         let status = self.child.wait().expect("wait");
+        // A killed tracer cannot remove its ready file.
+        let _ = std::fs::remove_file(&self.ready);
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
             Some(libc::SIGKILL)
@@ -419,5 +421,6 @@ impl Drop for TracerRun {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        let _ = std::fs::remove_file(&self.ready);
     }
 }

@@ -302,8 +302,8 @@ pub struct StaleFilterCleanup {
     pub removed: usize,
     /// Interfaces they were removed from.
     pub interfaces: Vec<String>,
-    /// Filters named like ours whose program a live process holds (another
-    /// tracer running): kept.
+    /// Filters named like ours whose loader is alive (its lock held, or
+    /// its program fd open: another tracer running): kept.
     pub kept_live: usize,
     /// Why candidates were kept without checking, if so (ownership could
     /// not be proven, or netlink failed).

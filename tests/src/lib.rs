@@ -176,6 +176,109 @@ pub fn tcx_programs(netns: &str, iface: &str) -> Vec<String> {
     .expect("enter namespace")
 }
 
+/// One filter line of `tc filter show dev IFACE ingress|egress`: the
+/// kernel's view, read with iproute2 rather than tracer's own netlink code.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TcFilter {
+    /// `ingress` or `egress`.
+    pub hook: &'static str,
+    pub pref: u32,
+    /// `bpf`, `u32`, …
+    pub kind: String,
+    /// For cls_bpf: the program's name and id (`name X`, `id N`).
+    pub name: Option<String>,
+    pub id: Option<u32>,
+    /// The whole line, for comparing foreign filters unchanged.
+    pub line: String,
+}
+
+/// The legacy TC filters on `iface` in `netns`, both clsact hooks (none
+/// without a clsact qdisc). Header lines (one per priority) are left out.
+pub fn tc_filters(netns: &str, iface: &str) -> Vec<TcFilter> {
+    let mut out = Vec::new();
+    for hook in ["ingress", "egress"] {
+        let o = Command::new("tc")
+            .args(["-n", netns, "filter", "show", "dev", iface, hook])
+            .output()
+            .expect("run tc");
+        assert!(
+            o.status.success(),
+            "tc filter show dev {iface} {hook}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            if !line.starts_with("filter ") || !(line.contains(" handle ") || line.contains("::")) {
+                continue;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let after = |key: &str| {
+                words
+                    .iter()
+                    .position(|w| *w == key)
+                    .and_then(|i| words.get(i + 1))
+                    .map(|w| (*w).to_owned())
+            };
+            out.push(TcFilter {
+                hook,
+                pref: after("pref").and_then(|p| p.parse().ok()).unwrap_or(0),
+                kind: after("pref")
+                    .and_then(|_| words.iter().position(|w| *w == "pref"))
+                    .and_then(|i| words.get(i + 2))
+                    .map_or_else(String::new, |w| (*w).to_owned()),
+                name: after("name"),
+                id: after("id").and_then(|i| i.parse().ok()),
+                line: line.to_owned(),
+            });
+        }
+    }
+    out
+}
+
+/// The tracer filters (`tracer_ingress`/`tracer_egress`) on `iface`.
+pub fn tracer_filters(netns: &str, iface: &str) -> Vec<TcFilter> {
+    tc_filters(netns, iface)
+        .into_iter()
+        .filter(|f| f.name.as_deref().is_some_and(|n| n.starts_with("tracer_")))
+        .collect()
+}
+
+/// `tc qdisc show dev IFACE` has a clsact qdisc.
+pub fn has_clsact(netns: &str, iface: &str) -> bool {
+    let o = Command::new("tc")
+        .args(["-n", netns, "qdisc", "show", "dev", iface])
+        .output()
+        .expect("run tc");
+    String::from_utf8_lossy(&o.stdout).contains("qdisc clsact")
+}
+
+/// Every program attached to `iface` either way: TCX links and legacy
+/// cls_bpf filters of tracer. Empty = nothing of tracer's left, whichever
+/// path the kernel took.
+pub fn attached_programs(netns: &str, iface: &str) -> Vec<String> {
+    let mut names = tcx_programs(netns, iface);
+    if names.is_empty() {
+        names.extend(
+            tracer_filters(netns, iface)
+                .into_iter()
+                .filter_map(|f| f.name),
+        );
+    }
+    names
+}
+
+/// The TC attach path a tracer without `--tc-attach` takes here: the
+/// kernel's (TCX from 6.6), unless `TRACER_TC_ATTACH` forces one — the
+/// tracers the tests spawn inherit it, so `TRACER_TC_ATTACH=legacy cargo
+/// test` runs the path-aware tests on the legacy path of a new kernel.
+pub fn default_tc_attach() -> tracer::attach::TcAttachMode {
+    use tracer::attach::TcAttachMode;
+    match std::env::var("TRACER_TC_ATTACH").as_deref() {
+        Ok("legacy") => TcAttachMode::Legacy,
+        Ok("tcx") => TcAttachMode::Tcx,
+        _ => TcAttachMode::detect(),
+    }
+}
+
 /// A running `tracer --netns NODE watch --output json`, stopped by a signal.
 ///
 /// Its stdout and stderr are drained by threads while it runs: a busy
@@ -202,7 +305,12 @@ impl TracerRun {
     /// Starts tracer in `node` with `extra` watch arguments and returns once
     /// its ready file says every probe is attached.
     pub fn start(node: &str, extra: &[&str]) -> Self {
-        let ready = std::env::temp_dir().join(format!("tracer-ready-{node}"));
+        // Unique per run: two tracers may trace one node at once.
+        static RUN: AtomicU64 = AtomicU64::new(0);
+        let ready = std::env::temp_dir().join(format!(
+            "tracer-ready-{node}-{}",
+            RUN.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_file(&ready);
         let mut child = Command::new(tracer_bin())
             .args([
@@ -256,7 +364,25 @@ impl TracerRun {
 
     /// Sends `signal`, waits (10 s at most), checks the exit and the ready
     /// file's removal, and returns the JSON report.
-    pub fn stop(mut self, signal: Signal) -> serde_json::Value {
+    pub fn stop(self, signal: Signal) -> serde_json::Value {
+        self.stop_with_log(signal).0
+    }
+
+    /// `kill -9`: no chance to clean up. Waits for the exit.
+    pub fn kill9(mut self) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        kill(pid, Signal::SIGKILL).expect("SIGKILL tracer");
+        let status = self.child.wait().expect("wait");
+        // A killed tracer cannot remove its ready file.
+        let _ = std::fs::remove_file(&self.ready);
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
+    }
+
+    /// [`Self::stop`], also returning what tracer logged on stderr.
+    pub fn stop_with_log(mut self, signal: Signal) -> (serde_json::Value, String) {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
         kill(pid, signal).expect("signal tracer");
         let start = Instant::now();
@@ -282,8 +408,9 @@ impl TracerRun {
             status.unwrap_or_else(|| panic!("tracer ignored {signal} for 10 s:\n{stderr}"));
         assert!(status.success(), "tracer {status}: {stderr}");
         assert!(!self.ready.exists(), "ready file removed at exit");
-        serde_json::from_slice(&stdout)
-            .unwrap_or_else(|e| panic!("JSON report: {e}: {}", String::from_utf8_lossy(&stdout)))
+        let report = serde_json::from_slice(&stdout)
+            .unwrap_or_else(|e| panic!("JSON report: {e}: {}", String::from_utf8_lossy(&stdout)));
+        (report, stderr)
     }
 }
 
@@ -294,5 +421,6 @@ impl Drop for TracerRun {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        let _ = std::fs::remove_file(&self.ready);
     }
 }

@@ -6,7 +6,7 @@ use std::{net::SocketAddrV4, process::Command, time::Duration};
 use nix::sys::signal::Signal;
 use tracer::lab::topology::{Datapath, Topology};
 use tracer_tests::{
-    Receiver, TracerRun, UDP_OVERHEAD, privileged, send_udp, tcx_programs, tracer_bin, warm_up,
+    Receiver, TracerRun, UDP_OVERHEAD, attached_programs, privileged, send_udp, tracer_bin, warm_up,
 };
 
 #[test]
@@ -109,7 +109,10 @@ fn trace_and_stop(datapath: Datapath, signal: Signal) {
             .all(|l| l["count"] == 0)
     );
     for pod in &topo.pods {
-        assert_eq!(tcx_programs(&topo.node, &pod.host_if), Vec::<String>::new());
+        assert_eq!(
+            attached_programs(&topo.node, &pod.host_if),
+            Vec::<String>::new()
+        );
     }
     rx.finish();
 }

@@ -13,7 +13,7 @@ use std::{
 use nix::sys::signal::Signal;
 use tracer::lab::topology::{Datapath, Topology};
 use tracer_tests::{
-    Receiver, TracerRun, UDP_OVERHEAD, privileged, send_udp, tcx_programs, warm_up,
+    Receiver, TracerRun, UDP_OVERHEAD, attached_programs, privileged, send_udp, warm_up,
 };
 
 const CHURN: usize = 100;
@@ -67,7 +67,7 @@ fn hundred_pods_come_and_go_during_a_trace() {
         let start = Instant::now();
         let mut missing = names.to_vec();
         while !missing.is_empty() && start.elapsed() < limit {
-            missing.retain(|n| tcx_programs(&topo.node, n).is_empty());
+            missing.retain(|n| attached_programs(&topo.node, n).is_empty());
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(

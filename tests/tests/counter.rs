@@ -5,7 +5,7 @@ use std::{net::SocketAddrV4, time::Duration};
 
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
 use tracer::{
-    attach::TcAttachments,
+    attach::{TcAttachMode, TcAttachments},
     counter,
     lab::topology::{Datapath, Topology},
     netns, probes,
@@ -17,7 +17,7 @@ const DATAGRAMS: u64 = 500;
 const PAYLOAD: usize = 100;
 const PORT: u16 = 5301;
 
-fn exact_counts(datapath: Datapath) {
+fn exact_counts(datapath: Datapath, mode: TcAttachMode) {
     let topo = Topology::build(datapath, 3).expect("build topology");
     let pods = topo.pods.clone();
     let (sender, receiver) = (&pods[0], &pods[1]);
@@ -30,7 +30,8 @@ fn exact_counts(datapath: Datapath) {
     let sender_ns = sender.netns.clone();
     let (delta, ifindex) = netns::run_in(&topo.node, move || {
         let mut ebpf = probes::load().expect("load eBPF object");
-        let mut tc = TcAttachments::load(&mut ebpf, &counter::PROGRAMS).expect("load programs");
+        let mut tc = TcAttachments::load_with_mode(&mut ebpf, &counter::PROGRAMS, mode)
+            .expect("load programs");
         for name in &host_ifs {
             tc.attach(&mut ebpf, name).expect("attach");
         }
@@ -89,14 +90,22 @@ fn exact_counts(datapath: Datapath) {
 #[test_log::test]
 fn counts_exact_udp_on_bridge_mode() {
     if privileged("counts_exact_udp_on_bridge_mode") {
-        exact_counts(Datapath::Bridge);
+        exact_counts(Datapath::Bridge, TcAttachMode::detect());
     }
 }
 
 #[test_log::test]
 fn counts_exact_udp_on_transparent_mode() {
     if privileged("counts_exact_udp_on_transparent_mode") {
-        exact_counts(Datapath::Transparent);
+        exact_counts(Datapath::Transparent, TcAttachMode::detect());
+    }
+}
+
+/// The same through clsact + cls_bpf filters, on any kernel.
+#[test_log::test]
+fn legacy_counter_counts_exact_udp_on_bridge_mode() {
+    if privileged("legacy_counter_counts_exact_udp_on_bridge_mode") {
+        exact_counts(Datapath::Bridge, TcAttachMode::Legacy);
     }
 }
 

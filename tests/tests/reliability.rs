@@ -37,9 +37,9 @@ use tracer::{
 };
 use tracer_common::dns::{DnsStat, PENDING_MAX_ENTRIES};
 use tracer_tests::{
-    TracerRun,
+    TracerRun, attached_programs, default_tc_attach,
     frames::{DnsMsg, Frame, L4},
-    privileged, tcx_programs, tracer_bin,
+    privileged, tracer_bin, tracer_filters,
 };
 
 /// A client address nothing routes to: answers sent to it die in the node.
@@ -993,10 +993,14 @@ fn tc_state(node: &str, iface: &str) -> String {
     out
 }
 
-/// `kill -9` of a running tracer leaves nothing behind: no TCX program on
-/// any interface, no tc qdisc or filter, and every BPF link and program it
-/// held is gone from the kernel (its ids, not names: other tests may be
-/// running their own tracer).
+/// `kill -9` of a running tracer, on the path this kernel takes by itself.
+/// TCX (v6.6+): nothing is left behind: no TCX program on any interface, no
+/// tc qdisc or filter, and every BPF link and program it held is gone from
+/// the kernel (its ids, not names: other tests may be running their own
+/// tracer). Legacy (before v6.6): its cls_bpf filters are left, by design,
+/// holding its programs; the next tracer removes them, and then the
+/// programs are gone too (tests/tests/legacy_tc.rs covers that path in
+/// detail, forced on any kernel).
 #[test]
 fn sigkill_leaves_no_link_filter_or_qdisc_behind() {
     if !privileged("sigkill_leaves_no_link_filter_or_qdisc_behind") {
@@ -1008,18 +1012,21 @@ fn sigkill_leaves_no_link_filter_or_qdisc_behind() {
     let tc_before: Vec<String> = ifaces.iter().map(|i| tc_state(&topo.node, i)).collect();
 
     let mut tracer = Proc::start(&topo.node, &["--output", "json"]);
+    let legacy = default_tc_attach() == tracer::attach::TcAttachMode::Legacy;
     let held = bpf_fds(tracer.pid());
     for iface in &ifaces {
         assert!(
-            !tcx_programs(&topo.node, iface).is_empty(),
+            !attached_programs(&topo.node, iface).is_empty(),
             "tracer attached to {iface}"
         );
     }
     let (progs, links, maps) = loaded_ids();
-    assert!(
-        held.links.len() >= 2 * ifaces.len(),
-        "a TCX link per interface and direction at least: {held:?}"
-    );
+    if !legacy {
+        assert!(
+            held.links.len() >= 2 * ifaces.len(),
+            "a TCX link per interface and direction at least: {held:?}"
+        );
+    }
     assert!(held.links.is_subset(&links) && held.progs.is_subset(&progs));
     assert!(held.maps.is_subset(&maps));
 
@@ -1027,9 +1034,37 @@ fn sigkill_leaves_no_link_filter_or_qdisc_behind() {
     let exit = tracer.wait(Duration::from_secs(10));
     assert_eq!(exit.signal, Some(libc::SIGKILL));
 
+    if legacy {
+        // Filters outlive a killed tracer before TCX: two per interface.
+        for iface in &ifaces {
+            assert_eq!(
+                tracer_filters(&topo.node, iface).len(),
+                2,
+                "the killed tracer's filters on {iface}"
+            );
+        }
+        // The next start removes them; it attaches and exits cleanly.
+        let out = Command::new(tracer_bin())
+            .args(["--netns", &topo.node, "watch", "-d", "1", "-o", "json"])
+            .output()
+            .expect("run tracer");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+        assert_eq!(report["tc_stale_filters"]["removed"], 2 * ifaces.len());
+    }
     for (iface, before) in ifaces.iter().zip(&tc_before) {
+        if legacy {
+            // The killed tracer's clsact qdiscs stay: the next one cannot
+            // know it created them (tests/tests/legacy_tc.rs).
+            assert_eq!(tracer_filters(&topo.node, iface), Vec::new(), "{iface}");
+            continue;
+        }
         assert_eq!(
-            tcx_programs(&topo.node, iface),
+            attached_programs(&topo.node, iface),
             Vec::<String>::new(),
             "TCX programs left on {iface}"
         );
@@ -1058,10 +1093,16 @@ fn sigkill_leaves_no_link_filter_or_qdisc_behind() {
         left.0, left.1, left.2
     );
     eprintln!(
-        "kill -9: {} links, {} programs, {} maps released; 0 TCX programs, tc state unchanged on {} interfaces",
+        "kill -9 ({}): {} links, {} programs, {} maps released; {} on {} interfaces",
+        if legacy { "legacy" } else { "tcx" },
         held.links.len(),
         held.progs.len(),
         held.maps.len(),
+        if legacy {
+            "its filters removed by the next start"
+        } else {
+            "0 TCX programs, tc state unchanged"
+        },
         ifaces.len()
     );
 }
@@ -1122,7 +1163,7 @@ fn sigterm_prints_the_table_with_losses_and_detaches() {
         );
     }
     for iface in [pod.host_if.as_str(), "eth0"] {
-        assert_eq!(tcx_programs(&topo.node, iface), Vec::<String>::new());
+        assert_eq!(attached_programs(&topo.node, iface), Vec::<String>::new());
     }
     eprintln!("SIGTERM table: {losses}; refused hooks named: {refused:?}");
 }
@@ -1302,7 +1343,7 @@ fn each_missing_capability_is_one_line_and_three_suffice() {
         topo.pods[0].host_if.as_str()
     );
     assert_eq!(
-        tcx_programs(&topo.node, &topo.pods[0].host_if),
+        attached_programs(&topo.node, &topo.pods[0].host_if),
         Vec::<String>::new()
     );
 }

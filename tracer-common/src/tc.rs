@@ -7,4 +7,4 @@ pub const DNS_TAIL_INDEX: u32 = 0;
 /// The program userspace puts there.
 pub const DNS_TAIL_PROGRAM: &str = "dns_tc_ingress";
 /// The combined programs, which tail-call the DNS program.
-pub const COMBINED_PROGRAMS: [&str; 2] = ["tc_ingress", "tc_egress"];
+pub const COMBINED_PROGRAMS: [&str; 2] = ["tracer_ingress", "tracer_egress"];

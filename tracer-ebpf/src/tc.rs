@@ -13,6 +13,13 @@
 //! could be laid out, past its 1 M instruction limit; and the old verifiers
 //! (v5.10, v6.1) are the ones a node agent must pass. A tail call costs a few
 //! ns, paid by port-53 packets only.
+//!
+//! The two programs' names are tracer's identity in the kernel: before v6.6 (no TCX)
+//! they are attached as cls_bpf filters, which outlive a crashed tracer, and
+//! the next tracer recognises its predecessor's filters by this name
+//! (`tracer/src/attach.rs`). `tracer_` makes them unmistakable (`tc_ingress`
+//! is what half the eBPF examples call theirs), and ≤ 15 bytes keeps the
+//! kernel's program name (BPF_OBJ_NAME_LEN 16) equal to the filter's.
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
@@ -29,14 +36,14 @@ use crate::{counter, dns, flood, maps::count_loss};
 static DNS_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 #[classifier]
-pub fn tc_ingress(ctx: TcContext) -> i32 {
+pub fn tracer_ingress(ctx: TcContext) -> i32 {
     counter::count(&ctx, Direction::Ingress);
     to_dns(&ctx);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
-pub fn tc_egress(ctx: TcContext) -> i32 {
+pub fn tracer_egress(ctx: TcContext) -> i32 {
     counter::count(&ctx, Direction::Egress);
     flood::victim(&ctx);
     to_dns(&ctx);

@@ -1,6 +1,7 @@
 //! tracer: eBPF probes on a node's pod veths and bridges, and the collector
 //! that turns what they see into findings.
 pub mod attach;
+pub mod bpf_holders;
 pub mod btf;
 pub mod conntrack;
 pub mod counter;
@@ -21,5 +22,6 @@ pub mod privileges;
 pub mod probes;
 pub mod report;
 pub mod ring;
+pub mod tc_netlink;
 pub mod verdict;
 pub mod watch;

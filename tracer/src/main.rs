@@ -26,6 +26,12 @@ struct Cli {
     #[arg(long, global = true, default_value = "info", env = "RUST_LOG")]
     log: String,
 
+    /// How to attach the TC programs: `tcx` or `legacy` (clsact + cls_bpf).
+    /// Default: by kernel version, TCX from 6.6. For tests, which force
+    /// `legacy` to run that path on new kernels; hidden from --help.
+    #[arg(long, global = true, hide = true, env = "TRACER_TC_ATTACH", value_enum)]
+    tc_attach: Option<tracer::attach::TcAttachMode>,
+
     #[command(subcommand)]
     command: Option<Command>,
 
@@ -186,6 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 && matches!(args.output, Output::Table)
                 && std::io::stdout().is_terminal();
             let mut opts = watch_options(&args.dns, cli.netns)?;
+            opts.tc_attach = cli.tc_attach;
             opts.interfaces = args.interfaces;
             opts.duration = args.duration.map(seconds).transpose()?;
             opts.interval = seconds(args.interval)?;
@@ -228,6 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check(args) => {
             let mut opts = watch_options(&args.dns, cli.netns)?;
+            opts.tc_attach = cli.tc_attach;
             opts.duration = Some(seconds(args.duration)?);
             opts.progress = false;
             let report = match runtime.block_on(watch::run(opts)) {

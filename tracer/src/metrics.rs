@@ -1030,6 +1030,8 @@ mod tests {
             tracer_version: "test",
             kernel: "6.18.0".into(),
             netns: None,
+            tc_attach: crate::attach::TcAttachMode::Tcx,
+            tc_stale_filters: Default::default(),
             datapath: NodeDatapath::Bridge,
             bridges: Vec::new(),
             duration_seconds: 3.0,

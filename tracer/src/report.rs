@@ -18,6 +18,11 @@ pub struct Report {
     pub kernel: String,
     /// `--netns` if given.
     pub netns: Option<String>,
+    /// How the TC programs were attached: `tcx` (v6.6+) or `legacy`
+    /// (clsact + cls_bpf filters).
+    pub tc_attach: crate::attach::TcAttachMode,
+    /// Legacy TC filters a dead tracer had left, removed at start.
+    pub tc_stale_filters: crate::attach::StaleFilterCleanup,
     /// The node's datapath, as found from its interfaces and routes.
     pub datapath: crate::verdict::NodeDatapath,
     /// Bridges carrying pod veths.

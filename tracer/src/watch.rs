@@ -15,7 +15,7 @@ use aya::Ebpf;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    attach::{TcAttachments, TcProgram},
+    attach::{self, StaleFilterCleanup, TcAttachMode, TcAttachments, TcProgram},
     conntrack::ConntrackCollector,
     counter,
     dns::collector::{DnsCollector, DnsSettings},
@@ -34,11 +34,11 @@ use crate::{
 /// DNS and, on egress, the flood victim count, in one program per hook.
 pub const TC_PROGRAMS: [TcProgram; 2] = [
     TcProgram {
-        name: "tc_ingress",
+        name: "tracer_ingress",
         attach_type: aya::programs::TcAttachType::Ingress,
     },
     TcProgram {
-        name: "tc_egress",
+        name: "tracer_egress",
         attach_type: aya::programs::TcAttachType::Egress,
     },
 ];
@@ -68,6 +68,9 @@ pub struct WatchOptions {
     pub ready: Option<std::sync::mpsc::SyncSender<()>>,
     /// Ends the trace when it turns true (in-process callers: the lab).
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// How to attach the TC programs; `None` = by kernel version (TCX from
+    /// v6.6). Tests force `Legacy` to run that path on new kernels.
+    pub tc_attach: Option<TcAttachMode>,
 }
 
 /// Runs a trace and returns its report. Everything attached is detached
@@ -82,7 +85,31 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
     };
     let kernel = probes::kernel_info();
     let mut ebpf = probes::load_full(&opts.probes, &kernel).context("loading eBPF programs")?;
-    let mut tc = TcAttachments::load(&mut ebpf, &TC_PROGRAMS)?;
+    let mode = opts.tc_attach.unwrap_or_else(TcAttachMode::detect);
+    let mut tc = TcAttachments::load_with_mode(&mut ebpf, &TC_PROGRAMS, mode)?;
+    tracing::info!(
+        "TC attach: {} ({})",
+        mode.name(),
+        match (mode, opts.tc_attach.is_some()) {
+            (_, true) => "forced",
+            (TcAttachMode::Tcx, false) => "TCX links, kernel 6.6 or later",
+            (TcAttachMode::Legacy, false) => "clsact + cls_bpf filters, kernel before 6.6",
+        }
+    );
+    // Before attaching: filters a killed tracer left on legacy TC still
+    // run its programs (and would count every packet twice in its maps,
+    // wasting time). Done in either mode: the dead one may have used legacy.
+    let cleanup = attach::remove_stale_filters(&TC_PROGRAMS);
+    if cleanup.removed > 0 {
+        tracing::info!(
+            "removed {} TC filters a dead tracer left behind, on {}",
+            cleanup.removed,
+            cleanup.interfaces.join(" ")
+        );
+    }
+    if let Some(why) = &cleanup.skipped {
+        tracing::warn!("leftover TC filters not checked: {why}");
+    }
 
     // Subscribe before listing, so no pod created in between is missed.
     let links = if opts.interfaces.is_empty() {
@@ -97,7 +124,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
             "no pod interface yet (no veth, no bridge with veth ports): waiting for pods"
         );
     }
-    let result = Session::start(&mut ebpf, &kernel, &mut tc, all, &traced, &opts)
+    let result = Session::start(&mut ebpf, &kernel, &mut tc, cleanup, all, &traced, &opts)
         .await
         .map(|session| (session, links));
     let result = match result {
@@ -138,6 +165,8 @@ struct Session {
     /// New pods since the last refresh of `pods` (done at the next tick:
     /// one /proc walk for a burst of pods, not one per pod).
     pods_stale: bool,
+    tc_attach: TcAttachMode,
+    tc_cleanup: StaleFilterCleanup,
 }
 
 impl Session {
@@ -145,6 +174,7 @@ impl Session {
         ebpf: &mut Ebpf,
         kernel: &KernelInfo,
         tc: &mut TcAttachments,
+        tc_cleanup: StaleFilterCleanup,
         all: Vec<Interface>,
         traced: &[Interface],
         opts: &WatchOptions,
@@ -195,6 +225,8 @@ impl Session {
             pods,
             datapath,
             pods_stale: false,
+            tc_attach: tc.mode(),
+            tc_cleanup,
         };
         if let Some(path) = &opts.ready_file {
             std::fs::write(path, format!("{}\n", std::process::id()))
@@ -395,6 +427,8 @@ impl Session {
             tracer_version: env!("CARGO_PKG_VERSION"),
             kernel: report::kernel_release(),
             netns: opts.netns.clone(),
+            tc_attach: self.tc_attach,
+            tc_stale_filters: self.tc_cleanup.clone(),
             datapath: self.datapath.mode,
             bridges: self.datapath.bridges.clone(),
             duration_seconds: self.start.elapsed().as_secs_f64(),

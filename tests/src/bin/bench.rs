@@ -1350,7 +1350,7 @@ fn phase_programs(b: &mut Bench) -> Result<()> {
     ];
     let mut md = String::from(
         "### Per-packet cost by `BPF_PROG_TEST_RUN` (ns per program run, net of an empty \
-         program; median (min–max)). `tc_ingress`/`tc_egress` are what `tracer watch` \
+         program; median (min–max)). `tracer_ingress`/`tracer_egress` are what `tracer watch` \
          attaches; the others are the same code split by area.\n\n",
     );
     let names: Vec<&str> = programs.iter().map(|p| p.name).collect();
@@ -1421,7 +1421,7 @@ fn phase_programs(b: &mut Bench) -> Result<()> {
     let malformed_ns = med("malformed DNS", d);
     let parts = |path: &str| {
         (
-            med(path, "tc_egress"),
+            med(path, "tracer_egress"),
             med(path, "counter_tc_egress"),
             med(path, "dns_tc_egress"),
             med(path, "flood_tc_egress"),
@@ -1433,7 +1433,7 @@ fn phase_programs(b: &mut Bench) -> Result<()> {
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map_or("?", |(n, _)| n);
     let deployed_line = format!(
-        "- Deployed `tc_egress` on a non-DNS packet: {te:.0} ns; the same code as separate \
+        "- Deployed `tracer_egress` on a non-DNS packet: {te:.0} ns; the same code as separate \
          programs: counter {tc:.0} + DNS {td:.0} + flood {tf:.0} = {:.0} ns; the largest part \
          is {largest}.\n",
         tc + td + tf

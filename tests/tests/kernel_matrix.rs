@@ -508,3 +508,75 @@ fn matrix_br_flood_frames_equal_tcpdump_on_a_bystander_port() {
         assert_eq!(ours, 0, "no br_flood hook, no counts");
     }
 }
+
+/// Every TC program of the object passes this kernel's verifier (the
+/// combined ones, each area's, and the DNS tail-call target) and attaches
+/// the way the kernel offers: TCX from v6.6, clsact + cls_bpf before. A
+/// DNS query sent through the combined programs reaches the DNS program
+/// (the tail call is linked: no `dns_tail_call_failed`).
+#[test_log::test]
+fn matrix_every_tc_program_loads_and_attaches() {
+    use tracer::{
+        attach::{TcAttachMode, TcAttachments},
+        counter, dns, flood, loss, watch,
+    };
+    if !privileged("matrix_every_tc_program_loads_and_attaches") {
+        return;
+    }
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let want_mode = if release.starts_with("5.") || release.starts_with("6.1.") {
+        TcAttachMode::Legacy
+    } else {
+        TcAttachMode::Tcx
+    };
+    assert_eq!(TcAttachMode::detect(), want_mode, "kernel {release}");
+    let topo = Topology::build(Datapath::Bridge, 2).expect("topology");
+    let (client, server) = (topo.pods[0].clone(), topo.pods[1].clone());
+    let host_ifs: Vec<String> = topo.pods.iter().map(|p| p.host_if.clone()).collect();
+    let (modes, tail_failures) = netns::run_in(&topo.node, move || {
+        let mut ebpf = probes::load().expect("load eBPF object");
+        let mut modes = Vec::new();
+        let mut sets = Vec::new();
+        for programs in [
+            &watch::TC_PROGRAMS[..],
+            &counter::PROGRAMS[..],
+            &dns::PROGRAMS[..],
+            &flood::PROGRAMS[..],
+        ] {
+            let tc = TcAttachments::load(&mut ebpf, programs)
+                .unwrap_or_else(|e| panic!("kernel {release}: {e}"));
+            modes.push(tc.mode());
+            sets.push(tc);
+        }
+        // The combined programs on every pod port, as `tracer watch` does.
+        for iface in &host_ifs {
+            sets[0].attach(&mut ebpf, iface).expect("attach");
+        }
+        // No server listens: the query alone must reach the DNS program.
+        let _unanswered = tracer_tests::dns::query(
+            &client.netns,
+            std::net::SocketAddrV4::new(server.ip, 53),
+            "matrix.lab.test",
+            1,
+            tracer_tests::dns::Transport::Udp,
+            Duration::from_millis(200),
+        );
+        let failures = loss::read(&ebpf)
+            .expect("losses")
+            .into_iter()
+            .find(|(l, _)| l.name() == "dns_tail_call_failed")
+            .map_or(0, |(_, n)| n);
+        let queries = dns::collector::read_stats(&ebpf).expect("DNS stats")
+            [tracer_common::dns::DnsStat::Queries as usize];
+        for mut tc in sets {
+            tc.detach_all(&mut ebpf);
+        }
+        (modes, (failures, queries))
+    })
+    .expect("enter node namespace");
+    assert!(modes.iter().all(|m| *m == want_mode), "{modes:?}");
+    assert_eq!(tail_failures.0, 0, "every DNS packet reached the DNS program");
+    assert!(tail_failures.1 >= 1, "the query was seen by the DNS program");
+}

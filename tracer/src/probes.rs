@@ -58,7 +58,7 @@ impl Default for ProbeSettings {
 
 /// The oldest kernel tracer can run on: BPF ring buffers (every probe's
 /// events) arrived in v5.8 (commit 457f44363a88).
-pub const MIN_KERNEL: (u32, u32) = (5, 8);
+pub const MIN_KERNEL: (u8, u8) = (5, 8);
 
 /// One line naming what this kernel lacks, or `None` if tracer can run.
 /// Checked before anything is loaded, so an old kernel gets this instead of

@@ -211,7 +211,11 @@ fn assert_node_access(spec: &PodSpec) {
             .find(|m| m.mount_path == path)
             .unwrap_or_else(|| panic!("{path} is mounted"));
         let writable = path == "/run/tracer";
-        assert_eq!(mount.read_only.unwrap_or(false), !writable, "{path} read-only");
+        assert_eq!(
+            mount.read_only.unwrap_or(false),
+            !writable,
+            "{path} read-only"
+        );
         let volume = volumes
             .iter()
             .find(|v| v.name == mount.name)

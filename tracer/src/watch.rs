@@ -179,9 +179,8 @@ impl Session {
         traced: &[Interface],
         opts: &WatchOptions,
     ) -> anyhow::Result<Self> {
-        for iface in traced {
-            tc.attach(ebpf, &iface.name)?;
-        }
+        let names: Vec<&str> = traced.iter().map(|i| i.name.as_str()).collect();
+        tc.attach_all(ebpf, &names)?;
         let names: Vec<&str> = tc.interfaces().collect();
         tracing::info!(
             "attached to {} interfaces: {}",

@@ -261,11 +261,7 @@ impl TcAttachments {
 
     /// TCX links for every program on each interface, created by up to
     /// [`TCX_ATTACH_THREADS`] threads.
-    fn attach_tcx(
-        &self,
-        ebpf: &Ebpf,
-        ifaces: &[&str],
-    ) -> Result<Vec<IfaceResult>, AttachError> {
+    fn attach_tcx(&self, ebpf: &Ebpf, ifaces: &[&str]) -> Result<Vec<IfaceResult>, AttachError> {
         let mut programs = Vec::with_capacity(self.programs.len());
         for program in &self.programs {
             let prog = ebpf
@@ -313,6 +309,11 @@ impl TcAttachments {
         for (_, links) in std::mem::take(&mut self.links) {
             detach_links(ebpf, links);
         }
+    }
+
+    /// Whether `iface` has our programs.
+    pub fn is_attached(&self, iface: &str) -> bool {
+        self.links.contains_key(iface)
     }
 
     /// Names of the interfaces currently attached to.

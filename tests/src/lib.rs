@@ -159,6 +159,11 @@ pub fn warm_up(netns: &str, rx: &Receiver, to: SocketAddrV4, src_port: u16) {
 /// Names of the programs attached through TCX to `iface` of namespace `netns`,
 /// both directions. Used to prove that nothing is left behind.
 pub fn tcx_programs(netns: &str, iface: &str) -> Vec<String> {
+    // Before v6.6 there is no TCX to query (BPF_PROG_QUERY: EINVAL), and so
+    // nothing can be attached through it.
+    if tracer::attach::TcAttachMode::detect() == tracer::attach::TcAttachMode::Legacy {
+        return Vec::new();
+    }
     let iface = iface.to_owned();
     netns::run_in(netns, move || {
         use aya::programs::{SchedClassifier, TcAttachType};

@@ -586,3 +586,110 @@ fn matrix_every_tc_program_loads_and_attaches() {
         "the query was seen by the DNS program"
     );
 }
+
+/// The real `tracer watch` on this kernel's attach path (legacy before 6.6),
+/// end to end on a bridge node: glibc lookups against dnsmasq counted and
+/// timed as tshark sees them on the client's veth, and frames the bridge
+/// floods counted on a bystander port as tcpdump sees them there. Loose on
+/// time (TCG is slow), exact on counts.
+#[test_log::test]
+fn matrix_tracer_watch_dns_and_flood_equal_tshark_and_tcpdump() {
+    use nix::sys::signal::Signal;
+    use tracer_tests::{
+        TracerRun,
+        dns::{DnsServer, ResolvConf, allow_aaaa_lookups, getent_ahosts},
+    };
+    const LOOKUPS: usize = 5;
+    if !privileged("matrix_tracer_watch_dns_and_flood_equal_tshark_and_tcpdump") {
+        return;
+    }
+    load_modules();
+    let topo = Topology::build(Datapath::Bridge, 3).expect("topology");
+    let (client, server, bystander) = (
+        topo.pods[0].clone(),
+        topo.pods[1].clone(),
+        topo.pods[2].clone(),
+    );
+    let records = [(
+        "api.lab.test",
+        Ipv4Addr::new(10, 0, 0, 1),
+        "fd00::1".parse().expect("v6"),
+    )];
+    let _dns = DnsServer::start(&server.netns, server.ip, &records);
+    let _resolv = ResolvConf::write(&client.netns, server.ip, &["timeout:5", "attempts:2"]);
+    allow_aaaa_lookups(&client.netns);
+    let nowhere = NOWHERE.to_string();
+    for args in [
+        vec!["route", "add", &nowhere, "dev", "eth0"],
+        vec![
+            "neigh",
+            "replace",
+            &nowhere,
+            "lladdr",
+            NOWHERE_MAC,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    ] {
+        topo.exec(&client.netns, "ip", &args).expect("ip");
+    }
+
+    let tracer = TracerRun::start(&topo.node, &[]);
+    let dns_capture = Capture::start(&topo.node, &client.host_if);
+    for _ in 0..LOOKUPS {
+        let lookup = getent_ahosts(&client.netns, "api.lab.test");
+        assert!(lookup.ok(), "{lookup:?}");
+    }
+    let flood_capture = Capture::start_filtered(
+        &topo.node,
+        &bystander.host_if,
+        &format!("ether dst {NOWHERE_MAC}"),
+    );
+    netns::run_in(&client.netns, || {
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind");
+        for _ in 0..FLOODED {
+            socket.send_to(&[0; 32], (NOWHERE, 9)).expect("send");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .expect("netns");
+    let flooded_on_wire = flood_capture.count();
+    let packets = dns_capture.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    let report = tracer.stop(Signal::SIGINT);
+
+    let answers = packets.iter().filter(|p| p.response).count() as u64;
+    assert_eq!(answers, 2 * LOOKUPS as u64, "tshark: A + AAAA answers");
+    let row = report["dns"]["latency"]
+        .as_array()
+        .expect("latency rows")
+        .iter()
+        .find(|r| r["interface"] == client.host_if.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no latency row for {}: {report:#}", client.host_if));
+    assert_eq!(row["answers"].as_u64(), Some(answers), "{row:#}");
+    let victims = report["flood"]["victims"]
+        .as_array()
+        .expect("victims")
+        .iter()
+        .find(|v| v["interface"] == bystander.host_if.as_str())
+        .map_or(0, |v| v["victim_packets"].as_u64().unwrap_or(0));
+    eprintln!(
+        "tc_attach {}: DNS answers tracer {} / tshark {answers}; flooded copies on {} tracer {victims} / tcpdump {flooded_on_wire}",
+        report["tc_attach"], row["answers"], bystander.host_if
+    );
+    assert_eq!(
+        flooded_on_wire, FLOODED,
+        "every frame flooded to the bystander"
+    );
+    assert_eq!(victims, flooded_on_wire, "victim copies = tcpdump's");
+    let losses: u64 = report["losses"]
+        .as_array()
+        .expect("losses")
+        .iter()
+        .map(|l| l["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(losses, 0, "{report:#}");
+}

@@ -4,9 +4,11 @@
 //!
 //! Program loading is slow under TCG (~20 s per object), so the matrix runs
 //! a focused subset: every program loads and attaches with the mechanism the
-//! kernel must give; exact counters; a DNS exchange against tshark; flood
-//! victims against tcpdump; conntrack against the kernel's counters (and
-//! the exact hooks where they attach); legacy TC clean-up after `kill -9`.
+//! kernel must give; exact counters; the real `tracer watch` with DNS
+//! answers equal to tshark's and flooded copies equal to tcpdump's;
+//! conntrack drops and clashes equal to the kernel's counters (exact hooks
+//! where they attach); `br_flood` against tcpdump; legacy TC clean-up after
+//! `kill -9`, two tracers at once, foreign filters untouched.
 
 use std::{
     collections::BTreeMap,
@@ -23,25 +25,13 @@ use serde_json::Value;
 use crate::vm::{self, Kernel};
 
 /// Test target and the libtest arguments that pick its matrix tests.
+/// Tests written for this host's speed (pacing, pair windows of ms) are
+/// left out: under TCG a VM runs ~20× slower; the matrix tests assert exact
+/// counts and loose times.
 const SUBSET: &[(&str, &[&str])] = &[
     ("kernel_matrix", &["matrix_"]),
-    ("counter", &[]),
+    ("counter", &["counts_exact_udp_on_bridge_mode", "counter_program_test_run"]),
     ("legacy_tc", &["legacy_"]),
-    ("dns", &["dns_latency_agrees_with_tshark_bridge", "--exact"]),
-    (
-        "flood",
-        &[
-            "fdb_expiry_flood_is_counted_per_victim_and_explained",
-            "--exact",
-        ],
-    ),
-    (
-        "conntrack",
-        &[
-            "dns_service_conntrack_counts_equal_kernel_counters_bridge",
-            "--exact",
-        ],
-    ),
 ];
 
 /// One run of the whole subset on one kernel may take this long under TCG.

@@ -9,7 +9,7 @@ use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
-        Arc,
+        Arc, Barrier,
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
@@ -427,5 +427,62 @@ impl Drop for TracerRun {
             let _ = self.child.wait();
         }
         let _ = std::fs::remove_file(&self.ready);
+    }
+}
+
+/// Sends `build(round)` from two threads pinned to CPUs 0 and 1 at the same
+/// instant, `rounds` times: identical packets racing to confirm one new
+/// conntrack entry. Each frame's IP packet is sent on a raw socket.
+pub fn race_pinned(
+    client_ns: &str,
+    dst: Ipv4Addr,
+    rounds: u16,
+    build: impl Fn(u16) -> Vec<u8> + Send + Sync + 'static,
+) {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    let build = Arc::new(build);
+    let barrier = Arc::new(Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|cpu| {
+            let barrier = Arc::clone(&barrier);
+            let build = Arc::clone(&build);
+            netns::spawn_in(client_ns, move || {
+                let mut set = CpuSet::new();
+                set.set(cpu).expect("cpu");
+                sched_setaffinity(Pid::from_raw(0), &set).expect("pin to a CPU");
+                // SAFETY: plain socket(2); the fd is closed below.
+                let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+                assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+                let to = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as u16,
+                    sin_port: 0,
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(dst).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                for round in 0..rounds {
+                    let frame = build(round);
+                    let packet = &frame[14..];
+                    barrier.wait();
+                    // SAFETY: valid buffer and address for the call's duration.
+                    unsafe {
+                        libc::sendto(
+                            fd,
+                            packet.as_ptr().cast(),
+                            packet.len(),
+                            0,
+                            (&raw const to).cast(),
+                            size_of::<libc::sockaddr_in>() as u32,
+                        );
+                    }
+                }
+                // SAFETY: closing the fd we opened.
+                unsafe { libc::close(fd) };
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread").expect("netns");
     }
 }

@@ -30,7 +30,13 @@ use crate::vm::{self, Kernel};
 /// counts and loose times.
 const SUBSET: &[(&str, &[&str])] = &[
     ("kernel_matrix", &["matrix_"]),
-    ("counter", &["counts_exact_udp_on_bridge_mode", "counter_program_test_run"]),
+    (
+        "counter",
+        &[
+            "counts_exact_udp_on_bridge_mode",
+            "counter_program_test_run",
+        ],
+    ),
     ("legacy_tc", &["legacy_"]),
 ];
 

@@ -289,6 +289,11 @@ pub fn default_tc_attach() -> tracer::attach::TcAttachMode {
 /// Its stdout and stderr are drained by threads while it runs: a busy
 /// trace's report is larger than a pipe buffer, and a tracer blocked on a
 /// full pipe could not exit.
+/// How long a started tracer may take to be ready: loading and verifying
+/// the programs takes ~1 s here but ~20–60 s in the kernel matrix's QEMU
+/// VMs (TCG, two tracers at once on two emulated CPUs).
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
 pub struct TracerRun {
     child: Child,
     ready: PathBuf,
@@ -354,8 +359,8 @@ impl TracerRun {
                 );
             }
             assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "tracer not ready in 30 s"
+                start.elapsed() < READY_TIMEOUT,
+                "tracer not ready in {READY_TIMEOUT:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -284,16 +284,16 @@ pub fn default_tc_attach() -> tracer::attach::TcAttachMode {
     }
 }
 
-/// A running `tracer --netns NODE watch --output json`, stopped by a signal.
-///
-/// Its stdout and stderr are drained by threads while it runs: a busy
-/// trace's report is larger than a pipe buffer, and a tracer blocked on a
-/// full pipe could not exit.
 /// How long a started tracer may take to be ready: loading and verifying
 /// the programs takes ~1 s here but ~20–60 s in the kernel matrix's QEMU
 /// VMs (TCG, two tracers at once on two emulated CPUs).
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// A running `tracer --netns NODE watch --output json`, stopped by a signal.
+///
+/// Its stdout and stderr are drained by threads while it runs: a busy
+/// trace's report is larger than a pipe buffer, and a tracer blocked on a
+/// full pipe could not exit.
 pub struct TracerRun {
     child: Child,
     ready: PathBuf,

@@ -288,6 +288,9 @@ pub fn default_tc_attach() -> tracer::attach::TcAttachMode {
 /// the programs takes ~1 s here but ~20–60 s in the kernel matrix's QEMU
 /// VMs (TCG, two tracers at once on two emulated CPUs).
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a signalled tracer may take to exit (detach, final report);
+/// generous for the same reason.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `tracer --netns NODE watch --output json`, stopped by a signal.
 ///
@@ -372,7 +375,7 @@ impl TracerRun {
         self.child.id()
     }
 
-    /// Sends `signal`, waits (10 s at most), checks the exit and the ready
+    /// Sends `signal`, waits (STOP_TIMEOUT at most), checks the exit and the ready
     /// file's removal, and returns the JSON report.
     pub fn stop(self, signal: Signal) -> serde_json::Value {
         self.stop_with_log(signal).0
@@ -400,7 +403,7 @@ impl TracerRun {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 break Some(status);
             }
-            if start.elapsed() > Duration::from_secs(10) {
+            if start.elapsed() > STOP_TIMEOUT {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 break None;
@@ -414,8 +417,8 @@ impl TracerRun {
         };
         let stdout = take(&mut self.stdout);
         let stderr = String::from_utf8_lossy(&take(&mut self.stderr)).into_owned();
-        let status =
-            status.unwrap_or_else(|| panic!("tracer ignored {signal} for 10 s:\n{stderr}"));
+        let status = status
+            .unwrap_or_else(|| panic!("tracer ignored {signal} for {STOP_TIMEOUT:?}:\n{stderr}"));
         assert!(status.success(), "tracer {status}: {stderr}");
         assert!(!self.ready.exists(), "ready file removed at exit");
         let report = serde_json::from_slice(&stdout)

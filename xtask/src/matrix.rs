@@ -210,19 +210,30 @@ fn table(out: &Path) -> anyhow::Result<String> {
 }
 
 fn cell(row: &Value) -> String {
-    let refused = || {
-        row["refused"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(|r| r.chars().take(60).collect::<String>())
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
+    let refused = row["refused"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(short_refusal)
+        .collect::<Vec<_>>()
+        .join(", ");
     match (row["mechanism"].as_str(), row["btf_object"].as_str()) {
         (Some(m), Some(obj)) => format!("{m} ({obj})"),
         (Some(m), None) => m.to_owned(),
-        (None, _) => format!("fallback — refused: {}", refused()),
+        (None, _) => format!("fallback (refused: {refused})"),
     }
+}
+
+/// "fexit: BPF_PROG_LOAD: Operation not permitted …" → "fexit EPERM".
+fn short_refusal(refusal: &str) -> String {
+    let (kind, why) = refusal.split_once(": ").unwrap_or((refusal, ""));
+    let why = if why.contains("Operation not permitted") {
+        "EPERM".to_owned()
+    } else if why.contains("kprobe/type") {
+        "no kprobe PMU".to_owned()
+    } else {
+        why.chars().take(40).collect()
+    };
+    format!("{kind} {why}")
 }

@@ -49,6 +49,7 @@ impl Scope {
     fn bridge_keys(&self) -> BTreeSet<BridgeKey> {
         self.bridges
             .iter()
+            .filter(|_| self.node_netns != 0)
             .map(|&ifindex| BridgeKey {
                 netns: self.node_netns,
                 ifindex,
@@ -58,7 +59,9 @@ impl Scope {
 
     fn netns(&self) -> BTreeSet<u32> {
         let mut all = self.pod_netns.clone();
+        // 0 is no namespace (the empty scope applied first).
         all.insert(self.node_netns);
+        all.remove(&0);
         all
     }
 

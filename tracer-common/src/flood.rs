@@ -202,7 +202,9 @@ const _: () = assert!(size_of::<FloodCount>() == 40);
 const _: () = assert!(size_of::<BridgeKey>() == 8);
 const _: () = assert!(size_of::<FloodCause>() == 56);
 
-crate::impl_pod!(PortMac, PortFlood, FloodKey, FloodCount, FloodCause, BridgeKey);
+crate::impl_pod!(
+    PortMac, PortFlood, FloodKey, FloodCount, FloodCause, BridgeKey
+);
 
 #[cfg(test)]
 mod tests {

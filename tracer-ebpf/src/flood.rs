@@ -261,12 +261,7 @@ pub fn flood_fdb_delete(ctx: BtfTracePointContext) -> i32 {
 /// for `ageing_time` is garbage collected (`has_expired`, br_fdb.c; the
 /// topology-change hold time of STP bridges is not considered).
 #[inline(always)]
-fn delete_reason(
-    br: u64,
-    fdb: u64,
-    port: u64,
-    o: &tracer_common::kernel::KernelOffsets,
-) -> u16 {
+fn delete_reason(br: u64, fdb: u64, port: u64, o: &tracer_common::kernel::KernelOffsets) -> u16 {
     /// `BR_STATE_DISABLED` (include/uapi/linux/if_bridge.h).
     const BR_STATE_DISABLED: u8 = 0;
     if let Ok(state) = read::<u8>(port, o.port_state)

@@ -402,10 +402,14 @@ fn cause_counts(kinds: impl Iterator<Item = CauseKind>) -> Vec<(CauseKind, u64)>
 const fn cause_phrase(kind: CauseKind) -> &'static str {
     match kind {
         CauseKind::AgedOut => "an FDB entry aged out while its owner stayed silent",
-        CauseKind::PortRemoved => "the destination's port went down or was removed (pod deleted) while senders kept its MAC",
+        CauseKind::PortRemoved => {
+            "the destination's port went down or was removed (pod deleted) while senders kept its MAC"
+        }
         CauseKind::FdbEntryRemoved => "an FDB entry was flushed or deleted by hand",
         CauseKind::NeighbourFailed => "address resolution of the destination failed",
-        CauseKind::DeletedBeforeTrace => "the destination's FDB entry was already gone when the trace started",
+        CauseKind::DeletedBeforeTrace => {
+            "the destination's FDB entry was already gone when the trace started"
+        }
         CauseKind::NeverLearned => "the destination MAC belongs to no port of this node",
         CauseKind::Unexplained => "no removal was seen (cause events lost?)",
     }
@@ -420,7 +424,9 @@ fn cause_remedy(kind: CauseKind) -> Option<&'static str> {
         CauseKind::PortRemoved | CauseKind::NeverLearned => Some(
             "senders still address a pod that is gone: find the clients of the deleted pod (the episode's src_mac) and make them re-resolve (shorter neighbour gc_stale_time, or clients that reconnect on errors)",
         ),
-        CauseKind::FdbEntryRemoved => Some("find what flushes the bridge's FDB (bridge fdb flush/del, a CNI or an agent)"),
+        CauseKind::FdbEntryRemoved => {
+            Some("find what flushes the bridge's FDB (bridge fdb flush/del, a CNI or an agent)")
+        }
         CauseKind::NeighbourFailed | CauseKind::Unexplained => None,
     }
 }
@@ -459,7 +465,11 @@ fn flood(i: &Inputs) -> Finding {
             }
         }
         (
-            if i.flood_max_pps >= 1000.0 { Severity::Critical } else { Severity::Warning },
+            if i.flood_max_pps >= 1000.0 {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
             Answer::Yes,
             Answer::Yes,
             format!(
@@ -470,7 +480,11 @@ fn flood(i: &Inputs) -> Finding {
                 i.flood_victim_ports,
                 i.flood_victim_copies,
                 i.flood_max_pps,
-                if why_started.is_empty() { "none seen (only flooded copies counted)".to_owned() } else { why_started },
+                if why_started.is_empty() {
+                    "none seen (only flooded copies counted)".to_owned()
+                } else {
+                    why_started
+                },
             ),
             remedies,
         )
@@ -617,7 +631,11 @@ mod tests {
         assert_eq!(f.bridge_related, Answer::Yes);
         assert_eq!(f.transparent_mode_resolves, Answer::Yes);
         assert!(f.remedies.iter().any(|r| r.contains("ageing")));
-        assert!(f.why.contains("1 because an FDB entry aged out"), "{}", f.why);
+        assert!(
+            f.why.contains("1 because an FDB entry aged out"),
+            "{}",
+            f.why
+        );
     }
 
     #[test]
@@ -636,7 +654,11 @@ mod tests {
         let f = flood(&i);
         assert_eq!(f.severity, Severity::Warning);
         assert!(!f.why.contains("aged out"), "{}", f.why);
-        assert!(f.why.contains("1 because the destination's port went down"), "{}", f.why);
+        assert!(
+            f.why.contains("1 because the destination's port went down"),
+            "{}",
+            f.why
+        );
         assert!(f.remedies.iter().any(|r| r.contains("deleted pod")));
         assert!(!f.remedies.iter().any(|r| r.contains("ageing_time")));
     }

@@ -87,9 +87,11 @@ impl Evidence<'_> {
                 .iter()
                 .filter(move |c| c.kind == kind && c.mac == flow.dst_mac && c.ts_ns <= bound)
         };
-        let removal = of_mac(cause::FDB_DELETE).max_by_key(|c| c.ts_ns).filter(|d| {
-            !of_mac(cause::FDB_UPDATE).any(|l| l.ts_ns > d.ts_ns && l.ts_ns < start_ns)
-        });
+        let removal = of_mac(cause::FDB_DELETE)
+            .max_by_key(|c| c.ts_ns)
+            .filter(|d| {
+                !of_mac(cause::FDB_UPDATE).any(|l| l.ts_ns > d.ts_ns && l.ts_ns < start_ns)
+            });
         if let Some(d) = removal {
             return self.removed(d);
         }
@@ -259,7 +261,12 @@ mod tests {
             (fdb_reason::PORT_DISABLED, CauseKind::PortRemoved),
             (fdb_reason::REMOVED, CauseKind::FdbEntryRemoved),
         ] {
-            let c = explain(&[fdb(cause::FDB_DELETE, 3 * S, reason)], &none, &no_pods, 3 * S);
+            let c = explain(
+                &[fdb(cause::FDB_DELETE, 3 * S, reason)],
+                &none,
+                &no_pods,
+                3 * S,
+            );
             assert_eq!(c.kind, kind);
             assert_eq!(c.at_s, Some(2.0));
             assert_eq!(c.port.as_deref(), Some("if5"));
@@ -284,7 +291,10 @@ mod tests {
         let c = explain(&[], &none, &pods, S);
         assert_eq!(c.kind, CauseKind::DeletedBeforeTrace);
         assert_eq!(c.port.as_deref(), Some("if5"));
-        assert_eq!(explain(&[], &none, &no_pods, S).kind, CauseKind::NeverLearned);
+        assert_eq!(
+            explain(&[], &none, &no_pods, S).kind,
+            CauseKind::NeverLearned
+        );
         let expired = BTreeMap::from([(
             DST,
             FdbEntry {

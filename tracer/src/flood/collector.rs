@@ -260,11 +260,13 @@ impl FloodCollector {
 
 /// Packets and bytes of a flow over CPUs.
 fn sum(slots: &[FloodCount]) -> FloodCount {
-    slots.iter().fold(FloodCount::default(), |acc, s| FloodCount {
-        packets: acc.packets + s.packets,
-        bytes: acc.bytes + s.bytes,
-        ..acc
-    })
+    slots
+        .iter()
+        .fold(FloodCount::default(), |acc, s| FloodCount {
+            packets: acc.packets + s.packets,
+            bytes: acc.bytes + s.bytes,
+            ..acc
+        })
 }
 
 /// Unknown-unicast flows of `name` with their per-CPU slots.

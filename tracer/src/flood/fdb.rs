@@ -26,9 +26,7 @@ pub struct FdbEntry {
 
 /// MAC → entry, over the given bridges. Entries the bridge owns (its ports'
 /// own addresses, `permanent`) are left out: nobody floods to them.
-pub async fn snapshot(
-    bridges: &BTreeSet<u32>,
-) -> Result<BTreeMap<[u8; 6], FdbEntry>, FloodError> {
+pub async fn snapshot(bridges: &BTreeSet<u32>) -> Result<BTreeMap<[u8; 6], FdbEntry>, FloodError> {
     let (connection, handle, _) = rtnetlink::new_connection().map_err(FloodError::Netns)?;
     let task = tokio::spawn(connection);
     let messages: Result<Vec<NeighbourMessage>, _> = handle

@@ -68,7 +68,12 @@ impl Scope {
     /// Makes the kernel's filter maps equal to `self`, given what `before`
     /// put there.
     pub fn apply(&self, ebpf: &mut Ebpf, before: &Self) -> Result<(), FloodError> {
-        sync(ebpf, "FLOOD_BRIDGES", &before.bridge_keys(), &self.bridge_keys())?;
+        sync(
+            ebpf,
+            "FLOOD_BRIDGES",
+            &before.bridge_keys(),
+            &self.bridge_keys(),
+        )?;
         sync(ebpf, "FLOOD_NETNS", &before.netns(), &self.netns())
     }
 }

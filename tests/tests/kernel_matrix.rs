@@ -29,7 +29,7 @@ use tracer::{
     flood::collector::FloodCollector,
     hooks::{self, Attempt, Hook, HookKind, HookLinks, HookStatus},
     lab::topology::{Datapath, Topology},
-    netns, probes,
+    netns, probes, watch,
 };
 use tracer_tests::{
     dns::Capture,
@@ -449,12 +449,21 @@ fn matrix_br_flood_frames_equal_tcpdump_on_a_bystander_port() {
         let rt = runtime();
         let _rt = rt.enter();
         let (mut ebpf, statuses, _links) = attach("flood");
-        let mut collector = FloodCollector::new(&mut ebpf, 0).expect("collector");
+        let links = rt.block_on(tracer::interfaces::list()).expect("links");
+        let mut collector = rt
+            .block_on(FloodCollector::start(
+                &mut ebpf,
+                watch::monotonic_ns(),
+                &links,
+                &tracer::pods::PodIndex::default(),
+                &[],
+            ))
+            .expect("collector");
         ready_tx.send(()).expect("ready");
         stop_rx.recv().expect("stop");
         std::thread::sleep(Duration::from_millis(200));
         let report = collector
-            .report(&ebpf, statuses, &|i| i.to_string())
+            .report(&ebpf, watch::monotonic_ns(), statuses, &|i| i.to_string())
             .expect("report");
         serde_json::to_value(&report).expect("json")
     });
@@ -475,8 +484,19 @@ fn matrix_br_flood_frames_equal_tcpdump_on_a_bystander_port() {
     })
     .expect("netns");
     let on_wire = capture.count();
+    // One FDB removal on the traced bridge: the scoped fdb_delete program
+    // reads the bridge, port and entry members.
+    for verb in ["add", "del"] {
+        let mut args = vec!["fdb", verb, FDB_MAC, "dev", &bystander.host_if, "master"];
+        if verb == "add" {
+            args.push("static");
+        }
+        topo.exec(&topo.node, "bridge", &args).expect("bridge fdb");
+    }
+    std::thread::sleep(Duration::from_millis(100));
     stop_tx.send(()).expect("stop");
     let report = tracer.join().expect("tracer").expect("netns");
+    check_fdb_delete(&report);
     let hook = report["hooks"]
         .as_array()
         .expect("hooks")
@@ -507,6 +527,22 @@ fn matrix_br_flood_frames_equal_tcpdump_on_a_bystander_port() {
     } else {
         assert_eq!(ours, 0, "no br_flood hook, no counts");
     }
+}
+
+/// A static entry added and deleted on the flood test's bridge.
+const FDB_MAC: &str = "02:00:00:00:00:aa";
+
+/// The FDB removal is seen (scoped to the traced bridge) where the
+/// bridge's structs are in BTF: built in, or module BTF from v5.11.
+fn check_fdb_delete(report: &Value) {
+    let bridge_btf = !nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().starts_with("5.10."))
+        .unwrap_or(false);
+    assert_eq!(
+        report["fdb_deletes"].as_u64(),
+        Some(u64::from(bridge_btf)),
+        "{report:#}"
+    );
 }
 
 /// Every TC program of the object passes this kernel's verifier (the

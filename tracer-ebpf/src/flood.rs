@@ -221,15 +221,17 @@ static BRIDGES: HashMap<BridgeKey, u8> = HashMap::with_max_entries(SCOPE_MAX_ENT
 #[map(name = "FLOOD_NETNS")]
 static NETNS: HashMap<u32, u8> = HashMap::with_max_entries(SCOPE_MAX_ENTRIES, 0);
 
-/// `br->dev`'s ifindex, if `br` is one of the traced bridges.
+/// Whether `br` is one of the traced bridges (by its device's namespace
+/// and ifindex). Without the bridge's members in BTF (a module before
+/// v5.11) nothing matches: FDB events are then not reported at all.
 #[inline(always)]
-fn traced_bridge(br: u64, o: &tracer_common::kernel::KernelOffsets) -> Option<u32> {
+fn traced_bridge(br: u64, o: &tracer_common::kernel::KernelOffsets) -> bool {
     let key = BridgeKey {
         netns: dev_netns(br, o.br_dev, o),
         ifindex: ifindex_of(br, o.br_dev, o),
     };
     // SAFETY: plain lookup of a u8 value.
-    unsafe { BRIDGES.get(&key) }.map(|_| key.ifindex)
+    unsafe { BRIDGES.get(key) }.is_some()
 }
 
 /// `bridge:fdb_delete(br, f)`: an FDB entry went away (aged out, its port
@@ -239,7 +241,7 @@ pub fn flood_fdb_delete(ctx: BtfTracePointContext) -> i32 {
     let br: u64 = ctx.arg(0);
     let fdb: u64 = ctx.arg(1);
     let o = offsets();
-    if traced_bridge(br, &o).is_none() {
+    if !traced_bridge(br, &o) {
         return 0;
     }
     let port = read::<u64>(fdb, o.fdb_dst).unwrap_or(0);
@@ -293,7 +295,7 @@ pub fn flood_fdb_update(ctx: BtfTracePointContext) -> i32 {
     let addr: u64 = ctx.arg(2);
     let vid: u64 = ctx.arg(3);
     let o = offsets();
-    if traced_bridge(br, &o).is_none() {
+    if !traced_bridge(br, &o) {
         return 0;
     }
     cause(FloodCause {
@@ -341,7 +343,7 @@ fn neigh(n: u64, kind: u32, new_state: u16) {
     let o = offsets();
     let netns = dev_netns(n, o.neigh_dev, &o);
     // SAFETY: plain lookup of a u8 value.
-    if unsafe { NETNS.get(&netns) }.is_none() {
+    if unsafe { NETNS.get(netns) }.is_none() {
         return;
     }
     let family = read::<u64>(n, o.neigh_tbl)

@@ -118,7 +118,7 @@ impl Evidence<'_> {
                 ),
             };
         }
-        self.from_start(flow)
+        self.at_trace_start(flow)
     }
 
     fn removed(&self, d: &FloodCause) -> FloodCauseReport {
@@ -153,7 +153,7 @@ impl Evidence<'_> {
     }
 
     /// No removal in the trace: what the FDB said when it started.
-    fn from_start(&self, flow: &Flow) -> FloodCauseReport {
+    fn at_trace_start(&self, flow: &Flow) -> FloodCauseReport {
         let m = mac(&flow.dst_mac);
         let (kind, port, detail) = match (
             self.fdb_at_start.get(&flow.dst_mac),

@@ -295,6 +295,21 @@ fn episodes_to<'a>(report: &'a Value, mac: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// The one episode of the flood to `receiver`, with its cause and port.
+fn the_episode<'a>(report: &'a Value, receiver: &CniPod, cause: &str) -> &'a Value {
+    let episodes = episodes_to(report, &receiver.mac);
+    assert_eq!(
+        episodes.len(),
+        1,
+        "one flood, one episode: {:#}",
+        report["flood"]
+    );
+    let e = episodes[0];
+    assert_eq!(e["cause"]["kind"], cause, "{e:#}");
+    assert_eq!(e["cause"]["port"], receiver.host_if.as_str(), "{e:#}");
+    e
+}
+
 fn f64_of(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
@@ -350,16 +365,7 @@ fn a_receiver_that_disappears_is_a_port_removal() {
             .any(|l| l.starts_with("Deleted") && l.contains(&b.mac) && l.contains(&b.host_if)),
         "bridge monitor fdb saw the entry go with its port: {fdb_lines:?}"
     );
-    let episodes = episodes_to(&report, &b.mac);
-    assert_eq!(
-        episodes.len(),
-        1,
-        "one flood, one episode: {:#}",
-        report["flood"]
-    );
-    let e = episodes[0];
-    assert_eq!(e["cause"]["kind"], "port_removed", "{e:#}");
-    assert_eq!(e["cause"]["port"], b.host_if.as_str(), "{e:#}");
+    let e = the_episode(&report, b, "port_removed");
     let packets = e["packets"].as_u64().unwrap();
     assert!(
         packets.abs_diff(on_wire) <= on_wire / 100 + 2,
@@ -433,16 +439,7 @@ fn a_flood_running_before_the_trace_across_cpus_is_one_episode() {
     eprintln!(
         "sent after tracer was ready: {after_ready} over {span:.2} s; tcpdump on C {on_wire}"
     );
-    let episodes = episodes_to(&report, &b.mac);
-    assert_eq!(
-        episodes.len(),
-        1,
-        "one flood, one episode: {:#}",
-        report["flood"]
-    );
-    let e = episodes[0];
-    assert_eq!(e["cause"]["kind"], "deleted_before_trace", "{e:#}");
-    assert_eq!(e["cause"]["port"], b.host_if.as_str(), "{e:#}");
+    let e = the_episode(&report, b, "deleted_before_trace");
     let packets = e["packets"].as_u64().unwrap();
     // Tracer counts from its baseline, a little before it says ready;
     // tcpdump from a little after.

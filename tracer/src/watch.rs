@@ -279,7 +279,11 @@ impl Session {
                             .filter(|(_, gone)| !gone)
                             .map(|(i, _)| i)
                             .collect();
-                        self.floods.rescope(ebpf, &traced, &self.pods)?;
+                        // A failed update keeps the previous scope: events of
+                        // the new pods' namespaces are then not reported.
+                        if let Err(err) = self.floods.rescope(ebpf, &traced, &self.pods) {
+                            tracing::warn!("flood event scope: {err}");
+                        }
                     }
                     self.dns.sweep(ebpf, monotonic_ns())?;
                     self.floods.tick(ebpf, monotonic_ns())?;

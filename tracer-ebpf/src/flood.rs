@@ -222,8 +222,9 @@ static BRIDGES: HashMap<BridgeKey, u8> = HashMap::with_max_entries(SCOPE_MAX_ENT
 static NETNS: HashMap<u32, u8> = HashMap::with_max_entries(SCOPE_MAX_ENTRIES, 0);
 
 /// Whether `br` is one of the traced bridges (by its device's namespace
-/// and ifindex). Without the bridge's members in BTF (a module before
-/// v5.11) nothing matches: FDB events are then not reported at all.
+/// and ifindex). Where `struct net_bridge` is in no BTF tracer could read
+/// (`kernel_offsets_missing`), nothing matches: FDB events are then not
+/// reported at all.
 #[inline(always)]
 fn traced_bridge(br: u64, o: &tracer_common::kernel::KernelOffsets) -> bool {
     let key = BridgeKey {

@@ -470,6 +470,12 @@ fn a_flood_running_before_the_trace_across_cpus_is_one_episode() {
     eprintln!(
         "sent after tracer was ready: {after_ready} over {span:.2} s; tcpdump on C {on_wire}"
     );
+    // The sender's MAC, at least, was in the FDB read at the start.
+    assert!(
+        report["flood"]["fdb_entries_at_start"].as_u64() >= Some(1),
+        "{:#}",
+        report["flood"]
+    );
     let e = the_episode(&report, b, "deleted_before_trace");
     let packets = e["packets"].as_u64().unwrap();
     // Tracer counts from its baseline, a little before it says ready;

@@ -254,6 +254,7 @@ impl FloodCollector {
             fdb_learns: count(cause::FDB_UPDATE),
             neighbour_updates: count(cause::NEIGH_UPDATE),
             cause_events_dropped: self.causes_dropped,
+            fdb_entries_at_start: self.fdb_at_start.len() as u64,
         })
     }
 }
@@ -329,6 +330,9 @@ pub struct FloodReport {
     pub fdb_learns: u64,
     pub neighbour_updates: u64,
     pub cause_events_dropped: u64,
+    /// Learned and static entries of the traced bridges' FDB when the trace
+    /// started (what `deleted_before_trace` and `never_learned` rest on).
+    pub fdb_entries_at_start: u64,
 }
 
 /// One flooded flow as `br_flood` saw it.

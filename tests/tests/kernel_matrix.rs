@@ -24,8 +24,8 @@ use tracer::{
     conntrack::{ConntrackCollector, stat::ConntrackStats},
     flood::collector::FloodCollector,
     hooks::{self, Attempt, Hook, HookKind, HookLinks, HookStatus},
-    lab::topology::{Datapath, Topology},
-    netns, probes,
+    lab::topology::{BRIDGE, Datapath, Topology},
+    netns, probes, watch,
 };
 use tracer_tests::{
     dns::Capture,
@@ -380,12 +380,21 @@ fn matrix_br_flood_frames_equal_tcpdump_on_a_bystander_port() {
         let rt = runtime();
         let _rt = rt.enter();
         let (mut ebpf, statuses, _links) = attach("flood");
-        let mut collector = FloodCollector::new(&mut ebpf, 0).expect("collector");
+        let links = rt.block_on(tracer::interfaces::list()).expect("links");
+        let mut collector = rt
+            .block_on(FloodCollector::start(
+                &mut ebpf,
+                watch::monotonic_ns(),
+                &links,
+                &tracer::pods::PodIndex::default(),
+                &[],
+            ))
+            .expect("collector");
         ready_tx.send(()).expect("ready");
         stop_rx.recv().expect("stop");
         std::thread::sleep(Duration::from_millis(200));
         let report = collector
-            .report(&ebpf, statuses, &|i| i.to_string())
+            .report(&ebpf, watch::monotonic_ns(), statuses, &|i| i.to_string())
             .expect("report");
         serde_json::to_value(&report).expect("json")
     });
@@ -406,8 +415,33 @@ fn matrix_br_flood_frames_equal_tcpdump_on_a_bystander_port() {
     })
     .expect("netns");
     let on_wire = capture.count();
+    // FDB removals on the traced bridge: the scoped fdb_delete program reads
+    // the bridge, port and entry members. Without a VLAN, `bridge fdb add`
+    // makes one entry per VLAN of the port (vid 0, and the default pvid 1
+    // on kernels built with VLAN filtering): `bridge fdb show` counts them.
+    let fdb = |args: &[&str]| {
+        let out = topo.exec(&topo.node, "bridge", args).expect("bridge fdb");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    fdb(&[
+        "fdb",
+        "add",
+        FDB_MAC,
+        "dev",
+        &bystander.host_if,
+        "master",
+        "static",
+    ]);
+    let entries = fdb(&["fdb", "show", "br", BRIDGE])
+        .lines()
+        .filter(|l| l.starts_with(FDB_MAC))
+        .count() as u64;
+    fdb(&["fdb", "del", FDB_MAC, "dev", &bystander.host_if, "master"]);
+    std::thread::sleep(Duration::from_millis(100));
     stop_tx.send(()).expect("stop");
     let report = tracer.join().expect("tracer").expect("netns");
+    assert!(entries >= 1, "bridge fdb show: {entries} entries");
+    assert_eq!(report["fdb_deletes"].as_u64(), Some(entries), "{report:#}");
     let hook = report["hooks"]
         .as_array()
         .expect("hooks")
@@ -439,6 +473,9 @@ fn matrix_br_flood_frames_equal_tcpdump_on_a_bystander_port() {
         assert_eq!(ours, 0, "no br_flood hook, no counts");
     }
 }
+
+/// A static entry added and deleted on the flood test's bridge.
+const FDB_MAC: &str = "02:00:00:00:00:aa";
 
 /// Every TC program of the object passes this kernel's verifier (the
 /// combined ones, each area's, and the DNS tail-call target) and attaches

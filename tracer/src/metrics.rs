@@ -1003,6 +1003,7 @@ mod tests {
             fdb_learns: 0,
             neighbour_updates: 0,
             cause_events_dropped: 0,
+            fdb_entries_at_start: 0,
         };
         let interfaces = ["azv1", "azv2"]
             .iter()

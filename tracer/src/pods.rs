@@ -822,6 +822,18 @@ async fn gather_namespaces(
     result
 }
 
+/// A veth that is no pod's: nothing routes a pod address to it and its
+/// peer, read successfully, has no global address (a pod's `eth0` always
+/// has one). That is a node whose uplink is a veth (nested nodes, the lab,
+/// a mixed node's `eth0` enslaved to the bridge), not a pod.
+fn is_uplink(iface: &Interface, routed: &HashMap<u32, Vec<IpAddr>>, facts: &Facts) -> bool {
+    !routed.contains_key(&iface.index)
+        && facts
+            .peer_addrs
+            .get(&iface.index)
+            .is_some_and(Vec::is_empty)
+}
+
 /// Puts the facts together. Pure.
 fn assemble(ifaces: &[Interface], routes: &[Route], facts: Facts) -> PodIndex {
     let mut index = PodIndex::default();
@@ -901,12 +913,16 @@ fn assemble(ifaces: &[Interface], routes: &[Route], facts: Facts) -> PodIndex {
         }
     }
 
-    // 2. and 3.: every other veth, by its processes' cgroup or by itself.
+    // 2. and 3.: every other veth, by its processes' cgroup or by itself —
+    // except the node's own uplink.
     for iface in &veths {
         if index.by_ifindex.contains_key(&iface.index) {
             continue;
         }
         let uid = uid_of(iface);
+        if uid.is_none() && is_uplink(iface, &routed, &facts) {
+            continue;
+        }
         let known = uid.as_ref().and_then(|uid| facts.pod_logs.get(uid));
         let pod = PodRef {
             namespace: known.map(|(namespace, _)| namespace.clone()),
@@ -1346,6 +1362,30 @@ mod tests {
     }
 
     #[test]
+    fn a_mixed_nodes_uplink_veth_is_no_pod() {
+        // Bridge cbr0 with a pod port and the node's uplink veth (its peer
+        // has no address), plus a routed pod veth.
+        let ifaces = vec![
+            iface(3, "cbr0", Kind::Bridge, None),
+            veth(4, "veth1", Some(3), 0),
+            veth(5, "eth0", Some(3), 1),
+            veth(6, "azv2", None, 2),
+            veth(7, "azv3", None, 3), // peer unreadable: kept
+        ];
+        let routes = vec![host_route("10.0.0.6", 6, 4)];
+        assert_eq!(detect_datapath(&ifaces, &routes).mode, NodeDatapath::Mixed);
+        let mut facts = Facts::default();
+        facts.peer_addrs.insert(4, vec![ip("10.0.0.4")]);
+        facts.peer_addrs.insert(5, Vec::new());
+        facts.peer_addrs.insert(6, Vec::new());
+        let index = assemble(&ifaces, &routes, facts);
+        assert!(index.pod_of_ifindex(5).is_none(), "the uplink");
+        assert_eq!(index.pod_of_ifindex(4).unwrap().label(), "veth1");
+        assert_eq!(index.pod_of_ifindex(6).unwrap().ips, [ip("10.0.0.6")]);
+        assert!(index.pod_of_ifindex(7).is_some());
+    }
+
+    #[test]
     fn azure_first_then_cgroup_then_interface() {
         let ifaces = vec![
             iface(2, "eth0", Kind::Other("hv_netvsc".into()), None),
@@ -1555,6 +1595,8 @@ mod tests {
         let mut routed = info.routed_veths.clone();
         routed.sort();
         assert_eq!(routed, expected, "eth0 (the uplink veth) has no /32");
+        let uplink = all.iter().find(|i| i.name == "eth0").unwrap();
+        assert!(index.pod_of_ifindex(uplink.index).is_none(), "the uplink");
         for pod in &topo.pods {
             let host = all.iter().find(|i| i.name == pod.host_if).unwrap();
             let by_if = index.pod_of_ifindex(host.index).unwrap();
@@ -1603,6 +1645,8 @@ mod tests {
             );
         }
         assert!(info.routed_veths.is_empty());
+        let uplink = all.iter().find(|i| i.name == "eth0").unwrap();
+        assert!(index.pod_of_ifindex(uplink.index).is_none(), "the uplink");
     }
 
     #[test]

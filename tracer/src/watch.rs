@@ -189,7 +189,8 @@ impl Session {
         );
         // Which MAC sits behind each pod port, so flooded copies can be told
         // from frames addressed to the pod.
-        flood::set_port_macs(ebpf, &interfaces::peer_macs(traced).await?)?;
+        let pod_macs = interfaces::peer_macs(traced).await?;
+        flood::set_port_macs(ebpf, &pod_macs)?;
         // Before the collectors take their ring buffers out of `ebpf`: the
         // fentry/fexit programs are relocated against those maps.
         let (hooks, hook_links) = hooks::attach(ebpf, kernel, &["conntrack", "flood"]);
@@ -207,6 +208,7 @@ impl Session {
             pods.len()
         );
         let start_ns = monotonic_ns();
+        let floods = FloodCollector::start(ebpf, start_ns, traced, &pods, &pod_macs).await?;
         let session = Self {
             kernel: kernel.clone(),
             hooks,
@@ -220,7 +222,7 @@ impl Session {
             known: all.into_iter().map(|i| (i.index, i)).collect(),
             dns: DnsCollector::new(ebpf, opts.dns)?,
             conntrack: ConntrackCollector::new(ebpf)?,
-            floods: FloodCollector::new(ebpf, start_ns)?,
+            floods,
             pods,
             datapath,
             pods_stale: false,
@@ -280,9 +282,20 @@ impl Session {
                     if std::mem::take(&mut self.pods_stale) {
                         let all: Vec<Interface> = self.known.values().cloned().collect();
                         (self.pods, self.datapath) = attribution(&all).await;
+                        let traced: Vec<&Interface> = self
+                            .traced
+                            .values()
+                            .filter(|(_, gone)| !gone)
+                            .map(|(i, _)| i)
+                            .collect();
+                        // A failed update keeps the previous scope: events of
+                        // the new pods' namespaces are then not reported.
+                        if let Err(err) = self.floods.rescope(ebpf, &traced, &self.pods) {
+                            tracing::warn!("flood event scope: {err}");
+                        }
                     }
                     self.dns.sweep(ebpf, monotonic_ns())?;
-                    self.floods.tick(ebpf)?;
+                    self.floods.tick(ebpf, monotonic_ns())?;
                     if opts.snapshots.is_some() || opts.progress {
                         let report = Arc::new(self.report(ebpf, opts)?);
                         if opts.progress {
@@ -425,7 +438,9 @@ impl Session {
                     .filter(|p| p.source != crate::pods::SOURCE_INTERFACE)
                     .map(crate::pods::PodRef::label)
             })?;
-        let flood = self.floods.report(ebpf, area("flood"), &name_of)?;
+        let flood = self
+            .floods
+            .report(ebpf, monotonic_ns(), area("flood"), &name_of)?;
         let mut losses: Vec<LossReport> = loss::read(ebpf)?
             .into_iter()
             .map(|(loss, count)| LossReport {

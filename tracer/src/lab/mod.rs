@@ -434,7 +434,7 @@ impl LabNode {
                     frames_flooded: f.episodes.iter().map(|e| e.packets).sum(),
                     copies_to_victims: f.victims.iter().map(|v| v.victim_packets).sum(),
                     victim_ports: f.victims.iter().filter(|v| v.victim_packets > 0).count() as u64,
-                    cause: f.episodes.first().map(|e| e.cause.kind.to_owned()),
+                    cause: f.episodes.first().map(|e| e.cause.kind.name().to_owned()),
                 });
                 keep_findings(run, "flood", &report, Symptom::UdpFlooding);
             }

@@ -156,18 +156,19 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
+        // Colours only on a terminal, and not when NO_COLOR is set (no-color.org).
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     match run(cli) {
         Ok(code) => code,
         Err(err) if is_check => {
             // node-problem-detector reads stdout and the exit code: 2 = unknown.
-            println!("UNKNOWN: {err:#}");
+            println!("UNKNOWN: {}", tracer::escape::line(&format!("{err:#}")));
             ExitCode::from(2)
         }
         Err(err) => {
             // One line, the whole cause chain, no backtrace.
-            eprintln!("tracer: error: {err:#}");
+            eprintln!("tracer: error: {}", tracer::escape::line(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }
@@ -241,7 +242,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = match runtime.block_on(watch::run(opts)) {
                 Ok(report) => report,
                 Err(err) => {
-                    println!("UNKNOWN: tracer could not trace: {err:#}");
+                    println!(
+                        "UNKNOWN: tracer could not trace: {}",
+                        tracer::escape::line(&format!("{err:#}"))
+                    );
                     return Ok(ExitCode::from(2));
                 }
             };

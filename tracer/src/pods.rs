@@ -718,7 +718,7 @@ impl PodIndex {
             warnings.push(format!("finding the pods' network namespaces: {err}"));
         }
         for warning in &warnings {
-            tracing::warn!("pod attribution: {warning}");
+            tracing::warn!("pod attribution: {}", crate::escape::Shown(warning));
         }
         let mut index = assemble(ifaces, routes, facts);
         index.warnings = warnings;

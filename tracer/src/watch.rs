@@ -18,6 +18,7 @@ use crate::{
     attach::{self, StaleFilterCleanup, TcAttachMode, TcAttachments, TcProgram},
     conntrack::ConntrackCollector,
     counter,
+    escape::Shown,
     dns::collector::{DnsCollector, DnsSettings},
     flood::{self, collector::FloodCollector},
     hooks::{self, HookLinks, HookStatus},
@@ -104,7 +105,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
         tracing::info!(
             "removed {} TC filters a dead tracer left behind, on {}",
             cleanup.removed,
-            cleanup.interfaces.join(" ")
+            Shown(&cleanup.interfaces.join(" "))
         );
     }
     if let Some(why) = &cleanup.skipped {
@@ -186,7 +187,7 @@ impl Session {
         tracing::info!(
             "attached to {} interfaces: {}",
             names.len(),
-            names.join(" ")
+            Shown(&names.join(" "))
         );
         // Which MAC sits behind each pod port, so flooded copies can be told
         // from frames addressed to the pod.
@@ -201,7 +202,7 @@ impl Session {
             datapath
                 .bridges
                 .iter()
-                .map(|b| format!("{} ({} veth ports)", b.name, b.veth_ports))
+                .map(|b| format!("{} ({} veth ports)", Shown(&b.name), b.veth_ports))
                 .collect::<Vec<_>>()
                 .join(", "),
             datapath.routed_veths.len(),
@@ -344,18 +345,18 @@ impl Session {
                     }
                     match tc.attach(ebpf, &iface.name) {
                         Ok(()) => {
-                            tracing::info!("new pod interface {}: attached", iface.name);
+                            tracing::info!("new pod interface {}: attached", Shown(&iface.name));
                             if let Ok(macs) =
                                 interfaces::peer_macs(std::slice::from_ref(&iface)).await
                                 && let Err(err) = flood::set_port_macs(ebpf, &macs)
                             {
-                                tracing::warn!("{}: {err}", iface.name);
+                                tracing::warn!("{}: {err}", Shown(&iface.name));
                             }
                             self.traced.insert(iface.index, (iface, false));
                             attached_any = true;
                         }
                         // It may be gone again already (pod churn): not an error.
-                        Err(err) => tracing::debug!("{}: {err}", iface.name),
+                        Err(err) => tracing::debug!("{}: {err}", Shown(&iface.name)),
                     }
                 }
                 self.pods_stale |= attached_any;
@@ -366,7 +367,7 @@ impl Session {
                     && !*gone
                 {
                     *gone = true;
-                    tracing::info!("pod interface {name} vanished: detached");
+                    tracing::info!("pod interface {} vanished: detached", Shown(&name));
                 }
             }
         }
@@ -456,7 +457,7 @@ async fn attribution(all: &[Interface]) -> (PodIndex, DatapathInfo) {
     let datapath = crate::pods::detect_datapath(all, &routes);
     let index = PodIndex::build(all, &routes, &crate::pods::Sources::default()).await;
     for warning in index.warnings() {
-        tracing::debug!("pod attribution: {warning}");
+        tracing::debug!("pod attribution: {}", Shown(warning));
     }
     (index, datapath)
 }

@@ -171,11 +171,21 @@ mod tests {
     #[test]
     fn terminal_text_escapes_controls_and_caps_length() {
         assert_eq!(terminal("azv1234"), "azv1234");
-        assert_eq!(terminal("a b\\027"), "a b\\027", "already escaped: unchanged");
+        assert_eq!(
+            terminal("a b\\027"),
+            "a b\\027",
+            "already escaped: unchanged"
+        );
         assert_eq!(terminal("\x1b]2;pwn\x07"), "\\027]2;pwn\\007");
-        assert_eq!(terminal("é\u{202e}\u{9b}"), "\\195\\169\\226\\128\\174\\194\\155");
+        assert_eq!(
+            terminal("é\u{202e}\u{9b}"),
+            "\\195\\169\\226\\128\\174\\194\\155"
+        );
         let long = terminal(&"\x1b".repeat(1000));
-        assert!(long.chars().count() <= TERMINAL_CAP + 1 && long.ends_with('…'), "{long}");
+        assert!(
+            long.chars().count() <= TERMINAL_CAP + 1 && long.ends_with('…'),
+            "{long}"
+        );
         assert_eq!(terminal("cut.name…"), "cut.name…");
         assert!(!long.contains('\x1b'));
         assert_eq!(format!("[{:<6}]", Shown("a\x1b")), "[a\\027 ]");

@@ -168,7 +168,10 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             // One line, the whole cause chain, no backtrace.
-            eprintln!("tracer: error: {}", tracer::escape::line(&format!("{err:#}")));
+            eprintln!(
+                "tracer: error: {}",
+                tracer::escape::line(&format!("{err:#}"))
+            );
             ExitCode::FAILURE
         }
     }

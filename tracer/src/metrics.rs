@@ -194,9 +194,12 @@ fn pod_of(report: &Report, interface: &str) -> Option<String> {
 
 /// `interface` (and `pod` when known) for a host interface.
 fn iface_labels(report: &Report, interface: &str) -> Labels {
-    let mut labels = vec![("interface", interface.to_owned())];
+    // Interface and pod names come from the node's files and netlink:
+    // escaped as everywhere else, so no control byte reaches a scraper's
+    // terminal (`curl …/metrics`) either.
+    let mut labels = vec![("interface", crate::escape::terminal(interface))];
     if let Some(pod) = pod_of(report, interface) {
-        labels.push(("pod", pod));
+        labels.push(("pod", crate::escape::terminal(&pod)));
     }
     labels
 }
@@ -424,7 +427,7 @@ fn encode_conntrack(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     for c in &ct.clients {
         let mut labels = vec![("client", ip_label(&c.client)), ("dns", c.dns.to_string())];
         if let Some(pod) = &c.pod {
-            labels.push(("pod", pod.clone()));
+            labels.push(("pod", crate::escape::terminal(pod)));
         }
         clients.add(labels, c.insert_drops.saturating_add(c.unconfirmed_drops));
     }

@@ -209,7 +209,13 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "{:<16} {:<24} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-                    Shown(&l.interface), l.server, l.answers, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+                    Shown(&l.interface),
+                    l.server,
+                    l.answers,
+                    l.p50_ms,
+                    l.p90_ms,
+                    l.p99_ms,
+                    l.max_ms
                 );
             }
         }
@@ -238,7 +244,10 @@ impl Report {
             let _ = writeln!(
                 out,
                 "slow: {} {} ×{} (max {:.1} ms)",
-                Shown(&s.name), Shown(&s.qtype), s.count, s.max_ms
+                Shown(&s.name),
+                Shown(&s.qtype),
+                s.count,
+                s.max_ms
             );
         }
         for u in dns.unanswered.iter().take(10) {

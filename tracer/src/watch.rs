@@ -25,7 +25,7 @@ use crate::{
     interfaces::{self, Interface, Kind, LinkEvent},
     kernel::KernelInfo,
     loss,
-    pods::{DatapathInfo, PodIndex},
+    pods::{DatapathInfo, PodIndex, Sources},
     probes::{self, ProbeSettings},
     report::{self, LossReport, Report},
     verdict,
@@ -72,6 +72,9 @@ pub struct WatchOptions {
     /// How to attach the TC programs; `None` = by kernel version (TCX from
     /// v6.6). Tests force `Legacy` to run that path on new kernels.
     pub tc_attach: Option<TcAttachMode>,
+    /// Where pod attribution reads the node's files (the real paths by
+    /// default; tests point them at their own files).
+    pub sources: Sources,
 }
 
 /// Runs a trace and returns its report. Everything attached is detached
@@ -83,6 +86,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
     let signals = Signals {
         int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
         term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+        hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
     };
     let kernel = probes::kernel_info();
     let mut ebpf = probes::load_full(&opts.probes, &kernel).context("loading eBPF programs")?;
@@ -139,10 +143,13 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
     result
 }
 
-/// SIGINT and SIGTERM, caught from the start of a trace.
+/// SIGINT and SIGTERM (end the trace), SIGHUP (re-read the node's
+/// interfaces and pod files, as daemons reload; a closed terminal must not
+/// kill the trace without its cleanup), caught from the start of a trace.
 struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 /// The state of one trace.
@@ -166,6 +173,9 @@ struct Session {
     /// New pods since the last refresh of `pods` (done at the next tick:
     /// one /proc walk for a burst of pods, not one per pod).
     pods_stale: bool,
+    /// Pod attribution's current warnings (unreadable or malformed node
+    /// files), each logged once when it appears, not at every refresh.
+    warned: std::collections::BTreeSet<String>,
     tc_attach: TcAttachMode,
     tc_cleanup: StaleFilterCleanup,
 }
@@ -195,7 +205,9 @@ impl Session {
         // Before the collectors take their ring buffers out of `ebpf`: the
         // fentry/fexit programs are relocated against those maps.
         let (hooks, hook_links) = hooks::attach(ebpf, kernel, &["conntrack", "flood"]);
-        let (pods, datapath) = attribution(&all).await;
+        let (pods, datapath) = attribution(&all, &opts.sources).await;
+        let mut warned = std::collections::BTreeSet::new();
+        log_new_warnings(&mut warned, &pods);
         tracing::info!(
             "datapath: {:?}; bridges with pod ports: {}; routed pod veths: {}; pods attributed: {}",
             datapath.mode,
@@ -226,6 +238,7 @@ impl Session {
             pods,
             datapath,
             pods_stale: false,
+            warned,
             tc_attach: tc.mode(),
             tc_cleanup,
         };
@@ -250,6 +263,7 @@ impl Session {
         let Signals {
             int: mut sigint,
             term: mut sigterm,
+            hup: mut sighup,
         } = signals;
         let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
         let mut ticker = tokio::time::interval(opts.interval);
@@ -260,6 +274,11 @@ impl Session {
                 () = stopped(&mut stop) => break,
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
+                _ = sighup.recv() => {
+                    tracing::info!("SIGHUP: re-reading interfaces and pod attribution; tracing continues");
+                    self.pods_stale = true;
+                    self.resync(ebpf, tc).await;
+                }
                 () = sleep_until(deadline) => break,
                 result = self.dns.readable() => result?,
                 result = self.conntrack.readable() => result?,
@@ -271,7 +290,8 @@ impl Session {
                     }
                     if std::mem::take(&mut self.pods_stale) {
                         let all: Vec<Interface> = self.known.values().cloned().collect();
-                        (self.pods, self.datapath) = attribution(&all).await;
+                        (self.pods, self.datapath) = attribution(&all, &opts.sources).await;
+                        log_new_warnings(&mut self.warned, &self.pods);
                     }
                     self.dns.sweep(ebpf, monotonic_ns())?;
                     self.floods.tick(ebpf)?;
@@ -316,6 +336,7 @@ impl Session {
             if new && iface.kind == Kind::Veth {
                 self.on_link(ebpf, tc, LinkEvent::Changed(iface)).await;
             } else {
+                self.follow_rename(tc, &iface);
                 self.known.insert(iface.index, iface);
             }
         }
@@ -327,6 +348,7 @@ impl Session {
     async fn on_link(&mut self, ebpf: &mut Ebpf, tc: &mut TcAttachments, event: LinkEvent) {
         match event {
             LinkEvent::Changed(iface) => {
+                self.follow_rename(tc, &iface);
                 let master = iface.master;
                 self.known.insert(iface.index, iface.clone());
                 let mut candidates = Vec::new();
@@ -447,18 +469,47 @@ impl Session {
     }
 }
 
+impl Session {
+    /// An interface we trace got a new name (`ip link set … name …`): the
+    /// attachment (by ifindex) stays; the report and our keys follow.
+    fn follow_rename(&mut self, tc: &mut TcAttachments, iface: &Interface) {
+        let Some((traced, false)) = self.traced.get_mut(&iface.index) else {
+            return;
+        };
+        if traced.name == iface.name {
+            return;
+        }
+        tracing::info!(
+            "interface {} renamed to {}: still traced",
+            Shown(&traced.name),
+            Shown(&iface.name)
+        );
+        tc.rename(&traced.name, &iface.name);
+        traced.name.clone_from(&iface.name);
+        self.pods_stale = true;
+    }
+}
+
+/// Logs each pod-attribution warning once, when it first appears (a broken
+/// state file would otherwise repeat it at every pod change); a warning
+/// that goes away and comes back is logged again.
+fn log_new_warnings(warned: &mut std::collections::BTreeSet<String>, pods: &PodIndex) {
+    let now: std::collections::BTreeSet<String> = pods.warnings().iter().cloned().collect();
+    for warning in now.difference(warned) {
+        tracing::warn!("pod attribution: {}", Shown(warning));
+    }
+    *warned = now;
+}
+
 /// Pod attribution and datapath detection for the current interfaces.
 /// Failures degrade (logged), they never stop a trace.
-async fn attribution(all: &[Interface]) -> (PodIndex, DatapathInfo) {
+async fn attribution(all: &[Interface], sources: &Sources) -> (PodIndex, DatapathInfo) {
     let routes = crate::pods::read_routes().await.unwrap_or_else(|err| {
         tracing::warn!("reading routes: {err}");
         Vec::new()
     });
     let datapath = crate::pods::detect_datapath(all, &routes);
-    let index = PodIndex::build(all, &routes, &crate::pods::Sources::default()).await;
-    for warning in index.warnings() {
-        tracing::debug!("pod attribution: {}", Shown(warning));
-    }
+    let index = PodIndex::build(all, &routes, sources).await;
     (index, datapath)
 }
 

@@ -199,6 +199,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // Before the runtime exists: its worker threads inherit the namespace.
         netns::enter(name)?;
     }
+    // Room for the metrics server's connections next to the maps and links.
+    tracer::metrics::raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -160,6 +160,9 @@ struct Session {
     _hook_links: HookLinks,
     start: Instant,
     baseline: counter::Snapshot,
+    /// Final counts of vanished interfaces, whose kernel counters were
+    /// deleted ([`counter::forget`]).
+    retired: counter::Snapshot,
     /// Every interface ever traced, by ifindex, with whether it vanished.
     traced: BTreeMap<u32, (Interface, bool)>,
     /// Every interface seen, for names.
@@ -227,6 +230,7 @@ impl Session {
             _hook_links: hook_links,
             start: Instant::now(),
             baseline: counter::read(ebpf)?,
+            retired: counter::Snapshot::new(),
             traced: traced
                 .iter()
                 .map(|i| (i.index, (i.clone(), false)))
@@ -390,13 +394,15 @@ impl Session {
                 {
                     *gone = true;
                     tracing::info!("pod interface {} vanished: detached", Shown(&name));
+                    self.retire(ebpf, index);
                 }
             }
         }
     }
 
     fn report(&mut self, ebpf: &Ebpf, opts: &WatchOptions) -> anyhow::Result<Report> {
-        let counts = counter::delta(&self.baseline, &counter::read(ebpf)?);
+        let mut counts = counter::delta(&self.baseline, &counter::read(ebpf)?);
+        counts.extend(self.retired.iter().map(|(k, v)| (*k, *v)));
         let known = &self.known;
         let name_of = |ifindex: u32| {
             known
@@ -469,7 +475,40 @@ impl Session {
     }
 }
 
+/// Vanished interfaces kept in the report (the most recent ones): a node
+/// that runs pods for weeks must not grow without bound.
+pub const VANISHED_KEPT: usize = 1024;
+
 impl Session {
+    /// Keeps the final counts of a vanished interface and frees its kernel
+    /// counter entries; past [`VANISHED_KEPT`] vanished interfaces, the
+    /// oldest (lowest ifindex: the kernel hands them out in order) leaves
+    /// the report.
+    fn retire(&mut self, ebpf: &mut Ebpf, index: u32) {
+        if let Ok(now) = counter::read(ebpf) {
+            for (key, count) in counter::delta(&self.baseline, &now) {
+                if key.0 == index {
+                    self.retired.insert(key, count);
+                }
+            }
+        }
+        self.baseline.retain(|key, _| key.0 != index);
+        if let Err(err) = counter::forget(ebpf, index) {
+            tracing::debug!("forgetting the counters of ifindex {index}: {err}");
+        }
+        let gone: Vec<u32> = self
+            .traced
+            .iter()
+            .filter(|(_, (_, gone))| *gone)
+            .map(|(i, _)| *i)
+            .collect();
+        for old in gone.iter().take(gone.len().saturating_sub(VANISHED_KEPT)) {
+            self.traced.remove(old);
+            self.known.remove(old);
+            self.retired.retain(|key, _| key.0 != *old);
+        }
+    }
+
     /// An interface we trace got a new name (`ip link set … name …`): the
     /// attachment (by ifindex) stays; the report and our keys follow.
     fn follow_rename(&mut self, tc: &mut TcAttachments, iface: &Interface) {

@@ -146,6 +146,37 @@ fn scrape(node: &str) -> (Duration, bool) {
     .unwrap_or((Duration::MAX, false))
 }
 
+/// Entries of tracer's (`pid`'s) BPF map `name`, by `bpftool`: the maps
+/// are told apart from other tracers' by the ids in `pid`'s fdinfo.
+fn map_entries(pid: u32, name: &str) -> usize {
+    let ids: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter_map(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("map_id:"))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let json = |args: &[&str]| -> Value {
+        let out = Command::new("bpftool").arg("-j").args(args).output().expect("bpftool");
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let id = json(&["map", "show"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"] == name && m["id"].as_u64().is_some_and(|id| ids.contains(&id)))
+        .and_then(|m| m["id"].as_u64())
+        .unwrap_or_else(|| panic!("tracer's map {name}"));
+    json(&["map", "dump", "id", &id.to_string()])
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
 /// Least-squares slope of `y` over `t`, per second.
 fn slope(points: &[(f64, f64)]) -> f64 {
     let n = points.len() as f64;
@@ -429,6 +460,7 @@ fn soak_steady_under_load_churn_floods_and_slow_clients() {
     // Churned veths are gone: descriptors must come back to where they were.
     std::thread::sleep(Duration::from_secs(2));
     let (fds_after, maps_after) = fds(pid);
+    let counters = map_entries(pid, "COUNTERS");
     kill(Pid::from_raw(pid as i32), Signal::SIGINT).expect("SIGINT");
     let status = tracer.0.wait().expect("wait");
     let report: Value = serde_json::from_str(&stdout.join().unwrap()).expect("JSON report");
@@ -443,7 +475,8 @@ fn soak_steady_under_load_churn_floods_and_slow_clients() {
          | slow /metrics clients, reconnects | {SLOW_CLIENTS}, {} |\n\
          | fds before load / after (churn over) | {fds_before} / {fds_after} |\n\
          | BPF map fds before / after | {maps_before} / {maps_after} |\n\
-         | failed scrapes | {failed_scrapes} |\n",
+         | failed scrapes | {failed_scrapes} |\n\
+         | COUNTERS map entries at the end (2 per live interface) | {counters} |\n",
         churned.load(Ordering::Relaxed),
         reconnects.load(Ordering::Relaxed),
     );
@@ -462,6 +495,16 @@ fn soak_steady_under_load_churn_floods_and_slow_clients() {
     let answers = client_answers(&topo, &report);
     assert_eq!(answers, completed, "every completed query measured: {perf}");
     assert_eq!(maps_before, maps_after, "no map growth");
+    let live = report["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["vanished"] == false)
+        .count();
+    assert!(
+        counters <= 2 * live,
+        "vanished interfaces' counters freed: {counters} entries for {live} live interfaces"
+    );
     assert!(
         samples.iter().all(|s| s.map_fds == maps_before),
         "map fds constant"

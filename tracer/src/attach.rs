@@ -296,6 +296,15 @@ impl TcAttachments {
         }))
     }
 
+    /// Follows a rename of an attached interface (the attachment is by
+    /// ifindex and stays; only our key changes), so a later interface
+    /// taking the old name is attached and not mistaken for this one.
+    pub fn rename(&mut self, from: &str, to: &str) {
+        if let Some(links) = self.links.remove(from) {
+            self.links.insert(to.to_owned(), links);
+        }
+    }
+
     /// Detaches from `iface`. Errors are ignored: when the interface is gone
     /// the kernel has already released the attachment.
     pub fn detach(&mut self, ebpf: &mut Ebpf, iface: &str) {

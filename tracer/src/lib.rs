@@ -6,6 +6,7 @@ pub mod btf;
 pub mod conntrack;
 pub mod counter;
 pub mod dns;
+pub mod escape;
 pub mod flood;
 pub mod hooks;
 pub mod interfaces;

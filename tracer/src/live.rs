@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, fmt::Write as _};
 
-use crate::{report::Report, verdict::Severity};
+use crate::{escape::Shown, report::Report, verdict::Severity};
 
 /// Renders one screen. `previous` (the last screen's snapshot) turns
 /// counters into rates.
@@ -84,9 +84,9 @@ pub fn render(report: &Report, previous: Option<&Report>) -> String {
             crate::interfaces::Kind::Other(_) => "other",
         };
         let name = if row.vanished {
-            format!("{} (gone)", row.name)
+            format!("{} (gone)", Shown(&row.name))
         } else {
-            row.name.clone()
+            crate::escape::terminal(&row.name)
         };
         let _ = writeln!(
             out,

@@ -7,6 +7,8 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
+use std::io::Write as _;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
@@ -132,6 +134,18 @@ struct WatchArgs {
     #[arg(long)]
     no_live: bool,
 
+    /// Azure CNI state file read for pod attribution. For tests (they
+    /// cannot write the node's); hidden from --help.
+    #[arg(long, hide = true, env = "TRACER_AZURE_STATE", value_name = "PATH",
+          default_value = tracer::pods::AZURE_STATE)]
+    azure_state: PathBuf,
+
+    /// The kubelet's pod log root read for pod attribution. For tests;
+    /// hidden from --help.
+    #[arg(long, hide = true, env = "TRACER_PODS_LOG_ROOT", value_name = "PATH",
+          default_value = tracer::pods::PODS_LOG_ROOT)]
+    pods_log_root: PathBuf,
+
     /// Serve Prometheus metrics on http://ADDR/metrics while tracing.
     /// `PORT` or `:PORT` listen on 127.0.0.1 only; give `0.0.0.0:PORT` to
     /// listen on every address (of the --netns namespace, when given).
@@ -156,18 +170,22 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
+        // Colours only on a terminal, and not when NO_COLOR is set (no-color.org).
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     match run(cli) {
         Ok(code) => code,
         Err(err) if is_check => {
             // node-problem-detector reads stdout and the exit code: 2 = unknown.
-            println!("UNKNOWN: {err:#}");
+            println!("UNKNOWN: {}", tracer::escape::line(&format!("{err:#}")));
             ExitCode::from(2)
         }
         Err(err) => {
             // One line, the whole cause chain, no backtrace.
-            eprintln!("tracer: error: {err:#}");
+            eprintln!(
+                "tracer: error: {}",
+                tracer::escape::line(&format!("{err:#}"))
+            );
             ExitCode::FAILURE
         }
     }
@@ -184,6 +202,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // Before the runtime exists: its worker threads inherit the namespace.
         netns::enter(name)?;
     }
+    // Room for the metrics server's connections next to the maps and links.
+    tracer::metrics::raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -200,6 +220,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.duration = args.duration.map(seconds).transpose()?;
             opts.interval = seconds(args.interval)?;
             opts.ready_file = args.ready_file;
+            opts.sources.azure_state = args.azure_state;
+            opts.sources.pods_log_root = args.pods_log_root;
             let prometheus = args.prometheus;
             let report = runtime.block_on(async move {
                 // One snapshot channel feeds the live view and the metrics
@@ -224,16 +246,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 drop(metrics);
                 report
             })?;
-            match args.output {
-                Output::Table => print!("{}", report.to_table()),
+            let text = match args.output {
+                Output::Table => report.to_table(),
                 Output::Json => {
                     let mut report = report;
                     if !args.dns_names {
                         report.dns.redact_names();
                     }
-                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    serde_json::to_string_pretty(&report)? + "\n"
                 }
-            }
+            };
+            write_report(&text)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => {
@@ -244,7 +267,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = match runtime.block_on(watch::run(opts)) {
                 Ok(report) => report,
                 Err(err) => {
-                    println!("UNKNOWN: tracer could not trace: {err:#}");
+                    println!(
+                        "UNKNOWN: tracer could not trace: {}",
+                        tracer::escape::line(&format!("{err:#}"))
+                    );
                     return Ok(ExitCode::from(2));
                 }
             };
@@ -284,10 +310,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cancel.store(true, Ordering::Relaxed);
                 Ok(lab.await??)
             })?;
-            match args.output {
-                Output::Table => print!("{}", report.to_table()),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-            }
+            write_report(&match args.output {
+                Output::Table => report.to_table(),
+                Output::Json => serde_json::to_string_pretty(&report)? + "\n",
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -320,15 +346,28 @@ async fn live_view(
         let Some(report) = rx.borrow_and_update().clone() else {
             continue;
         };
-        // Clear the screen and home the cursor, then draw.
-        print!(
+        // Clear the screen and home the cursor, then draw. A terminal that
+        // went away (EIO) ends the view, not the trace.
+        let screen = format!(
             "\x1b[2J\x1b[H{}",
             tracer::live::render(&report, previous.as_deref())
         );
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout().lock();
+        if let Err(err) = out.write_all(screen.as_bytes()).and_then(|()| out.flush()) {
+            tracing::warn!("live view stopped: writing to the terminal: {err}; tracing continues");
+            return;
+        }
         previous = Some(report);
     }
+}
+
+/// Writes the report to stdout. A full disk or a closed pipe is an error
+/// line and exit code 1, not a panic (`print!` panics on write errors).
+fn write_report(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the report to stdout")
 }
 
 fn seconds(value: f64) -> anyhow::Result<Duration> {

@@ -134,7 +134,17 @@ pub enum AzureStateError {
     Json(#[from] serde_json::Error),
     #[error("unexpected layout: {0}")]
     Layout(String),
+    #[error(
+        "{size} bytes, over the {} MiB tracer reads (ignored; a node's real state is well under 1 MiB)",
+        AZURE_STATE_MAX_BYTES >> 20
+    )]
+    TooLarge { size: u64 },
 }
+
+/// Largest Azure CNI state file read. Each endpoint is ~1–2 KiB and a node
+/// runs at most a few hundred pods: 16 MiB is far above any real file, and
+/// bounds what a huge or endless file can cost.
+pub const AZURE_STATE_MAX_BYTES: u64 = 16 << 20;
 
 // ---------------------------------------------------------------------------
 // Routes and datapath
@@ -369,10 +379,16 @@ pub fn parse_azure_state(text: &str) -> Result<Vec<AzureEndpoint>, AzureStateErr
 
 /// Reads and parses the state file; `Ok(None)` when there is none.
 pub fn read_azure_state(path: &Path) -> Result<Option<Vec<AzureEndpoint>>, PodsError> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+    let text = match read_capped(path, AZURE_STATE_MAX_BYTES) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Ok(None),
+        Err(ReadCapped::TooLarge(size)) => {
+            return Err(PodsError::AzureState {
+                path: path.to_owned(),
+                source: AzureStateError::TooLarge { size },
+            });
+        }
+        Err(ReadCapped::Io(source)) => {
             return Err(PodsError::Read {
                 path: path.to_owned(),
                 source,
@@ -385,6 +401,37 @@ pub fn read_azure_state(path: &Path) -> Result<Option<Vec<AzureEndpoint>>, PodsE
             path: path.to_owned(),
             source,
         })
+}
+
+enum ReadCapped {
+    TooLarge(u64),
+    Io(io::Error),
+}
+
+/// A whole text file of at most `cap` bytes; `None` if there is none.
+/// Reads at most `cap + 1` bytes, so a file that grows while read (or a
+/// FIFO, or /dev/zero behind a symlink) costs no more than the cap.
+fn read_capped(path: &Path, cap: u64) -> Result<Option<String>, ReadCapped> {
+    use std::io::Read as _;
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(ReadCapped::Io(err)),
+    };
+    let size = file.metadata().map_err(ReadCapped::Io)?.len();
+    if size > cap {
+        return Err(ReadCapped::TooLarge(size));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadCapped::Io)?;
+    if bytes.len() as u64 > cap {
+        return Err(ReadCapped::TooLarge(bytes.len() as u64));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|err| ReadCapped::Io(io::Error::new(io::ErrorKind::InvalidData, err)))
 }
 
 /// The first of `keys` holding a non-empty string.
@@ -716,9 +763,6 @@ impl PodIndex {
             && let Err(err) = gather_namespaces(&peers, sources, &mut facts).await
         {
             warnings.push(format!("finding the pods' network namespaces: {err}"));
-        }
-        for warning in &warnings {
-            tracing::warn!("pod attribution: {warning}");
         }
         let mut index = assemble(ifaces, routes, facts);
         index.warnings = warnings;
@@ -1227,6 +1271,49 @@ mod tests {
             err.to_string().contains("azure-vnet.json") && err.to_string().contains("JSON"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn huge_and_endless_state_files_are_refused_without_reading_them() {
+        let dir = TempDir::new("azure-huge");
+        let huge = dir.0.join("azure-vnet.json");
+        // Sparse: 1 GiB that costs nothing on disk.
+        fs::File::create(&huge).unwrap().set_len(1 << 30).unwrap();
+        let err = read_azure_state(&huge).unwrap_err().to_string();
+        assert!(
+            err.contains("1073741824 bytes") && err.contains("16 MiB"),
+            "{err}"
+        );
+        // A character device reports size 0 and never ends: the cap holds.
+        let endless = dir.0.join("endless.json");
+        std::os::unix::fs::symlink("/dev/zero", &endless).unwrap();
+        let err = read_azure_state(&endless).unwrap_err().to_string();
+        assert!(err.contains("over the 16 MiB"), "{err}");
+    }
+
+    #[test]
+    fn pod_log_symlinks_are_names_only_never_followed() {
+        let dir = TempDir::new("pod-log-links");
+        let uid = "8d2f1c3e-0b7a-4c61-9f00-4d9c8f6e2a11";
+        // A link to a secret outside, one to nowhere, one looping: only the
+        // entry names are read, never the targets.
+        for (target, name) in [
+            ("/etc/shadow", format!("kube-system_coredns-1_{uid}")),
+            (
+                "/nonexistent",
+                "default_web-0_1f0e8d7c-6b5a-4938-8271-605f4e3d2c1b".into(),
+            ),
+            ("loop", "loop".into()),
+        ] {
+            std::os::unix::fs::symlink(target, dir.0.join(name)).unwrap();
+        }
+        let logs = read_pod_logs(&dir.0).unwrap();
+        assert_eq!(logs.len(), 2);
+        assert_eq!(logs[uid], ("kube-system".into(), "coredns-1".into()));
+        // The root itself a symlink outside: listed like any directory.
+        let root_link = dir.0.join("root-link");
+        std::os::unix::fs::symlink(&dir.0, &root_link).unwrap();
+        assert_eq!(read_pod_logs(&root_link).unwrap().len(), 2);
     }
 
     // -- cgroups and /var/log/pods -----------------------------------------

@@ -19,12 +19,13 @@ use crate::{
     conntrack::ConntrackCollector,
     counter,
     dns::collector::{DnsCollector, DnsSettings},
+    escape::Shown,
     flood::{self, collector::FloodCollector},
     hooks::{self, HookLinks, HookStatus},
     interfaces::{self, Interface, Kind, LinkEvent},
     kernel::KernelInfo,
     loss,
-    pods::{DatapathInfo, PodIndex},
+    pods::{DatapathInfo, PodIndex, Sources},
     probes::{self, ProbeSettings},
     report::{self, LossReport, Report},
     verdict,
@@ -71,6 +72,9 @@ pub struct WatchOptions {
     /// How to attach the TC programs; `None` = by kernel version (TCX from
     /// v6.6). Tests force `Legacy` to run that path on new kernels.
     pub tc_attach: Option<TcAttachMode>,
+    /// Where pod attribution reads the node's files (the real paths by
+    /// default; tests point them at their own files).
+    pub sources: Sources,
 }
 
 /// Runs a trace and returns its report. Everything attached is detached
@@ -82,6 +86,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
     let signals = Signals {
         int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
         term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+        hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
     };
     let kernel = probes::kernel_info();
     let mut ebpf = probes::load_full(&opts.probes, &kernel).context("loading eBPF programs")?;
@@ -104,7 +109,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
         tracing::info!(
             "removed {} TC filters a dead tracer left behind, on {}",
             cleanup.removed,
-            cleanup.interfaces.join(" ")
+            Shown(&cleanup.interfaces.join(" "))
         );
     }
     if let Some(why) = &cleanup.skipped {
@@ -138,10 +143,13 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
     result
 }
 
-/// SIGINT and SIGTERM, caught from the start of a trace.
+/// SIGINT and SIGTERM (end the trace), SIGHUP (re-read the node's
+/// interfaces and pod files, as daemons reload; a closed terminal must not
+/// kill the trace without its cleanup), caught from the start of a trace.
 struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 /// The state of one trace.
@@ -152,6 +160,9 @@ struct Session {
     _hook_links: HookLinks,
     start: Instant,
     baseline: counter::Snapshot,
+    /// Final counts of vanished interfaces, whose kernel counters were
+    /// deleted ([`counter::forget`]).
+    retired: counter::Snapshot,
     /// Every interface ever traced, by ifindex, with whether it vanished.
     traced: BTreeMap<u32, (Interface, bool)>,
     /// Every interface seen, for names.
@@ -165,6 +176,9 @@ struct Session {
     /// New pods since the last refresh of `pods` (done at the next tick:
     /// one /proc walk for a burst of pods, not one per pod).
     pods_stale: bool,
+    /// Pod attribution's current warnings (unreadable or malformed node
+    /// files), each logged once when it appears, not at every refresh.
+    warned: std::collections::BTreeSet<String>,
     tc_attach: TcAttachMode,
     tc_cleanup: StaleFilterCleanup,
 }
@@ -185,7 +199,7 @@ impl Session {
         tracing::info!(
             "attached to {} interfaces: {}",
             names.len(),
-            names.join(" ")
+            Shown(&names.join(" "))
         );
         // Which MAC sits behind each pod port, so flooded copies can be told
         // from frames addressed to the pod.
@@ -194,14 +208,16 @@ impl Session {
         // Before the collectors take their ring buffers out of `ebpf`: the
         // fentry/fexit programs are relocated against those maps.
         let (hooks, hook_links) = hooks::attach(ebpf, kernel, &["conntrack", "flood"]);
-        let (pods, datapath) = attribution(&all).await;
+        let (pods, datapath) = attribution(&all, &opts.sources).await;
+        let mut warned = std::collections::BTreeSet::new();
+        log_new_warnings(&mut warned, &pods);
         tracing::info!(
             "datapath: {:?}; bridges with pod ports: {}; routed pod veths: {}; pods attributed: {}",
             datapath.mode,
             datapath
                 .bridges
                 .iter()
-                .map(|b| format!("{} ({} veth ports)", b.name, b.veth_ports))
+                .map(|b| format!("{} ({} veth ports)", Shown(&b.name), b.veth_ports))
                 .collect::<Vec<_>>()
                 .join(", "),
             datapath.routed_veths.len(),
@@ -215,6 +231,7 @@ impl Session {
             _hook_links: hook_links,
             start: Instant::now(),
             baseline: counter::read(ebpf)?,
+            retired: counter::Snapshot::new(),
             traced: traced
                 .iter()
                 .map(|i| (i.index, (i.clone(), false)))
@@ -226,6 +243,7 @@ impl Session {
             pods,
             datapath,
             pods_stale: false,
+            warned,
             tc_attach: tc.mode(),
             tc_cleanup,
         };
@@ -250,6 +268,7 @@ impl Session {
         let Signals {
             int: mut sigint,
             term: mut sigterm,
+            hup: mut sighup,
         } = signals;
         let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
         let mut ticker = tokio::time::interval(opts.interval);
@@ -260,6 +279,11 @@ impl Session {
                 () = stopped(&mut stop) => break,
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
+                _ = sighup.recv() => {
+                    tracing::info!("SIGHUP: re-reading interfaces and pod attribution; tracing continues");
+                    self.pods_stale = true;
+                    self.resync(ebpf, tc).await;
+                }
                 () = sleep_until(deadline) => break,
                 result = self.dns.readable() => result?,
                 result = self.conntrack.readable() => result?,
@@ -281,7 +305,8 @@ impl Session {
                     }
                     if std::mem::take(&mut self.pods_stale) {
                         let all: Vec<Interface> = self.known.values().cloned().collect();
-                        (self.pods, self.datapath) = attribution(&all).await;
+                        (self.pods, self.datapath) = attribution(&all, &opts.sources).await;
+                        log_new_warnings(&mut self.warned, &self.pods);
                         let traced: Vec<&Interface> = self
                             .traced
                             .values()
@@ -337,6 +362,7 @@ impl Session {
             if new && iface.kind == Kind::Veth {
                 events.push(LinkEvent::Changed(iface));
             } else {
+                self.follow_rename(tc, &iface);
                 self.known.insert(iface.index, iface);
             }
         }
@@ -352,6 +378,7 @@ impl Session {
         for event in events {
             match event {
                 LinkEvent::Changed(iface) => {
+                    self.follow_rename(tc, &iface);
                     let master = iface.master;
                     self.known.insert(iface.index, iface.clone());
                     if iface.kind == Kind::Veth {
@@ -370,7 +397,8 @@ impl Session {
                         && !*gone
                     {
                         *gone = true;
-                        tracing::info!("pod interface {name} vanished: detached");
+                        tracing::info!("pod interface {} vanished: detached", Shown(&name));
+                        self.retire(ebpf, index);
                     }
                 }
             }
@@ -406,14 +434,15 @@ impl Session {
             Err(err) => tracing::warn!("pod MACs: {err}"),
         }
         for iface in attached {
-            tracing::info!("new pod interface {}: attached", iface.name);
+            tracing::info!("new pod interface {}: attached", Shown(&iface.name));
             self.traced.insert(iface.index, (iface, false));
         }
         self.pods_stale = true;
     }
 
     fn report(&mut self, ebpf: &Ebpf, opts: &WatchOptions) -> anyhow::Result<Report> {
-        let counts = counter::delta(&self.baseline, &counter::read(ebpf)?);
+        let mut counts = counter::delta(&self.baseline, &counter::read(ebpf)?);
+        counts.extend(self.retired.iter().map(|(k, v)| (*k, *v)));
         let known = &self.known;
         let name_of = |ifindex: u32| {
             known
@@ -488,18 +517,80 @@ impl Session {
     }
 }
 
+/// Vanished interfaces kept in the report (the most recent ones): a node
+/// that runs pods for weeks must not grow without bound.
+pub const VANISHED_KEPT: usize = 1024;
+
+impl Session {
+    /// Keeps the final counts of a vanished interface and frees its kernel
+    /// counter entries; past [`VANISHED_KEPT`] vanished interfaces, the
+    /// oldest (lowest ifindex: the kernel hands them out in order) leaves
+    /// the report.
+    fn retire(&mut self, ebpf: &mut Ebpf, index: u32) {
+        if let Ok(now) = counter::read(ebpf) {
+            for (key, count) in counter::delta(&self.baseline, &now) {
+                if key.0 == index {
+                    self.retired.insert(key, count);
+                }
+            }
+        }
+        self.baseline.retain(|key, _| key.0 != index);
+        if let Err(err) = counter::forget(ebpf, index) {
+            tracing::debug!("forgetting the counters of ifindex {index}: {err}");
+        }
+        let gone: Vec<u32> = self
+            .traced
+            .iter()
+            .filter(|(_, (_, gone))| *gone)
+            .map(|(i, _)| *i)
+            .collect();
+        for old in gone.iter().take(gone.len().saturating_sub(VANISHED_KEPT)) {
+            self.traced.remove(old);
+            self.known.remove(old);
+            self.retired.retain(|key, _| key.0 != *old);
+        }
+    }
+
+    /// An interface we trace got a new name (`ip link set … name …`): the
+    /// attachment (by ifindex) stays; the report and our keys follow.
+    fn follow_rename(&mut self, tc: &mut TcAttachments, iface: &Interface) {
+        let Some((traced, false)) = self.traced.get_mut(&iface.index) else {
+            return;
+        };
+        if traced.name == iface.name {
+            return;
+        }
+        tracing::info!(
+            "interface {} renamed to {}: still traced",
+            Shown(&traced.name),
+            Shown(&iface.name)
+        );
+        tc.rename(&traced.name, &iface.name);
+        traced.name.clone_from(&iface.name);
+        self.pods_stale = true;
+    }
+}
+
+/// Logs each pod-attribution warning once, when it first appears (a broken
+/// state file would otherwise repeat it at every pod change); a warning
+/// that goes away and comes back is logged again.
+fn log_new_warnings(warned: &mut std::collections::BTreeSet<String>, pods: &PodIndex) {
+    let now: std::collections::BTreeSet<String> = pods.warnings().iter().cloned().collect();
+    for warning in now.difference(warned) {
+        tracing::warn!("pod attribution: {}", Shown(warning));
+    }
+    *warned = now;
+}
+
 /// Pod attribution and datapath detection for the current interfaces.
 /// Failures degrade (logged), they never stop a trace.
-async fn attribution(all: &[Interface]) -> (PodIndex, DatapathInfo) {
+async fn attribution(all: &[Interface], sources: &Sources) -> (PodIndex, DatapathInfo) {
     let routes = crate::pods::read_routes().await.unwrap_or_else(|err| {
         tracing::warn!("reading routes: {err}");
         Vec::new()
     });
     let datapath = crate::pods::detect_datapath(all, &routes);
-    let index = PodIndex::build(all, &routes, &crate::pods::Sources::default()).await;
-    for warning in index.warnings() {
-        tracing::debug!("pod attribution: {warning}");
-    }
+    let index = PodIndex::build(all, &routes, sources).await;
     (index, datapath)
 }
 

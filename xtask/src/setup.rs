@@ -29,6 +29,7 @@ const PACKAGES: &[&str] = &[
     "tcpdump",
     "tshark",
     "dnsmasq-base",
+    "dnsperf",
     "nftables",
     "iptables",
     "conntrack",

@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod frames;
+pub mod prometheus;
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},

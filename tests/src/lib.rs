@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod frames;
+pub mod kubepod;
 pub mod prometheus;
 
 use std::{

@@ -17,6 +17,8 @@ pub mod metrics;
 pub mod modattach;
 pub mod netns;
 pub mod object;
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod pods;
 pub mod privileges;
 pub mod probes;

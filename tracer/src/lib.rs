@@ -5,6 +5,7 @@ pub mod bpf_holders;
 pub mod btf;
 pub mod conntrack;
 pub mod counter;
+pub mod diff;
 pub mod dns;
 pub mod flood;
 pub mod hooks;

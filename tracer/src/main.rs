@@ -51,6 +51,26 @@ enum Command {
     /// Build bridge and transparent nodes in network namespaces, run the same
     /// traffic through both, and compare.
     Lab(LabArgs),
+    /// Compare two JSON reports (lab or watch) figure by figure; exit 1
+    /// when a figure got significantly worse, 0 otherwise, 2 on error.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DiffArgs {
+    /// The earlier report (`tracer lab -o json` or `tracer watch -o json`).
+    old: PathBuf,
+    /// The later report, of the same kind.
+    new: PathBuf,
+    /// Worse means beyond this many percent of the old value…
+    #[arg(long, default_value_t = 20.0, value_name = "PERCENT")]
+    threshold_percent: f64,
+    /// …and by at least this much in the figure's own unit (ms, packets…).
+    #[arg(long, default_value_t = 1.0, value_name = "AMOUNT")]
+    min_change: f64,
+    /// Also list the figures that did not change.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,6 +171,13 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Diff(args)) = &cli.command {
+        // Reads two files: no privileges, no runtime, no tracing.
+        return diff(args).unwrap_or_else(|err| {
+            eprintln!("tracer diff: error: {err:#}");
+            ExitCode::from(2)
+        });
+    }
     let is_check = matches!(cli.command, Some(Command::Check(_)));
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
@@ -171,6 +198,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn diff(args: &DiffArgs) -> anyhow::Result<ExitCode> {
+    let read = |path: &PathBuf| -> anyhow::Result<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    };
+    let limits = tracer::diff::Thresholds {
+        percent: args.threshold_percent,
+        min_change: args.min_change,
+    };
+    let rows = tracer::diff::diff(&read(&args.old)?, &read(&args.new)?, limits)?;
+    print!("{}", tracer::diff::to_table(&rows, limits, args.all));
+    Ok(if tracer::diff::regressed(&rows) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -287,6 +333,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        // Handled in main before privileges are checked.
+        Command::Diff(args) => diff(&args),
     }
 }
 

@@ -19,7 +19,9 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 use tracer::lab::topology::{Datapath, Topology};
 use tracer_tests::{
-    Receiver, privileged,
+    Receiver,
+    kubepod::KubePod,
+    privileged,
     prometheus::{PROMTOOL, installed},
     tracer_bin, warm_up,
 };
@@ -454,8 +456,9 @@ fn npd_rule_on_a_flooding_node_is_a_problem() {
         return;
     };
     let topo = Topology::build(Datapath::Bridge, 3).expect("topology");
+    let victim = KubePod::name(&topo.pods[2].netns, "shop", "bystander-1");
     // A silent receiver whose FDB entry ages out while the check runs: the
-    // bridge floods (as in check.rs).
+    // bridge floods (as in check.rs) to the third pod.
     topo.exec(
         &topo.node,
         "ip",
@@ -483,5 +486,10 @@ fn npd_rule_on_a_flooding_node_is_a_problem() {
     assert_eq!(code, Some(1), "{stdout}");
     assert_one_line(&stdout, "PROBLEM:");
     assert!(stdout.contains("flooding"), "{stdout}");
+    // The message names the pod the flood reached.
+    assert!(
+        stdout.contains(&format!("most affected: {}", victim.label)),
+        "{stdout}"
+    );
     eprintln!("problem run: {took:?}: {stdout}");
 }

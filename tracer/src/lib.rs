@@ -23,6 +23,7 @@ pub mod plot;
 pub mod pods;
 pub mod privileges;
 pub mod probes;
+pub mod rank;
 pub mod report;
 pub mod ring;
 pub mod tc_netlink;

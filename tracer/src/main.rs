@@ -244,6 +244,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.interval = seconds(args.interval)?;
             opts.ready_file = args.ready_file;
             let prometheus = args.prometheus;
+            // The live view draws on the alternate screen; leaving it (drop)
+            // restores the terminal before the report is printed.
+            let screen = live.then(tracer::live::AltScreen::enter);
             let report = runtime.block_on(async move {
                 // One snapshot channel feeds the live view and the metrics
                 // server; the server binds first, so a bad address fails fast.
@@ -263,10 +266,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let report = watch::run(opts).await;
                 if let Some(view) = view {
                     view.abort();
+                    // Finished, not just told to: no frame after the view.
+                    let _ = view.await;
                 }
                 drop(metrics);
                 report
-            })?;
+            });
+            drop(screen);
+            let report = report?;
             match args.output {
                 Output::Table => print!("{}", report.to_table()),
                 Output::Json => {

@@ -222,6 +222,7 @@ fn charts(
                 unit.into()
             },
             caption: caption.to_owned(),
+            x_limit: None,
             body: if is_heatmap {
                 Body::Heatmap(map)
             } else {

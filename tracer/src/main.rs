@@ -91,6 +91,12 @@ struct LabArgs {
     /// Report format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// Also draw the run as SVG and PNG charts into this directory (DNS
+    /// latency CDF, flood copies per port over time, pod-to-pod RTT CDF).
+    /// Needs the `plot` feature (a source build has it; `cargo xtask dist`
+    /// leaves it out of the node binary).
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -338,6 +344,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Output::Table => print!("{}", report.to_table()),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             }
+            if let Some(dir) = &args.plot {
+                plot_lab(&report, dir, args.duration)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         // Handled in main before privileges are checked.
@@ -381,6 +390,25 @@ async fn live_view(
         let _ = std::io::stdout().flush();
         previous = Some(report);
     }
+}
+
+#[cfg(feature = "plot")]
+fn plot_lab(
+    report: &tracer::lab::LabReport,
+    dir: &std::path::Path,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    for path in tracer::lab::plot::write(report, dir, seconds)? {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "plot"))]
+fn plot_lab(_: &tracer::lab::LabReport, _: &std::path::Path, _: f64) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "--plot: this tracer was built without the `plot` feature (cargo build -p tracer --features plot)"
+    )
 }
 
 fn seconds(value: f64) -> anyhow::Result<Duration> {

@@ -17,7 +17,7 @@ use plotters::{
 /// The one font family charts use (registered from the `dejavu` crate).
 const FONT: &str = "sans-serif";
 /// Height of the caption band under each chart, in pixels.
-const CAPTION_HEIGHT: u32 = 36;
+const CAPTION_HEIGHT: u32 = 52;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
@@ -57,6 +57,9 @@ pub struct Chart {
     pub y_label: String,
     pub caption: String,
     pub body: Body,
+    /// Cut the x axis here (a CDF's far tail would squeeze the rest into
+    /// one pixel column); points beyond are left out.
+    pub x_limit: Option<f64>,
 }
 
 fn register_fonts() -> Result<(), PlotError> {
@@ -117,7 +120,7 @@ fn draw_grid<DB: DrawingBackend>(
 fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Chart) -> DrawResult<DB> {
     let height = area.dim_in_pixel().1;
     let (plot, caption) = area.split_vertically(height.saturating_sub(CAPTION_HEIGHT));
-    for (i, line) in wrap(&chart.caption, 110).iter().take(2).enumerate() {
+    for (i, line) in wrap(&chart.caption, 110).iter().take(3).enumerate() {
         caption.draw(&Text::new(
             line.clone(),
             (10, 2 + 16 * i as i32),
@@ -172,7 +175,13 @@ fn draw_lines<DB: DrawingBackend>(
     chart: &Chart,
     series: &[Series],
 ) -> DrawResult<DB> {
-    let points = || series.iter().flat_map(|s| s.points.iter());
+    let limit = chart.x_limit.unwrap_or(f64::INFINITY);
+    let points = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(move |p| p.0 <= limit)
+    };
     let x = span(points().map(|p| p.0), false);
     let y = span(points().map(|p| p.1), true);
     let mut cc = ChartBuilder::on(area)
@@ -192,7 +201,7 @@ fn draw_lines<DB: DrawingBackend>(
     for (i, s) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         cc.draw_series(LineSeries::new(
-            s.points.iter().copied(),
+            s.points.iter().copied().filter(|p| p.0 <= limit),
             color.stroke_width(2),
         ))?
         .label(s.name.clone())
@@ -286,6 +295,7 @@ mod tests {
             x_label: "x".into(),
             y_label: "y".into(),
             caption: "caption words".into(),
+            x_limit: None,
             body: Body::Lines(vec![Series {
                 name: "line".into(),
                 points: vec![(0.0, 1.0), (1.0, 2.0)],

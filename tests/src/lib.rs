@@ -3,6 +3,8 @@
 
 pub mod dns;
 pub mod frames;
+pub mod kubepod;
+pub mod prometheus;
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},

@@ -53,6 +53,26 @@ enum Command {
     /// Build bridge and transparent nodes in network namespaces, run the same
     /// traffic through both, and compare.
     Lab(LabArgs),
+    /// Compare two JSON reports (lab or watch) figure by figure; exit 1
+    /// when a figure got significantly worse, 0 otherwise, 2 on error.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DiffArgs {
+    /// The earlier report (`tracer lab -o json` or `tracer watch -o json`).
+    old: PathBuf,
+    /// The later report, of the same kind.
+    new: PathBuf,
+    /// Worse means beyond this many percent of the old value…
+    #[arg(long, default_value_t = 20.0, value_name = "PERCENT")]
+    threshold_percent: f64,
+    /// …and by at least this much in the figure's own unit (ms, packets…).
+    #[arg(long, default_value_t = 1.0, value_name = "AMOUNT")]
+    min_change: f64,
+    /// Also list the figures that did not change.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +93,12 @@ struct LabArgs {
     /// Report format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// Also draw the run as SVG and PNG charts into this directory (DNS
+    /// latency CDF, flood copies per port over time, pod-to-pod RTT CDF).
+    /// Needs the `plot` feature (a source build has it; `cargo xtask dist`
+    /// leaves it out of the node binary).
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -165,6 +191,13 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Diff(args)) = &cli.command {
+        // Reads two files: no privileges, no runtime, no tracing.
+        return diff(args).unwrap_or_else(|err| {
+            eprintln!("tracer diff: error: {err:#}");
+            ExitCode::from(2)
+        });
+    }
     let is_check = matches!(cli.command, Some(Command::Check(_)));
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
@@ -189,6 +222,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn diff(args: &DiffArgs) -> anyhow::Result<ExitCode> {
+    let read = |path: &PathBuf| -> anyhow::Result<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    };
+    let limits = tracer::diff::Thresholds {
+        percent: args.threshold_percent,
+        min_change: args.min_change,
+    };
+    let rows = tracer::diff::diff(&read(&args.old)?, &read(&args.new)?, limits)?;
+    print!("{}", tracer::diff::to_table(&rows, limits, args.all));
+    Ok(if tracer::diff::regressed(&rows) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -223,6 +275,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.sources.azure_state = args.azure_state;
             opts.sources.pods_log_root = args.pods_log_root;
             let prometheus = args.prometheus;
+            // The live view draws on the alternate screen; leaving it (drop)
+            // restores the terminal before the report is printed.
+            let screen = live.then(tracer::live::AltScreen::enter);
             let report = runtime.block_on(async move {
                 // One snapshot channel feeds the live view and the metrics
                 // server; the server binds first, so a bad address fails fast.
@@ -242,10 +297,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let report = watch::run(opts).await;
                 if let Some(view) = view {
                     view.abort();
+                    // Finished, not just told to: no frame after the view.
+                    let _ = view.await;
                 }
                 drop(metrics);
                 report
-            })?;
+            });
+            drop(screen);
+            let report = report?;
             let text = match args.output {
                 Output::Table => report.to_table(),
                 Output::Json => {
@@ -314,8 +373,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Output::Table => report.to_table(),
                 Output::Json => serde_json::to_string_pretty(&report)? + "\n",
             })?;
+            if let Some(dir) = &args.plot {
+                plot_lab(&report, dir, args.duration)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
+        // Handled in main before privileges are checked.
+        Command::Diff(args) => diff(&args),
     }
 }
 
@@ -368,6 +432,25 @@ fn write_report(text: &str) -> anyhow::Result<()> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .context("writing the report to stdout")
+}
+
+#[cfg(feature = "plot")]
+fn plot_lab(
+    report: &tracer::lab::LabReport,
+    dir: &std::path::Path,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    for path in tracer::lab::plot::write(report, dir, seconds)? {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "plot"))]
+fn plot_lab(_: &tracer::lab::LabReport, _: &std::path::Path, _: f64) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "--plot: this tracer was built without the `plot` feature (cargo build -p tracer --features plot)"
+    )
 }
 
 fn seconds(value: f64) -> anyhow::Result<Duration> {

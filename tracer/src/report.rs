@@ -134,17 +134,19 @@ impl Report {
         self.findings_table(&mut out);
         let _ = writeln!(
             out,
-            "\n{:<16} {:<8} {:<10} {:>12} {:>14} {:>12} {:>14}",
-            "INTERFACE", "KIND", "MASTER", "IN PKTS", "IN BYTES", "OUT PKTS", "OUT BYTES"
+            "\n{:<28} {:<16} {:<8} {:<10} {:>12} {:>14} {:>12} {:>14}",
+            "POD", "INTERFACE", "KIND", "MASTER", "IN PKTS", "IN BYTES", "OUT PKTS", "OUT BYTES"
         );
-        for row in &self.interfaces {
+        // The pods that suffer most come first (crate::rank).
+        for (row, _) in crate::rank::by_trouble(self) {
             let kind = match &row.kind {
                 crate::interfaces::Kind::Other(k) => k.as_str(),
                 k => kind_name(k),
             };
             let _ = writeln!(
                 out,
-                "{:<16} {:<8} {:<10} {:>12} {:>14} {:>12} {:>14}",
+                "{:<28} {:<16} {:<8} {:<10} {:>12} {:>14} {:>12} {:>14}",
+                Shown(crate::rank::pod(row)),
                 Shown(&row.name),
                 Shown(kind),
                 Shown(row.master.as_deref().unwrap_or("-")),
@@ -452,7 +454,14 @@ impl Report {
                 )
             })
             .collect();
-        (format!("PROBLEM: {}", problems.join("; ")), true)
+        // Name the pods: people look for their pods, not for veths.
+        let pods = crate::rank::most_affected(self, 3);
+        let pods = if pods.is_empty() {
+            String::new()
+        } else {
+            format!("; most affected: {}", pods.join(", "))
+        };
+        (format!("PROBLEM: {}{pods}", problems.join("; ")), true)
     }
 }
 

@@ -577,6 +577,12 @@ fn matrix_every_tc_program_loads_and_attaches() {
     })
     .expect("enter node namespace");
     assert!(modes.iter().all(|m| *m == want_mode), "{modes:?}");
-    assert_eq!(tail_failures.0, 0, "every DNS packet reached the DNS program");
-    assert!(tail_failures.1 >= 1, "the query was seen by the DNS program");
+    assert_eq!(
+        tail_failures.0, 0,
+        "every DNS packet reached the DNS program"
+    );
+    assert!(
+        tail_failures.1 >= 1,
+        "the query was seen by the DNS program"
+    );
 }

@@ -42,10 +42,20 @@ pub struct DnsKey {
     pub proto: u8,
     /// 4 or 6.
     pub family: u8,
-    pub _pad: u32,
+    /// TC direction the *query* was seen in ([`QUERY_INGRESS`] or
+    /// [`QUERY_EGRESS`]; an answer carries its query's). With the kind of
+    /// interface it tells which side of the exchange this observation is on
+    /// (see `tracer/src/dns/role.rs`).
+    pub query_dir: u8,
+    pub _pad: [u8; 3],
     pub client: [u8; 16],
     pub server: [u8; 16],
 }
+
+/// [`DnsKey::query_dir`]: the query was seen on TC ingress.
+pub const QUERY_INGRESS: u8 = 0;
+/// [`DnsKey::query_dir`]: the query was seen on TC egress.
+pub const QUERY_EGRESS: u8 = 1;
 
 /// A query waiting for its answer (value of the pending LRU).
 #[repr(C)]
@@ -63,14 +73,61 @@ pub struct DnsPending {
     pub question: [u8; QUESTION_CAP],
 }
 
-/// Last query seen from a client socket (value of the per-socket LRU).
+/// Last queries seen from a client socket (value of the per-socket LRU).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DnsSocketLast {
     pub ts_ns: u64,
+    /// [`name_hash`] of the last query's name.
+    pub name_hash: u32,
+    /// Id of the last query, and of the one before it: a new query with
+    /// either id (and no pending entry) was answered here and is asked again.
     pub id: u16,
+    pub prev_id: u16,
     pub qtype: u16,
-    pub _pad: u32,
+    pub _pad: [u16; 3],
+}
+
+/// Query types a parallel pair is made of (RFC 1035, RFC 3596).
+pub const QTYPE_A: u16 = 1;
+pub const QTYPE_AAAA: u16 = 28;
+
+/// Whether two query types are an A and an AAAA, in either order.
+#[inline(always)]
+pub const fn is_a_aaaa_pair(q1: u16, q2: u16) -> bool {
+    (q1 == QTYPE_A && q2 == QTYPE_AAAA) || (q1 == QTYPE_AAAA && q2 == QTYPE_A)
+}
+
+/// FNV-1a over 8-byte words of a question's name (`name_len` bytes, the
+/// rest of the last word masked off), folded to 32 bits: equal names give
+/// equal hashes, so the kernel can tell "A and AAAA for the same name" from
+/// two unrelated queries without keeping the name per socket.
+#[inline(always)]
+pub fn name_hash(question: &[u8; QUESTION_CAP], name_len: usize) -> u32 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    const WORD: usize = 8;
+    let mut hash = FNV_OFFSET ^ name_len as u64;
+    let mut start = 0;
+    while start < QUESTION_CAP {
+        if start >= name_len {
+            break;
+        }
+        // Masked to a multiple of WORD below QUESTION_CAP: a no-op here, and
+        // a bound every verifier sees for the read through the map value.
+        let at = start & (QUESTION_CAP - WORD);
+        // SAFETY: at + WORD ≤ QUESTION_CAP; unaligned read of plain bytes.
+        let mut word = u64::from_le(unsafe {
+            core::ptr::read_unaligned(question.as_ptr().add(at).cast::<u64>())
+        });
+        let keep = name_len - start;
+        if keep < WORD {
+            word &= (1u64 << (keep * 8)) - 1;
+        }
+        hash = (hash ^ word).wrapping_mul(FNV_PRIME);
+        start += WORD;
+    }
+    (hash ^ (hash >> 32)) as u32
 }
 
 /// Why an event was sent: a bit set, since an answer can be slow *and*
@@ -83,10 +140,12 @@ pub mod reason {
     pub const RCODE: u32 = 1 << 1;
     /// An answer with the TC (truncated) bit.
     pub const TRUNCATED: u32 = 1 << 2;
-    /// A query re-sent with the same key while still pending.
+    /// A query re-sent with the same key while still pending, or after its
+    /// answer passed here ([`super::flag::ANSWERED_HERE`]).
     pub const RESENT: u32 = 1 << 3;
     /// A second query (not a re-send) from the same client socket within
-    /// the pair window: the glibc parallel A/AAAA pattern.
+    /// the pair window, an A and an AAAA for the same name: the glibc
+    /// parallel A/AAAA pattern.
     pub const PARALLEL: u32 = 1 << 4;
 }
 
@@ -96,6 +155,10 @@ pub mod flag {
     pub const RESPONSE: u8 = 1 << 0;
     /// The question did not fit in `question`.
     pub const QUESTION_CUT: u8 = 1 << 1;
+    /// A [`super::reason::RESENT`] query whose earlier send was *answered*
+    /// where this observation was made (no pending entry was left): at the
+    /// server's port, the answer left and the client asked again.
+    pub const ANSWERED_HERE: u8 = 1 << 2;
 }
 
 /// A rare DNS observation, sent through the ring buffer.
@@ -163,10 +226,25 @@ pub enum DnsStat {
     /// swept as unanswered and entries still there, this tells how many the
     /// LRU evicted (silently, by design of BPF_MAP_TYPE_LRU_HASH).
     PendingInserted,
+    /// DNS-over-TCP messages after the first in one segment (glibc's
+    /// `use-vc` writes A and AAAA in one segment), each parsed.
+    TcpMoreMessages,
+    /// DNS-over-TCP messages whose length runs past their segment: the
+    /// header was parsed, the rest of the message arrives in a later segment,
+    /// which then does not start with a message (not parsed).
+    TcpSplitMessages,
+    /// Messages beyond [`TCP_MESSAGES_MAX`] in one segment: not parsed.
+    TcpMessagesOverCap,
+    /// The tail call to the next message's program failed: not parsed.
+    TcpNextFailed,
 }
 
+/// DNS-over-TCP messages parsed per segment (one tail call each after the
+/// first; the kernel allows 33 tail calls per packet).
+pub const TCP_MESSAGES_MAX: u32 = 8;
+
 impl DnsStat {
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 21] = [
         Self::Queries,
         Self::Answers,
         Self::Matched,
@@ -184,6 +262,10 @@ impl DnsStat {
         Self::TcpNoHeader,
         Self::QuestionCut,
         Self::PendingInserted,
+        Self::TcpMoreMessages,
+        Self::TcpSplitMessages,
+        Self::TcpMessagesOverCap,
+        Self::TcpNextFailed,
     ];
 
     /// Stable snake_case name for reports and metrics.
@@ -206,6 +288,10 @@ impl DnsStat {
             Self::TcpNoHeader => "tcp_no_header",
             Self::QuestionCut => "question_cut",
             Self::PendingInserted => "pending_inserted",
+            Self::TcpMoreMessages => "tcp_more_messages",
+            Self::TcpSplitMessages => "tcp_split_messages",
+            Self::TcpMessagesOverCap => "tcp_messages_over_cap",
+            Self::TcpNextFailed => "tcp_next_failed",
         }
     }
 }
@@ -235,7 +321,9 @@ pub struct DnsHistKey {
     pub ifindex: u32,
     /// 4 or 6.
     pub family: u8,
-    pub _pad: [u8; 3],
+    /// [`DnsKey::query_dir`] of the exchanges counted.
+    pub query_dir: u8,
+    pub _pad: [u8; 2],
     pub server: [u8; 16],
 }
 
@@ -284,7 +372,7 @@ pub const fn bucket_bounds_ns(index: u32) -> (u64, u64) {
 const _: () = assert!(QUESTION_CAP.is_power_of_two());
 const _: () = assert!(size_of::<DnsKey>() == 48);
 const _: () = assert!(size_of::<DnsPending>() == 24 + QUESTION_CAP);
-const _: () = assert!(size_of::<DnsSocketLast>() == 16);
+const _: () = assert!(size_of::<DnsSocketLast>() == 24);
 const _: () = assert!(size_of::<DnsEvent>() == 80 + QUESTION_CAP);
 const _: () = assert!(size_of::<DnsHist>() == 8 * HIST_BUCKETS);
 const _: () = assert!(size_of::<DnsHistKey>() == 24);
@@ -326,6 +414,21 @@ mod tests {
             let mid = (lo + hi) / 2;
             assert!((hi - lo) as f64 / 2.0 / mid as f64 <= 0.016, "bucket {b}");
         }
+    }
+
+    #[test]
+    fn name_hash_sees_only_the_name() {
+        let mut a = [0u8; QUESTION_CAP];
+        let mut b = [0xffu8; QUESTION_CAP];
+        let name = b"\x03api\x03lab\x04test\x00";
+        a[..name.len()].copy_from_slice(name);
+        b[..name.len()].copy_from_slice(name);
+        assert_eq!(name_hash(&a, name.len()), name_hash(&b, name.len()));
+        b[1] = b'x';
+        assert_ne!(name_hash(&a, name.len()), name_hash(&b, name.len()));
+        assert_ne!(name_hash(&a, 8), name_hash(&a, 9));
+        assert!(is_a_aaaa_pair(QTYPE_AAAA, QTYPE_A));
+        assert!(!is_a_aaaa_pair(QTYPE_A, QTYPE_A));
     }
 
     #[test]

@@ -387,7 +387,8 @@ impl Session {
                 .cloned()
                 .collect::<Vec<_>>()
         };
-        let dns = self.dns.report(ebpf, &name_of)?;
+        let is_bridge = |ifindex: u32| known.get(&ifindex).is_some_and(|i| i.kind == Kind::Bridge);
+        let dns = self.dns.report(ebpf, &name_of, &is_bridge)?;
         let pods = &self.pods;
         let conntrack = self
             .conntrack

@@ -17,8 +17,16 @@ use tracer_common::dns::{
     RCODE_BASE, bucket_bounds_ns, flag, reason,
 };
 
-use super::question::{self, Question};
+use super::{
+    exchanges::{self, DnsExchanges, ExchangeId, LossLocation, LossSign, SideLatency, SideTally},
+    question::{self, Question},
+    role::{self, Side},
+};
 use crate::ring::{Ring, RingError};
+
+/// Lost sends remembered for locating them (a bounded map: beyond it a loss
+/// is still counted, only not located; the overflow is reported).
+const LOSS_RECORDS_MAX: usize = 100_000;
 
 /// Errors of the DNS collector.
 #[derive(Debug, thiserror::Error)]
@@ -111,21 +119,63 @@ impl TimeoutModes {
     pub const fn total(&self) -> u64 {
         self.around_5s + self.around_10s + self.around_15s + self.other
     }
+
+    pub const fn merge(&mut self, other: &Self) {
+        self.around_5s += other.around_5s;
+        self.around_10s += other.around_10s;
+        self.around_15s += other.around_15s;
+        self.other += other.other;
+    }
 }
 
-/// Per-interface tallies from events and sweeps.
+/// Tallies from events and sweeps, per (interface, query direction).
 #[derive(Clone, Debug, Default)]
 struct IfaceTally {
     slow: u64,
     resent: u64,
+    /// Re-sends of a query whose answer had passed here.
+    resent_after_answer: u64,
     parallel_pairs: u64,
-    /// Sends that never got their answer: each re-send stands for one, and
-    /// a swept query for all of its sends.
+    /// Sends that never got their answer here: each re-send of a query
+    /// still pending stands for one, and a swept query for its last send.
     unanswered_sends: u64,
     /// Queries swept with no answer at all.
     abandoned: u64,
     retry_modes: TimeoutModes,
     late_answer_modes: TimeoutModes,
+}
+
+impl IfaceTally {
+    fn add(&mut self, o: &Self) {
+        self.slow += o.slow;
+        self.resent += o.resent;
+        self.resent_after_answer += o.resent_after_answer;
+        self.parallel_pairs += o.parallel_pairs;
+        self.unanswered_sends += o.unanswered_sends;
+        self.abandoned += o.abandoned;
+        self.retry_modes.merge(&o.retry_modes);
+        self.late_answer_modes.merge(&o.late_answer_modes);
+    }
+
+    fn side_tally(&self) -> SideTally {
+        SideTally {
+            slow_answers: self.slow,
+            retries: self.resent,
+            retry_modes: self.retry_modes,
+            retries_after_answer: self.resent_after_answer,
+            lost_sends: self.unanswered_sends,
+            never_answered: self.abandoned,
+            parallel_pairs: self.parallel_pairs,
+        }
+    }
+}
+
+/// One lost send as one observation point saw it.
+#[derive(Clone, Copy, Debug)]
+struct LossRecord {
+    ifindex: u32,
+    query_dir: u8,
+    sign: LossSign,
 }
 
 /// The DNS collector of one trace.
@@ -134,7 +184,10 @@ pub struct DnsCollector {
     settings: DnsSettings,
     stats_base: Vec<u64>,
     hist_base: HashMap<DnsHistKey, Vec<u64>>,
-    tally: BTreeMap<u32, IfaceTally>,
+    tally: BTreeMap<(u32, u8), IfaceTally>,
+    losses: HashMap<ExchangeId, Vec<LossRecord>>,
+    loss_records: usize,
+    losses_unlocated: u64,
     slow_names: BTreeMap<Question, SlowName>,
     events: Vec<DnsEventRecord>,
     events_total: u64,
@@ -166,6 +219,9 @@ impl DnsCollector {
             stats_base: read_stats(ebpf)?,
             hist_base: read_hists(ebpf)?,
             tally: BTreeMap::new(),
+            losses: HashMap::new(),
+            loss_records: 0,
+            losses_unlocated: 0,
             slow_names: BTreeMap::new(),
             events: Vec::new(),
             events_total: 0,
@@ -195,7 +251,11 @@ impl DnsCollector {
     fn record(&mut self, raw: &DnsEvent) {
         self.events_total += 1;
         let elapsed = Duration::from_nanos(raw.elapsed_ns);
-        let tally = self.tally.entry(raw.key.ifindex).or_default();
+        let mut loss = None;
+        let tally = self
+            .tally
+            .entry((raw.key.ifindex, raw.key.query_dir))
+            .or_default();
         let question = decode_question(raw.question_len, &raw.question, raw.qtype, raw.flags);
         if raw.reasons & reason::SLOW != 0 {
             tally.slow += 1;
@@ -205,14 +265,24 @@ impl DnsCollector {
             slow.max_ms = slow.max_ms.max(ms(elapsed));
         }
         if raw.reasons & reason::RESENT != 0 {
-            // glibc re-sends only after its timeout: the previous send of
-            // this query (same socket, same id) went unanswered.
             tally.resent += 1;
-            tally.unanswered_sends += 1;
             tally.retry_modes.add(elapsed);
+            loss = Some(if raw.flags & flag::ANSWERED_HERE != 0 {
+                // Its answer passed here: this send was not lost here.
+                tally.resent_after_answer += 1;
+                LossSign::ResentAfterAnswer
+            } else {
+                // glibc re-sends only after its timeout: the previous send
+                // of this query (same socket, same id) went unanswered.
+                tally.unanswered_sends += 1;
+                LossSign::ResentUnanswered
+            });
         }
         if raw.reasons & reason::PARALLEL != 0 {
             tally.parallel_pairs += 1;
+        }
+        if let Some(sign) = loss {
+            self.remember_loss(&raw.key, sign);
         }
         if self.events.len() < self.settings.max_events {
             let (client, server) = addrs(&raw.key);
@@ -246,6 +316,22 @@ impl DnsCollector {
         }
     }
 
+    fn remember_loss(&mut self, key: &DnsKey, sign: LossSign) {
+        if self.loss_records >= LOSS_RECORDS_MAX {
+            self.losses_unlocated += 1;
+            return;
+        }
+        self.loss_records += 1;
+        self.losses
+            .entry(exchange_id(key))
+            .or_default()
+            .push(LossRecord {
+                ifindex: key.ifindex,
+                query_dir: key.query_dir,
+                sign,
+            });
+    }
+
     /// Moves queries whose last send is older than the timeout out of the
     /// pending map into the unanswered list. `now_ns` is CLOCK_MONOTONIC
     /// (what bpf_ktime_get_ns reads).
@@ -266,10 +352,11 @@ impl DnsCollector {
                 continue;
             }
             self.swept += 1;
-            let tally = self.tally.entry(key.ifindex).or_default();
+            let tally = self.tally.entry((key.ifindex, key.query_dir)).or_default();
             tally.abandoned += 1;
             // Re-sends of it were counted as they happened; this is the last.
             tally.unanswered_sends += 1;
+            self.remember_loss(&key, LossSign::NeverAnswered);
             let (client, server) = addrs(&key);
             let cut = if usize::from(p.question_len) >= p.question.len() {
                 flag::QUESTION_CUT
@@ -289,12 +376,16 @@ impl DnsCollector {
         Ok(())
     }
 
-    /// Builds the DNS section of the report. `name_of` names interfaces.
+    /// Builds the DNS section of the report. `name_of` names interfaces;
+    /// `is_bridge` tells the bridge devices (their TC directions are the
+    /// other way round, see [`role`]).
     pub fn report(
         &self,
         ebpf: &Ebpf,
         name_of: &dyn Fn(u32) -> String,
+        is_bridge: &dyn Fn(u32) -> bool,
     ) -> Result<DnsReport, DnsError> {
+        let side_of = |ifindex: u32, query_dir: u8| role::side(is_bridge(ifindex), query_dir);
         let stats_now = read_stats(ebpf)?;
         let stat = |i: usize| stats_now[i].saturating_sub(*self.stats_base.get(i).unwrap_or(&0));
         let counters = DnsStat::ALL
@@ -309,6 +400,7 @@ impl DnsCollector {
             .collect();
 
         let mut latency = Vec::new();
+        let mut side_buckets: BTreeMap<Side, Vec<u64>> = BTreeMap::new();
         for (key, buckets) in read_hists(ebpf)? {
             let base = self.hist_base.get(&key);
             let delta: Vec<u64> = buckets
@@ -319,16 +411,30 @@ impl DnsCollector {
             if delta.iter().all(|&n| n == 0) {
                 continue;
             }
-            latency.push(LatencyReport::from_buckets(
+            let side = side_of(key.ifindex, key.query_dir);
+            side_buckets
+                .entry(side)
+                .or_insert_with(|| vec![0; HIST_BUCKETS])
+                .iter_mut()
+                .zip(&delta)
+                .for_each(|(total, n)| *total += n);
+            let mut row = LatencyReport::from_buckets(
                 name_of(key.ifindex),
                 ip_string(key.family, &key.server),
                 &delta,
-            ));
+            );
+            row.side = side;
+            latency.push(row);
         }
-        latency.sort_by(|a, b| (&a.interface, &a.server).cmp(&(&b.interface, &b.server)));
+        latency.sort_by(|a, b| {
+            (&a.interface, &a.server, a.side).cmp(&(&b.interface, &b.server, b.side))
+        });
 
-        let per_interface = self
-            .tally
+        let mut by_iface: BTreeMap<u32, IfaceTally> = BTreeMap::new();
+        for (&(ifindex, _), t) in &self.tally {
+            by_iface.entry(ifindex).or_default().add(t);
+        }
+        let per_interface = by_iface
             .iter()
             .map(|(&ifindex, t)| InterfaceDns {
                 interface: name_of(ifindex),
@@ -362,7 +468,10 @@ impl DnsCollector {
         let accounted = stat(DnsStat::Matched as usize) + self.swept + count_pending(ebpf)?;
         let pending_evicted = (stat(DnsStat::PendingInserted as usize) + self.pending_at_start)
             .saturating_sub(accounted);
+        let exchanges = self.exchanges(&side_of, &side_buckets, &latency);
         Ok(DnsReport {
+            exchanges,
+            losses_unlocated: self.losses_unlocated,
             pending_evicted,
             counters,
             rcodes,
@@ -381,6 +490,88 @@ impl DnsCollector {
             events_total: self.events_total,
             undecodable_events: self.undecodable_events,
         })
+    }
+}
+
+impl DnsCollector {
+    /// The figures counted once per exchange (see [`exchanges`]).
+    fn exchanges(
+        &self,
+        side_of: &dyn Fn(u32, u8) -> Side,
+        side_buckets: &BTreeMap<Side, Vec<u64>>,
+        latency: &[LatencyReport],
+    ) -> DnsExchanges {
+        let mut tallies: BTreeMap<Side, IfaceTally> = BTreeMap::new();
+        for (&(ifindex, dir), t) in &self.tally {
+            tallies.entry(side_of(ifindex, dir)).or_default().add(t);
+        }
+        let seen =
+            |side: Side| tallies.contains_key(&side) || latency.iter().any(|l| l.side == side);
+        let observed_at = if seen(Side::Client) || !seen(Side::Server) {
+            Side::Client
+        } else {
+            Side::Server
+        };
+        let server_traced = seen(Side::Server);
+        let mut lost_at: BTreeMap<LossLocation, u64> = BTreeMap::new();
+        for records in self.losses.values() {
+            let server_signs: Vec<LossSign> = records
+                .iter()
+                .filter(|r| side_of(r.ifindex, r.query_dir) == Side::Server)
+                .map(|r| r.sign)
+                .collect();
+            for r in records {
+                if side_of(r.ifindex, r.query_dir) != observed_at
+                    || r.sign == LossSign::ResentAfterAnswer
+                {
+                    continue;
+                }
+                let at = exchanges::locate(observed_at, r.sign, &server_signs, server_traced);
+                *lost_at.entry(at).or_default() += 1;
+            }
+            // Seen only as "asked again after the answer passed" at the
+            // server: the client's side had no record (untraced client).
+            if observed_at == Side::Server {
+                let after = records
+                    .iter()
+                    .filter(|r| r.sign == LossSign::ResentAfterAnswer)
+                    .count() as u64;
+                if after > 0 {
+                    *lost_at.entry(LossLocation::AfterServerPort).or_default() += after;
+                }
+            }
+        }
+        let side_latency = |side: Side| {
+            side_buckets.get(&side).map(|b| {
+                let merged = LatencyReport::from_buckets(String::new(), String::new(), b);
+                SideLatency {
+                    answers: merged.answers,
+                    p50_ms: merged.p50_ms,
+                    p99_ms: merged.p99_ms,
+                }
+            })
+        };
+        DnsExchanges {
+            observed_at,
+            answers: side_latency(observed_at).map_or(0, |l| l.answers),
+            tally: tallies
+                .get(&observed_at)
+                .map(IfaceTally::side_tally)
+                .unwrap_or_default(),
+            lost_at,
+            client_latency: side_latency(Side::Client),
+            server_latency: side_latency(Side::Server),
+        }
+    }
+}
+
+fn exchange_id(key: &DnsKey) -> ExchangeId {
+    ExchangeId {
+        family: key.family,
+        client: key.client,
+        client_port: key.client_port,
+        proto: key.proto,
+        id: key.id,
     }
 }
 
@@ -464,6 +655,14 @@ fn read_hists(ebpf: &Ebpf) -> Result<HashMap<DnsHistKey, Vec<u64>>, DnsError> {
 /// The DNS section of a report.
 #[derive(Debug, Serialize)]
 pub struct DnsReport {
+    /// Each exchange counted once, from the client's side, with where lost
+    /// sends were lost. What findings, the lab table, `check` and the
+    /// `tracer_dns_exchange_*` metrics use; everything else here is per
+    /// interface (an exchange crossing two traced ports shows on both).
+    pub exchanges: DnsExchanges,
+    /// Lost sends past the bounded record kept for locating them: counted
+    /// in the tallies, not in `exchanges.lost_at`.
+    pub losses_unlocated: u64,
     /// Queries the full pending LRU evicted before an answer or the sweep:
     /// their answers count as unmatched, and if none came they are missing
     /// from `unanswered` (a loss, also listed under `losses`).
@@ -537,6 +736,9 @@ impl DnsReport {
 pub struct LatencyReport {
     pub interface: String,
     pub server: String,
+    /// The side of the exchanges this interface saw: `client` (the client's
+    /// port: what the client waits) or `server` (the server's own time).
+    pub side: Side,
     pub answers: u64,
     pub p50_ms: f64,
     pub p90_ms: f64,
@@ -567,6 +769,9 @@ impl LatencyReport {
         Self {
             interface,
             server,
+            // The report sets the side it knows; a client's view is what an
+            // unlabelled histogram is.
+            side: Side::Client,
             answers: hist.len(),
             p50_ms: q(0.5),
             p90_ms: q(0.9),

@@ -237,6 +237,10 @@ pub enum DnsStat {
     TcpMessagesOverCap,
     /// The tail call to the next message's program failed: not parsed.
     TcpNextFailed,
+    /// Queries asked again (same socket, same id) after their answer had
+    /// passed this interface: not counted under [`DnsStat::Resent`] (glibc
+    /// re-sends A and AAAA when only one answer was lost).
+    ResentAfterAnswer,
 }
 
 /// DNS-over-TCP messages parsed per segment (one tail call each after the
@@ -244,7 +248,7 @@ pub enum DnsStat {
 pub const TCP_MESSAGES_MAX: u32 = 8;
 
 impl DnsStat {
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::Queries,
         Self::Answers,
         Self::Matched,
@@ -266,6 +270,7 @@ impl DnsStat {
         Self::TcpSplitMessages,
         Self::TcpMessagesOverCap,
         Self::TcpNextFailed,
+        Self::ResentAfterAnswer,
     ];
 
     /// Stable snake_case name for reports and metrics.
@@ -292,6 +297,7 @@ impl DnsStat {
             Self::TcpSplitMessages => "tcp_split_messages",
             Self::TcpMessagesOverCap => "tcp_messages_over_cap",
             Self::TcpNextFailed => "tcp_next_failed",
+            Self::ResentAfterAnswer => "resent_after_answer",
         }
     }
 }

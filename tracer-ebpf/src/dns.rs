@@ -362,7 +362,7 @@ fn query(ctx: &TcContext, key: &DnsKey, header: &Header, question_off: usize, no
             emit(key, pending, reason::PARALLEL, gap, other_id, 0, flags, now);
         }
         Seen::AnsweredHere { gap } => {
-            stat(DnsStat::Resent);
+            stat(DnsStat::ResentAfterAnswer);
             emit(
                 key,
                 pending,

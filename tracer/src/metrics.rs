@@ -1005,6 +1005,7 @@ mod tests {
                 interface: "azv1".into(),
                 slow_answers: 1,
                 resent: 1,
+                resent_after_answer: 0,
                 parallel_pairs: 4,
                 unanswered_sends: 2,
                 abandoned: 1,

@@ -265,15 +265,16 @@ impl DnsCollector {
             slow.max_ms = slow.max_ms.max(ms(elapsed));
         }
         if raw.reasons & reason::RESENT != 0 {
-            tally.resent += 1;
-            tally.retry_modes.add(elapsed);
             loss = Some(if raw.flags & flag::ANSWERED_HERE != 0 {
-                // Its answer passed here: this send was not lost here.
+                // Its answer passed here: this send was not lost here
+                // (glibc re-sends A and AAAA when one answer is missing).
                 tally.resent_after_answer += 1;
                 LossSign::ResentAfterAnswer
             } else {
                 // glibc re-sends only after its timeout: the previous send
                 // of this query (same socket, same id) went unanswered.
+                tally.resent += 1;
+                tally.retry_modes.add(elapsed);
                 tally.unanswered_sends += 1;
                 LossSign::ResentUnanswered
             });
@@ -297,6 +298,11 @@ impl DnsCollector {
                 if raw.reasons & bit != 0 {
                     kind.push(name);
                 }
+            }
+            if raw.flags & flag::ANSWERED_HERE != 0 {
+                // Asked again although its answer had passed here.
+                kind.retain(|k| *k != "resent");
+                kind.push("resent_after_answer");
             }
             let is_answer = raw.flags & flag::RESPONSE != 0;
             self.events.push(DnsEventRecord {
@@ -440,6 +446,7 @@ impl DnsCollector {
                 interface: name_of(ifindex),
                 slow_answers: t.slow,
                 resent: t.resent,
+                resent_after_answer: t.resent_after_answer,
                 parallel_pairs: t.parallel_pairs,
                 unanswered_sends: t.unanswered_sends,
                 abandoned: t.abandoned,
@@ -704,7 +711,11 @@ pub struct SlowNameReport {
 pub struct InterfaceDns {
     pub interface: String,
     pub slow_answers: u64,
+    /// Re-sends of a query still unanswered here.
     pub resent: u64,
+    /// Re-sends of a query whose answer had passed here (at the server's
+    /// port: the answer left and was lost on the way to the client).
+    pub resent_after_answer: u64,
     pub parallel_pairs: u64,
     /// Sends whose answer never came (the client timed out on each).
     pub unanswered_sends: u64,

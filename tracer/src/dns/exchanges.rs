@@ -96,7 +96,9 @@ pub enum LossSign {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SideTally {
     pub slow_answers: u64,
-    /// Re-sends of a query (same socket, same id).
+    /// Re-sends of a query (same socket, same id) still unanswered on this
+    /// side: each stands for one lost send (counted in `lost_sends` too, as
+    /// that one send, not twice).
     pub retries: u64,
     pub retry_modes: TimeoutModes,
     /// Re-sends asked again although the answer had passed this side.

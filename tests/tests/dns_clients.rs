@@ -491,3 +491,57 @@ fn nft_counter(topo: &Topology, netns: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no counter in {text}"))
 }
+
+/// nftables on the node's bridge drops first the answers, then the queries,
+/// between the two pods' ports: the lost sends are located after the
+/// server's port (its answer left) and before it (never arrived), from the
+/// client's side, and the finding blames the path, in part the bridge.
+#[test_log::test]
+fn loss_on_the_bridge_is_located_between_the_ports() {
+    if !privileged("loss_on_the_bridge_is_located_between_the_ports") {
+        return;
+    }
+    let l = lab("cni0", 2);
+    let _dns = DnsServer::start(&l.server.netns, l.server.ip, &records());
+    let _resolv = ResolvConf::write(&l.client.netns, l.server.ip, &["timeout:1", "attempts:2"]);
+    allow_aaaa_lookups(&l.client.netns);
+    let nft = |rule: &str| {
+        run(&l.topo, &l.topo.node, "nft", &[rule]);
+    };
+    // The table lives in the node's namespace and goes with it.
+    nft("add table bridge tracer_drop; \
+         add chain bridge tracer_drop pass { type filter hook forward priority 0; }");
+    let tracer = TracerRun::start(&l.topo.node, &["--dns-timeout", "1"]);
+    let at_client = Capture::start(&l.topo.node, &l.client.host_if);
+    let at_server = Capture::start(&l.topo.node, &l.server.host_if);
+    nft("add rule bridge tracer_drop pass udp sport 53 drop");
+    assert!(!getent_ahosts(&l.client.netns, "n0.lab.test").ok());
+    nft("flush chain bridge tracer_drop pass; add rule bridge tracer_drop pass udp dport 53 drop");
+    assert!(!getent_ahosts(&l.client.netns, "n1.lab.test").ok());
+    std::thread::sleep(Duration::from_millis(2500));
+    let (client_side, server_side) = (at_client.stop(), at_server.stop());
+    let report = tracer.stop(Signal::SIGINT);
+
+    let sent: Vec<&DnsPacket> = client_side.iter().filter(|p| !p.response).collect();
+    assert!(
+        client_side.iter().all(|p| !p.response),
+        "no answer reached the client"
+    );
+    let answered_at_server = |id: u16| server_side.iter().any(|p| p.response && p.id == id);
+    let after = sent.iter().filter(|p| answered_at_server(p.id)).count() as u64;
+    let before = sent.len() as u64 - after;
+    eprintln!(
+        "{} sends: {after} answered at the server's port, {before} never reached it",
+        sent.len()
+    );
+    assert!(after > 0 && before > 0);
+    let x = &report["dns"]["exchanges"];
+    assert_eq!(x["lost_sends"], sent.len() as u64, "{x:#}");
+    assert_eq!(
+        x["lost_at"],
+        serde_json::json!({"after_server_port": after, "before_server_port": before}),
+        "{x:#}"
+    );
+    let f = dns_finding(&report);
+    assert_eq!(f["bridge_related"], "partly", "{f:#}");
+}

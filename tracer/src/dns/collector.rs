@@ -175,7 +175,22 @@ impl IfaceTally {
 struct LossRecord {
     ifindex: u32,
     query_dir: u8,
+    /// The server address where it was seen (before DNAT on a client's
+    /// port: maybe a service address).
+    server: IpAddr,
     sign: LossSign,
+}
+
+/// What the report needs to know about the node's interfaces.
+pub struct NodeView<'a> {
+    /// An interface's name.
+    pub name_of: &'a dyn Fn(u32) -> String,
+    /// Whether an interface is a bridge device (its TC directions are the
+    /// other way round, see [`role`]).
+    pub is_bridge: &'a dyn Fn(u32) -> bool,
+    /// Whether an address belongs to a pod behind a traced port: a query to
+    /// it that no server-side observation saw never reached that port.
+    pub traced_pod_ip: &'a dyn Fn(IpAddr) -> bool,
 }
 
 /// The DNS collector of one trace.
@@ -334,6 +349,7 @@ impl DnsCollector {
             .push(LossRecord {
                 ifindex: key.ifindex,
                 query_dir: key.query_dir,
+                server: ip_addr(key.family, &key.server),
                 sign,
             });
     }
@@ -382,16 +398,11 @@ impl DnsCollector {
         Ok(())
     }
 
-    /// Builds the DNS section of the report. `name_of` names interfaces;
-    /// `is_bridge` tells the bridge devices (their TC directions are the
-    /// other way round, see [`role`]).
-    pub fn report(
-        &self,
-        ebpf: &Ebpf,
-        name_of: &dyn Fn(u32) -> String,
-        is_bridge: &dyn Fn(u32) -> bool,
-    ) -> Result<DnsReport, DnsError> {
-        let side_of = |ifindex: u32, query_dir: u8| role::side(is_bridge(ifindex), query_dir);
+    /// Builds the DNS section of the report.
+    pub fn report(&self, ebpf: &Ebpf, node: &NodeView<'_>) -> Result<DnsReport, DnsError> {
+        let name_of = node.name_of;
+        let side_of =
+            |ifindex: u32, query_dir: u8| role::side((node.is_bridge)(ifindex), query_dir);
         let stats_now = read_stats(ebpf)?;
         let stat = |i: usize| stats_now[i].saturating_sub(*self.stats_base.get(i).unwrap_or(&0));
         let counters = DnsStat::ALL
@@ -475,7 +486,7 @@ impl DnsCollector {
         let accounted = stat(DnsStat::Matched as usize) + self.swept + count_pending(ebpf)?;
         let pending_evicted = (stat(DnsStat::PendingInserted as usize) + self.pending_at_start)
             .saturating_sub(accounted);
-        let exchanges = self.exchanges(&side_of, &side_buckets, &latency);
+        let exchanges = self.exchanges(&side_of, node.traced_pod_ip, &side_buckets, &latency);
         Ok(DnsReport {
             exchanges,
             losses_unlocated: self.losses_unlocated,
@@ -505,6 +516,7 @@ impl DnsCollector {
     fn exchanges(
         &self,
         side_of: &dyn Fn(u32, u8) -> Side,
+        traced_pod_ip: &dyn Fn(IpAddr) -> bool,
         side_buckets: &BTreeMap<Side, Vec<u64>>,
         latency: &[LatencyReport],
     ) -> DnsExchanges {
@@ -533,7 +545,8 @@ impl DnsCollector {
                 {
                     continue;
                 }
-                let at = exchanges::locate(observed_at, r.sign, &server_signs, server_traced);
+                let traced = server_traced || traced_pod_ip(r.server);
+                let at = exchanges::locate(observed_at, r.sign, &server_signs, traced);
                 *lost_at.entry(at).or_default() += 1;
             }
             // Seen only as "asked again after the answer passed" at the
@@ -595,12 +608,16 @@ fn transport(key: &DnsKey) -> &'static str {
     if key.proto == 6 { "tcp" } else { "udp" }
 }
 
-fn ip_string(family: u8, bytes: &[u8; 16]) -> String {
+fn ip_addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
     if family == 4 {
-        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]).to_string()
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
     } else {
-        IpAddr::from(*bytes).to_string()
+        IpAddr::from(*bytes)
     }
+}
+
+fn ip_string(family: u8, bytes: &[u8; 16]) -> String {
+    ip_addr(family, bytes).to_string()
 }
 
 fn addrs(key: &DnsKey) -> (String, String) {

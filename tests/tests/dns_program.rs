@@ -518,3 +518,17 @@ privileged_test!(error_rcode_and_truncated_answers, |p| {
             .all(|(l, n)| *n == 0 || *l == Loss::CounterMapFull)
     );
 });
+
+privileged_test!(verifier_work_stays_far_below_the_limit, |p| {
+    // The verifier's count of processed instructions (v5.16+; none before,
+    // where passing the load is the check). 1 M is the limit; the DNS
+    // programs must stay far below it on every kernel the matrix boots.
+    for (_, name) in tracer_common::tc::DNS_TAIL_PROGRAMS {
+        let prog: &SchedClassifier = p.ebpf.program(name).unwrap().try_into().unwrap();
+        let verified = prog.info().unwrap().verified_instruction_count();
+        eprintln!("{name}: verified instructions {verified:?}");
+        if let Some(n) = verified {
+            assert!(n < 250_000, "{name}: {n} instructions verified");
+        }
+    }
+});

@@ -532,3 +532,61 @@ privileged_test!(verifier_work_stays_far_below_the_limit, |p| {
         }
     }
 });
+
+privileged_test!(racing_first_answers_all_land_in_histograms, |p| {
+    // Two CPUs answer a query to a server never seen before at the same
+    // moment: both try to create its histogram. Every answer must land in
+    // it (the loser of the insert finds the winner's entry); "map full"
+    // is for a full map only.
+    use std::sync::Barrier;
+
+    use nix::{
+        sched::{CpuSet, sched_setaffinity},
+        unistd::Pid,
+    };
+    const ROUNDS: u16 = 200;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        for worker in 0..2u16 {
+            let (p, barrier) = (&p, &barrier);
+            s.spawn(move || {
+                let mut set = CpuSet::new();
+                set.set(usize::from(worker) % cpus).unwrap();
+                sched_setaffinity(Pid::from_raw(0), &set).unwrap();
+                for round in 0..ROUNDS {
+                    let server = Ipv4Addr::new(10, 97, (round >> 8) as u8, round as u8);
+                    let port = 41000 + worker;
+                    let id = round;
+                    let query = Frame::ipv4(
+                        CLIENT,
+                        server,
+                        L4::Udp { src: port, dst: 53 },
+                        &DnsMsg::query(id, "race.lab.test", 1).bytes(),
+                    )
+                    .build();
+                    let answer = Frame::ipv4(
+                        server,
+                        CLIENT,
+                        L4::Udp { src: 53, dst: port },
+                        &DnsMsg::response(id, "race.lab.test", 1, 0, 1).bytes(),
+                    )
+                    .build();
+                    p.run(&query);
+                    barrier.wait();
+                    p.run_on("dns_tc_egress", &answer);
+                }
+            });
+        }
+    });
+    let matched = p.stat(DnsStat::Matched);
+    assert_eq!(matched, 2 * u64::from(ROUNDS));
+    let in_hists: u64 = dns::collector::read_hist_totals(&p.ebpf).unwrap();
+    assert_eq!(p.loss(Loss::DnsHistMapFull), 0, "the map has room");
+    assert_eq!(p.loss(Loss::DnsHistInsert), 0);
+    assert_eq!(in_hists, matched, "no answer lost from the histograms");
+    eprintln!(
+        "{matched} answers, {} through the spill histograms",
+        p.stat(DnsStat::HistSpilled)
+    );
+});

@@ -21,6 +21,9 @@ pub const PENDING_MAX_ENTRIES: u32 = 16384;
 pub const SOCKETS_MAX_ENTRIES: u32 = 16384;
 /// Interfaces with a latency histogram.
 pub const HIST_MAX_ENTRIES: u32 = 1024;
+/// Entries of the shared, preallocated histograms a sample goes to when its
+/// per-CPU entry cannot be created at that moment (64 × 8 KiB).
+pub const HIST_SPILL_ENTRIES: u32 = 64;
 /// Ring buffer for [`DnsEvent`]s, bytes (power of two).
 pub const EVENTS_RING_BYTES: u32 = 1 << 20;
 
@@ -78,7 +81,8 @@ pub struct DnsPending {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DnsSocketLast {
     pub ts_ns: u64,
-    /// [`name_hash`] of the last query's name.
+    /// Hash of the last query's name (the kernel's: a checksum of its
+    /// bytes, folded with its length), to tell "the same name" apart.
     pub name_hash: u32,
     /// Id of the last query, and of the one before it: a new query with
     /// either id (and no pending entry) was answered here and is asked again.
@@ -96,38 +100,6 @@ pub const QTYPE_AAAA: u16 = 28;
 #[inline(always)]
 pub const fn is_a_aaaa_pair(q1: u16, q2: u16) -> bool {
     (q1 == QTYPE_A && q2 == QTYPE_AAAA) || (q1 == QTYPE_AAAA && q2 == QTYPE_A)
-}
-
-/// FNV-1a over 8-byte words of a question's name (`name_len` bytes, the
-/// rest of the last word masked off), folded to 32 bits: equal names give
-/// equal hashes, so the kernel can tell "A and AAAA for the same name" from
-/// two unrelated queries without keeping the name per socket.
-#[inline(always)]
-pub fn name_hash(question: &[u8; QUESTION_CAP], name_len: usize) -> u32 {
-    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    const WORD: usize = 8;
-    let mut hash = FNV_OFFSET ^ name_len as u64;
-    let mut start = 0;
-    while start < QUESTION_CAP {
-        if start >= name_len {
-            break;
-        }
-        // Masked to a multiple of WORD below QUESTION_CAP: a no-op here, and
-        // a bound every verifier sees for the read through the map value.
-        let at = start & (QUESTION_CAP - WORD);
-        // SAFETY: at + WORD ≤ QUESTION_CAP; unaligned read of plain bytes.
-        let mut word = u64::from_le(unsafe {
-            core::ptr::read_unaligned(question.as_ptr().add(at).cast::<u64>())
-        });
-        let keep = name_len - start;
-        if keep < WORD {
-            word &= (1u64 << (keep * 8)) - 1;
-        }
-        hash = (hash ^ word).wrapping_mul(FNV_PRIME);
-        start += WORD;
-    }
-    (hash ^ (hash >> 32)) as u32
 }
 
 /// Why an event was sent: a bit set, since an answer can be slow *and*
@@ -241,6 +213,9 @@ pub enum DnsStat {
     /// passed this interface: not counted under [`DnsStat::Resent`] (glibc
     /// re-sends A and AAAA when only one answer was lost).
     ResentAfterAnswer,
+    /// Answers added to the spill histograms ([`HIST_SPILL_ENTRIES`]): the
+    /// per-CPU entry could not be created at that moment.
+    HistSpilled,
 }
 
 /// DNS-over-TCP messages parsed per segment (one tail call each after the
@@ -248,7 +223,7 @@ pub enum DnsStat {
 pub const TCP_MESSAGES_MAX: u32 = 8;
 
 impl DnsStat {
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::Queries,
         Self::Answers,
         Self::Matched,
@@ -271,6 +246,7 @@ impl DnsStat {
         Self::TcpMessagesOverCap,
         Self::TcpNextFailed,
         Self::ResentAfterAnswer,
+        Self::HistSpilled,
     ];
 
     /// Stable snake_case name for reports and metrics.
@@ -298,6 +274,7 @@ impl DnsStat {
             Self::TcpMessagesOverCap => "tcp_messages_over_cap",
             Self::TcpNextFailed => "tcp_next_failed",
             Self::ResentAfterAnswer => "resent_after_answer",
+            Self::HistSpilled => "hist_spilled",
         }
     }
 }
@@ -423,18 +400,11 @@ mod tests {
     }
 
     #[test]
-    fn name_hash_sees_only_the_name() {
-        let mut a = [0u8; QUESTION_CAP];
-        let mut b = [0xffu8; QUESTION_CAP];
-        let name = b"\x03api\x03lab\x04test\x00";
-        a[..name.len()].copy_from_slice(name);
-        b[..name.len()].copy_from_slice(name);
-        assert_eq!(name_hash(&a, name.len()), name_hash(&b, name.len()));
-        b[1] = b'x';
-        assert_ne!(name_hash(&a, name.len()), name_hash(&b, name.len()));
-        assert_ne!(name_hash(&a, 8), name_hash(&a, 9));
+    fn a_aaaa_pairs() {
         assert!(is_a_aaaa_pair(QTYPE_AAAA, QTYPE_A));
+        assert!(is_a_aaaa_pair(QTYPE_A, QTYPE_AAAA));
         assert!(!is_a_aaaa_pair(QTYPE_A, QTYPE_A));
+        assert!(!is_a_aaaa_pair(QTYPE_AAAA, 0));
     }
 
     #[test]

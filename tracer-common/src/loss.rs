@@ -23,9 +23,9 @@ pub enum Loss {
     /// A DNS packet did not reach the DNS program: the tail call failed
     /// (its program-array slot empty).
     DnsTailCall = 7,
-    /// A DNS latency histogram could not be created although the map had
-    /// room (the kernel could not allocate the entry: ENOMEM, or EBUSY when
-    /// the bucket lock was taken re-entrantly); the sample is lost.
+    /// A DNS latency sample found neither its per-CPU histogram (which
+    /// could not be created at that moment although the map had room) nor
+    /// a place in the spill histograms (full): the sample is lost.
     DnsHistInsert = 8,
 }
 

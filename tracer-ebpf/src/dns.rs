@@ -20,17 +20,17 @@
 use aya_ebpf::{
     Global,
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_UNSPEC},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_csum_diff, bpf_ktime_get_ns},
     macros::{classifier, map},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TcContext,
 };
 use tracer_common::{
     dns::{
         DNS_PORT, DNS_STATS_LEN, DnsEvent, DnsHist, DnsHistKey, DnsKey, DnsPending, DnsSocketLast,
-        DnsStat, EVENTS_RING_BYTES, HIST_BUCKETS, HIST_MAX_ENTRIES, PENDING_MAX_ENTRIES,
-        QUERY_EGRESS, QUERY_INGRESS, QUESTION_CAP, RCODE_BASE, SOCKETS_MAX_ENTRIES,
-        TCP_MESSAGES_MAX, flag, is_a_aaaa_pair, latency_bucket, name_hash, reason,
+        DnsStat, EVENTS_RING_BYTES, HIST_BUCKETS, HIST_MAX_ENTRIES, HIST_SPILL_ENTRIES,
+        PENDING_MAX_ENTRIES, QUERY_EGRESS, QUERY_INGRESS, QUESTION_CAP, RCODE_BASE,
+        SOCKETS_MAX_ENTRIES, TCP_MESSAGES_MAX, flag, is_a_aaaa_pair, latency_bucket, reason,
     },
     loss::Loss,
     tc::DNS_TAIL_MORE,
@@ -70,6 +70,18 @@ static SOCKETS: LruHashMap<DnsKey, DnsSocketLast> =
 #[map(name = "DNS_HIST")]
 static HIST: PerCpuHashMap<DnsHistKey, DnsHist> =
     PerCpuHashMap::with_max_entries(HIST_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Where an answer's latency goes when its per-CPU histogram cannot be
+/// created right then. A map without preallocation takes its entries from
+/// a per-CPU cache the kernel refills asynchronously (bpf_mem_alloc, v6.1+;
+/// an atomic per-CPU allocation before): when several (interface, server)
+/// pairs get their first answer in one burst the cache runs dry and the
+/// insert fails with ENOMEM although the map has room — 304 of 400 inserts
+/// in a two-CPU test on v6.18. This map is preallocated (64 × 8 KiB,
+/// shared by the CPUs, atomic adds); the next answer on that CPU tries the
+/// per-CPU entry again. Userspace adds the two.
+#[map(name = "DNS_HIST_SPILL")]
+static HIST_SPILL: HashMap<DnsHistKey, DnsHist> = HashMap::with_max_entries(HIST_SPILL_ENTRIES, 0);
 
 #[map(name = "DNS_STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STATS_LEN, 0);
@@ -359,7 +371,7 @@ fn query(ctx: &TcContext, key: &DnsKey, header: &Header, question_off: usize, no
     if cut {
         stat(DnsStat::QuestionCut);
     }
-    let seen = socket_seen(key, pending, name_len, now);
+    let seen = socket_seen(key, &mut *pending, name_len, now);
     // By reference: a by-value DnsPending would be copied onto the 512-byte
     // BPF stack.
     #[expect(
@@ -410,10 +422,36 @@ enum Seen {
     },
 }
 
+/// A hash of the question's name (its first `name_len` bytes): the
+/// Internet checksum of its whole 4-byte words (`bpf_csum_diff`, v4.6+)
+/// folded with its length. One helper call, nothing for the verifier to
+/// walk: a hashing loop over the bytes of a name of unknown length took the
+/// v5.10 verifier past its 1 M instructions. Two names of one length whose
+/// 4-byte words are a permutation of each other collide; for "the AAAA
+/// query of the A one just before from the same socket" that is harmless.
+#[inline(always)]
+fn name_hash(pending: &mut DnsPending, name_len: usize) -> u32 {
+    // Whole words only (the helper wants a multiple of 4), bounded for the
+    // verifier: [0, QUESTION_CAP - 4].
+    let words = name_len & (QUESTION_CAP - 4);
+    // SAFETY: `question` has QUESTION_CAP ≥ words bytes; the helper only
+    // reads them.
+    let sum = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            pending.question.as_mut_ptr().cast(),
+            words as u32,
+            0,
+        )
+    };
+    (sum as u32) ^ ((name_len as u32) << 24)
+}
+
 /// Looks the query's socket up in the per-socket LRU and records the query.
 #[inline(always)]
-fn socket_seen(key: &DnsKey, pending: &DnsPending, name_len: usize, now: u64) -> Seen {
-    let hash = name_hash(&pending.question, name_len);
+fn socket_seen(key: &DnsKey, pending: &mut DnsPending, name_len: usize, now: u64) -> Seen {
+    let hash = name_hash(pending, name_len);
     let mut socket_key = *key;
     socket_key.id = 0;
     let Some(last) = SOCKETS.get_ptr_mut(socket_key) else {
@@ -606,12 +644,36 @@ fn hist_add(key: &DnsKey, latency_ns: u64) {
             match HIST.get_ptr_mut(hist_key) {
                 Some(hist) => hist,
                 None if inserted == Err(-E2BIG) => return count_loss(Loss::DnsHistMapFull),
-                None => return count_loss(Loss::DnsHistInsert),
+                None => return spill(&hist_key, zero, bucket),
             }
         }
     };
     // SAFETY: per-CPU value, only this CPU writes it while we run.
     unsafe { (*hist).buckets[bucket] += 1 };
+}
+
+/// Adds one answer to the shared spill histogram of `key`.
+#[inline(always)]
+fn spill(key: &DnsHistKey, zero: &DnsHist, bucket: usize) {
+    let _ = HIST_SPILL.insert(key, zero, u64::from(BPF_NOEXIST));
+    let Some(hist) = HIST_SPILL.get_ptr_mut(key) else {
+        return count_loss(Loss::DnsHistInsert);
+    };
+    if bucket >= HIST_BUCKETS {
+        return;
+    }
+    stat(DnsStat::HistSpilled);
+    // SAFETY: a bucket of a map value; shared by the CPUs, hence atomic:
+    // the plain atomic add every kernel has (BPF_XADD), not the fetching
+    // one (v5.12+). core offers no atomic add on the BPF target.
+    unsafe {
+        let slot = &raw mut (*hist).buckets[bucket];
+        core::arch::asm!(
+            "lock *(u64 *)({slot} + 0) += {one}",
+            slot = in(reg) slot,
+            one = in(reg) 1u64,
+        );
+    }
 }
 
 /// The errno a full BPF hash map's update returns.

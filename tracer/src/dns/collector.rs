@@ -657,21 +657,40 @@ pub fn read_stats(ebpf: &Ebpf) -> Result<Vec<u64>, DnsError> {
         .collect()
 }
 
+/// Answers in every latency histogram, summed over keys, buckets and CPUs.
+pub fn read_hist_totals(ebpf: &Ebpf) -> Result<u64, DnsError> {
+    Ok(read_hists(ebpf)?
+        .values()
+        .map(|buckets| buckets.iter().sum::<u64>())
+        .sum())
+}
+
 fn read_hists(ebpf: &Ebpf) -> Result<HashMap<DnsHistKey, Vec<u64>>, DnsError> {
     let map = ebpf
         .map("DNS_HIST")
         .ok_or(DnsError::MissingMap("DNS_HIST"))?;
     let hists: PerCpuHashMap<_, DnsHistKey, DnsHist> = PerCpuHashMap::try_from(map)?;
-    let mut out = HashMap::new();
+    let mut out: HashMap<DnsHistKey, Vec<u64>> = HashMap::new();
+    let mut add = |key: DnsHistKey, hist: &DnsHist| {
+        let sum = out.entry(key).or_insert_with(|| vec![0u64; HIST_BUCKETS]);
+        for (total, n) in sum.iter_mut().zip(hist.buckets.iter()) {
+            *total += n;
+        }
+    };
     for entry in hists.iter() {
         let (key, per_cpu) = entry?;
-        let mut sum = vec![0u64; HIST_BUCKETS];
         for hist in per_cpu.iter() {
-            for (total, n) in sum.iter_mut().zip(hist.buckets.iter()) {
-                *total += n;
-            }
+            add(key, hist);
         }
-        out.insert(key, sum);
+    }
+    // Answers whose per-CPU entry could not be created at that moment.
+    let spill = ebpf
+        .map("DNS_HIST_SPILL")
+        .ok_or(DnsError::MissingMap("DNS_HIST_SPILL"))?;
+    let spill: BpfHashMap<_, DnsHistKey, DnsHist> = BpfHashMap::try_from(spill)?;
+    for entry in spill.iter() {
+        let (key, hist) = entry?;
+        add(key, &hist);
     }
     Ok(out)
 }

@@ -22,8 +22,11 @@ pub const SOCKETS_MAX_ENTRIES: u32 = 16384;
 /// Interfaces with a latency histogram.
 pub const HIST_MAX_ENTRIES: u32 = 1024;
 /// Entries of the shared, preallocated histograms a sample goes to when its
-/// per-CPU entry cannot be created at that moment (64 × 8 KiB).
-pub const HIST_SPILL_ENTRIES: u32 = 64;
+/// per-CPU entry cannot be created at that moment (256 × 8 KiB = 2 MiB).
+/// An entry stays for the trace: a key spills at most once per burst of new
+/// keys, and v5.10's atomic per-CPU allocations fail more often than the
+/// bpf_mem_alloc cache of v6.1+.
+pub const HIST_SPILL_ENTRIES: u32 = 256;
 /// Ring buffer for [`DnsEvent`]s, bytes (power of two).
 pub const EVENTS_RING_BYTES: u32 = 1 << 20;
 

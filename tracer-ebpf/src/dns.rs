@@ -77,9 +77,10 @@ static HIST: PerCpuHashMap<DnsHistKey, DnsHist> =
 /// an atomic per-CPU allocation before): when several (interface, server)
 /// pairs get their first answer in one burst the cache runs dry and the
 /// insert fails with ENOMEM although the map has room — 304 of 400 inserts
-/// in a two-CPU test on v6.18. This map is preallocated (64 × 8 KiB,
+/// in a two-CPU test on v6.18. This map is preallocated (256 × 8 KiB,
 /// shared by the CPUs, atomic adds); the next answer on that CPU tries the
-/// per-CPU entry again. Userspace adds the two.
+/// per-CPU entry again. Userspace adds the two. Only when this one is full
+/// too is a sample lost (`dns_hist_insert_failed`).
 #[map(name = "DNS_HIST_SPILL")]
 static HIST_SPILL: HashMap<DnsHistKey, DnsHist> = HashMap::with_max_entries(HIST_SPILL_ENTRIES, 0);
 

@@ -384,6 +384,9 @@ fn encode_dns(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
         DnsStat::VlanTooDeep,
         DnsStat::TcpNoHeader,
         DnsStat::QuestionCut,
+        DnsStat::TcpSplitMessages,
+        DnsStat::TcpMessagesOverCap,
+        DnsStat::TcpNextFailed,
     ] {
         malformed.add(vec![("outcome", stat.name().to_owned())], c(stat));
     }

@@ -965,6 +965,7 @@ mod tests {
     fn report() -> Report {
         let query = UnansweredQuery {
             ifindex: 7,
+            query_dir: 0,
             client: "10.240.1.2:40000".into(),
             server: "10.240.1.1:53".into(),
             transport: "udp",
@@ -1023,11 +1024,14 @@ mod tests {
             }],
             unanswered: vec![UnansweredReport {
                 interface: "azv1".into(),
+                side: Side::Client,
                 query: query.clone(),
             }],
             events: vec![DnsEventRecord {
                 interface: Some("azv1".into()),
+                side: Some(Side::Client),
                 ifindex: 7,
+                query_dir: 0,
                 kind: vec!["slow"],
                 client: query.client.clone(),
                 server: query.server.clone(),

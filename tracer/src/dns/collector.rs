@@ -64,8 +64,12 @@ impl Default for DnsSettings {
 pub struct DnsEventRecord {
     /// Interface name, filled in by the report.
     pub interface: Option<String>,
+    /// The side of the exchange it was seen on, filled in by the report.
+    pub side: Option<Side>,
     #[serde(skip)]
     pub ifindex: u32,
+    #[serde(skip)]
+    pub query_dir: u8,
     pub kind: Vec<&'static str>,
     pub client: String,
     pub server: String,
@@ -86,6 +90,8 @@ pub struct DnsEventRecord {
 pub struct UnansweredQuery {
     #[serde(skip)]
     pub ifindex: u32,
+    #[serde(skip)]
+    pub query_dir: u8,
     pub client: String,
     pub server: String,
     pub transport: &'static str,
@@ -322,7 +328,9 @@ impl DnsCollector {
             let is_answer = raw.flags & flag::RESPONSE != 0;
             self.events.push(DnsEventRecord {
                 interface: None,
+                side: None,
                 ifindex: raw.key.ifindex,
+                query_dir: raw.key.query_dir,
                 kind,
                 client,
                 server,
@@ -387,6 +395,7 @@ impl DnsCollector {
             };
             self.unanswered.push(UnansweredQuery {
                 ifindex: key.ifindex,
+                query_dir: key.query_dir,
                 client,
                 server,
                 transport: transport(&key),
@@ -480,6 +489,7 @@ impl DnsCollector {
         let mut events = self.events.clone();
         for e in &mut events {
             e.interface = Some(name_of(e.ifindex));
+            e.side = Some(side_of(e.ifindex, e.query_dir));
         }
         // The LRU evicts silently: what went in and is neither answered,
         // swept nor still there was evicted (exact once traffic is quiet).
@@ -501,6 +511,7 @@ impl DnsCollector {
                 .iter()
                 .map(|u| UnansweredReport {
                     interface: name_of(u.ifindex),
+                    side: side_of(u.ifindex, u.query_dir),
                     query: u.clone(),
                 })
                 .collect(),
@@ -730,6 +741,9 @@ pub struct DnsReport {
 #[derive(Debug, Serialize)]
 pub struct UnansweredReport {
     pub interface: String,
+    /// The side of the exchange it was seen on (the same query unanswered
+    /// at the server's port shows there too).
+    pub side: Side,
     #[serde(flatten)]
     pub query: UnansweredQuery,
 }

@@ -180,7 +180,29 @@ impl DnsServer {
     /// only, answering `(name, ipv4, ipv6)` records authoritatively (TTL 0).
     /// Returns once the server answers a query sent from inside `netns`.
     pub fn start(netns: &str, listen: Ipv4Addr, records: &[(&str, Ipv4Addr, Ipv6Addr)]) -> Self {
-        Self::spawn(netns, listen, records, None)
+        Self::spawn(netns, listen, records, None, None)
+    }
+
+    /// dnsmasq in `netns` on `listen`:53 with no records of its own,
+    /// forwarding every query to `upstream` (no cache: each query goes
+    /// upstream), as CoreDNS forwards to the node's resolver. `upstream_delay`
+    /// is how long the upstream takes (readiness probes wait that long).
+    /// `probe_name` must be a name the upstream answers.
+    pub fn start_forwarding(
+        netns: &str,
+        listen: Ipv4Addr,
+        upstream: SocketAddrV4,
+        upstream_delay: Duration,
+        probe_name: &'static str,
+    ) -> Self {
+        let probe = [(probe_name, Ipv4Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED)];
+        Self::spawn(
+            netns,
+            listen,
+            &probe,
+            None,
+            Some((upstream, upstream_delay)),
+        )
     }
 
     /// Like [`Self::start`], but every answer leaves `delay` after its query
@@ -199,14 +221,17 @@ impl DnsServer {
         records: &[(&str, Ipv4Addr, Ipv6Addr)],
         delay: Duration,
     ) -> Self {
-        Self::spawn(netns, listen, records, Some(delay))
+        Self::spawn(netns, listen, records, Some(delay), None)
     }
 
+    /// `records` are served unless `upstream` is given: then only the first
+    /// record's name is used, as the readiness probe.
     fn spawn(
         netns: &str,
         listen: Ipv4Addr,
         records: &[(&str, Ipv4Addr, Ipv6Addr)],
         delay: Option<Duration>,
+        upstream: Option<(SocketAddrV4, Duration)>,
     ) -> Self {
         let (address, port) = match delay {
             None => (listen, 53),
@@ -231,8 +256,13 @@ impl DnsServer {
         .collect();
         args.push(format!("--listen-address={address}"));
         args.push(format!("--port={port}"));
-        for (name, v4, v6) in records {
-            args.push(format!("--host-record={name},{v4},{v6}"));
+        match upstream {
+            Some((to, _)) => args.push(format!("--server={}#{}", to.ip(), to.port())),
+            None => {
+                for (name, v4, v6) in records {
+                    args.push(format!("--host-record={name},{v4},{v6}"));
+                }
+            }
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut child = netns_exec(netns, DNSMASQ, &args)
@@ -251,7 +281,8 @@ impl DnsServer {
         };
         // Backend first, then the relay in front of it.
         let probe_name = records.first().map_or("ready.invalid", |r| r.0);
-        server.wait_answering(SocketAddrV4::new(address, port), probe_name, Duration::ZERO);
+        let upstream_delay = upstream.map_or(Duration::ZERO, |(_, d)| d);
+        server.wait_answering(SocketAddrV4::new(address, port), probe_name, upstream_delay);
         if let Some(delay) = delay {
             server.relay = Some(Relay::start(netns, listen, delay));
             server.wait_answering(SocketAddrV4::new(listen, 53), probe_name, delay);

@@ -184,6 +184,29 @@ fn lost_answer_is_a_5s_retry(datapath: Datapath) {
         .find(|e| e["interface"] == client.host_if.as_str() && e["kind"][0] == "resent")
         .unwrap_or_else(|| panic!("resent event: {report:#}"));
     assert_eq!(resent["question"]["qtype"], "AAAA");
+    // glibc re-sent A too (its answer had come): not a lost send.
+    assert_eq!(pod["resent_after_answer"], 1, "{pod:#}");
+
+    // Each exchange once, from the client's side: one lost send, located
+    // in the server pod (the nft rule drops the answer there; the server's
+    // port saw the query, then its re-send, and no answer leave).
+    let x = &report["dns"]["exchanges"];
+    assert_eq!(x["observed_at"], "client", "{x:#}");
+    assert_eq!(x["lost_sends"], 1, "{x:#}");
+    assert_eq!(x["retries"], 1, "{x:#}");
+    assert_eq!(x["parallel_pairs"], 1, "{x:#}");
+    assert_eq!(x["never_answered"], 0, "{x:#}");
+    assert_eq!(x["lost_at"], serde_json::json!({"in_server": 1}), "{x:#}");
+    // 3 answers reached the client: A, the lost AAAA's re-send, A again.
+    assert_eq!(x["answers"], 3, "{x:#}");
+    let finding = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["symptom"] == "dns_latency")
+        .unwrap();
+    assert_eq!(finding["bridge_related"], "no", "{finding:#}");
+    assert_eq!(finding["transparent_mode_resolves"], "no", "{finding:#}");
     // glibc's timer starts at sendmmsg; the veth sees the first queries
     // only once the pod has resolved its gateway. In transparent mode that
     // is proxy ARP, which answers after a random delay of up to

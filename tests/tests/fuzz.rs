@@ -631,7 +631,16 @@ fn dns_collector_survives_events_from_mutated_frames() {
     // Every pending query (mutated questions included) as unanswered.
     dns.sweep(&mut ebpf, u64::MAX).expect("sweep");
     let name_of = |i: u32| format!("if{i}");
-    let report = dns.report(&ebpf, &name_of).expect("report");
+    let report = dns
+        .report(
+            &ebpf,
+            &tracer::dns::collector::NodeView {
+                name_of: &name_of,
+                is_bridge: &|_| false,
+                traced_pod_ip: &|_| false,
+            },
+        )
+        .expect("report");
     let json = serde_json::to_string(&report).expect("serialise report");
     assert_eq!(report.undecodable_events, 0);
     assert!(report.events_total > 0, "events were made");

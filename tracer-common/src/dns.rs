@@ -21,6 +21,12 @@ pub const PENDING_MAX_ENTRIES: u32 = 16384;
 pub const SOCKETS_MAX_ENTRIES: u32 = 16384;
 /// Interfaces with a latency histogram.
 pub const HIST_MAX_ENTRIES: u32 = 1024;
+/// Entries of the shared, preallocated histograms a sample goes to when its
+/// per-CPU entry cannot be created at that moment (256 × 8 KiB = 2 MiB).
+/// An entry stays for the trace: a key spills at most once per burst of new
+/// keys, and v5.10's atomic per-CPU allocations fail more often than the
+/// bpf_mem_alloc cache of v6.1+.
+pub const HIST_SPILL_ENTRIES: u32 = 256;
 /// Ring buffer for [`DnsEvent`]s, bytes (power of two).
 pub const EVENTS_RING_BYTES: u32 = 1 << 20;
 
@@ -42,10 +48,20 @@ pub struct DnsKey {
     pub proto: u8,
     /// 4 or 6.
     pub family: u8,
-    pub _pad: u32,
+    /// TC direction the *query* was seen in ([`QUERY_INGRESS`] or
+    /// [`QUERY_EGRESS`]; an answer carries its query's). With the kind of
+    /// interface it tells which side of the exchange this observation is on
+    /// (see `tracer/src/dns/role.rs`).
+    pub query_dir: u8,
+    pub _pad: [u8; 3],
     pub client: [u8; 16],
     pub server: [u8; 16],
 }
+
+/// [`DnsKey::query_dir`]: the query was seen on TC ingress.
+pub const QUERY_INGRESS: u8 = 0;
+/// [`DnsKey::query_dir`]: the query was seen on TC egress.
+pub const QUERY_EGRESS: u8 = 1;
 
 /// A query waiting for its answer (value of the pending LRU).
 #[repr(C)]
@@ -63,14 +79,30 @@ pub struct DnsPending {
     pub question: [u8; QUESTION_CAP],
 }
 
-/// Last query seen from a client socket (value of the per-socket LRU).
+/// Last queries seen from a client socket (value of the per-socket LRU).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DnsSocketLast {
     pub ts_ns: u64,
+    /// Hash of the last query's name (the kernel's: a checksum of its
+    /// bytes, folded with its length), to tell "the same name" apart.
+    pub name_hash: u32,
+    /// Id of the last query, and of the one before it: a new query with
+    /// either id (and no pending entry) was answered here and is asked again.
     pub id: u16,
+    pub prev_id: u16,
     pub qtype: u16,
-    pub _pad: u32,
+    pub _pad: [u16; 3],
+}
+
+/// Query types a parallel pair is made of (RFC 1035, RFC 3596).
+pub const QTYPE_A: u16 = 1;
+pub const QTYPE_AAAA: u16 = 28;
+
+/// Whether two query types are an A and an AAAA, in either order.
+#[inline(always)]
+pub const fn is_a_aaaa_pair(q1: u16, q2: u16) -> bool {
+    (q1 == QTYPE_A && q2 == QTYPE_AAAA) || (q1 == QTYPE_AAAA && q2 == QTYPE_A)
 }
 
 /// Why an event was sent: a bit set, since an answer can be slow *and*
@@ -83,10 +115,12 @@ pub mod reason {
     pub const RCODE: u32 = 1 << 1;
     /// An answer with the TC (truncated) bit.
     pub const TRUNCATED: u32 = 1 << 2;
-    /// A query re-sent with the same key while still pending.
+    /// A query re-sent with the same key while still pending, or after its
+    /// answer passed here ([`super::flag::ANSWERED_HERE`]).
     pub const RESENT: u32 = 1 << 3;
     /// A second query (not a re-send) from the same client socket within
-    /// the pair window: the glibc parallel A/AAAA pattern.
+    /// the pair window, an A and an AAAA for the same name: the glibc
+    /// parallel A/AAAA pattern.
     pub const PARALLEL: u32 = 1 << 4;
 }
 
@@ -96,6 +130,10 @@ pub mod flag {
     pub const RESPONSE: u8 = 1 << 0;
     /// The question did not fit in `question`.
     pub const QUESTION_CUT: u8 = 1 << 1;
+    /// A [`super::reason::RESENT`] query whose earlier send was *answered*
+    /// where this observation was made (no pending entry was left): at the
+    /// server's port, the answer left and the client asked again.
+    pub const ANSWERED_HERE: u8 = 1 << 2;
 }
 
 /// A rare DNS observation, sent through the ring buffer.
@@ -163,10 +201,32 @@ pub enum DnsStat {
     /// swept as unanswered and entries still there, this tells how many the
     /// LRU evicted (silently, by design of BPF_MAP_TYPE_LRU_HASH).
     PendingInserted,
+    /// DNS-over-TCP messages after the first in one segment (glibc's
+    /// `use-vc` writes A and AAAA in one segment), each parsed.
+    TcpMoreMessages,
+    /// DNS-over-TCP messages whose length runs past their segment: the
+    /// header was parsed, the rest of the message arrives in a later segment,
+    /// which then does not start with a message (not parsed).
+    TcpSplitMessages,
+    /// Messages beyond [`TCP_MESSAGES_MAX`] in one segment: not parsed.
+    TcpMessagesOverCap,
+    /// The tail call to the next message's program failed: not parsed.
+    TcpNextFailed,
+    /// Queries asked again (same socket, same id) after their answer had
+    /// passed this interface: not counted under [`DnsStat::Resent`] (glibc
+    /// re-sends A and AAAA when only one answer was lost).
+    ResentAfterAnswer,
+    /// Answers added to the spill histograms ([`HIST_SPILL_ENTRIES`]): the
+    /// per-CPU entry could not be created at that moment.
+    HistSpilled,
 }
 
+/// DNS-over-TCP messages parsed per segment (one tail call each after the
+/// first; the kernel allows 33 tail calls per packet).
+pub const TCP_MESSAGES_MAX: u32 = 8;
+
 impl DnsStat {
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 23] = [
         Self::Queries,
         Self::Answers,
         Self::Matched,
@@ -184,6 +244,12 @@ impl DnsStat {
         Self::TcpNoHeader,
         Self::QuestionCut,
         Self::PendingInserted,
+        Self::TcpMoreMessages,
+        Self::TcpSplitMessages,
+        Self::TcpMessagesOverCap,
+        Self::TcpNextFailed,
+        Self::ResentAfterAnswer,
+        Self::HistSpilled,
     ];
 
     /// Stable snake_case name for reports and metrics.
@@ -206,6 +272,12 @@ impl DnsStat {
             Self::TcpNoHeader => "tcp_no_header",
             Self::QuestionCut => "question_cut",
             Self::PendingInserted => "pending_inserted",
+            Self::TcpMoreMessages => "tcp_more_messages",
+            Self::TcpSplitMessages => "tcp_split_messages",
+            Self::TcpMessagesOverCap => "tcp_messages_over_cap",
+            Self::TcpNextFailed => "tcp_next_failed",
+            Self::ResentAfterAnswer => "resent_after_answer",
+            Self::HistSpilled => "hist_spilled",
         }
     }
 }
@@ -235,7 +307,9 @@ pub struct DnsHistKey {
     pub ifindex: u32,
     /// 4 or 6.
     pub family: u8,
-    pub _pad: [u8; 3],
+    /// [`DnsKey::query_dir`] of the exchanges counted.
+    pub query_dir: u8,
+    pub _pad: [u8; 2],
     pub server: [u8; 16],
 }
 
@@ -284,7 +358,7 @@ pub const fn bucket_bounds_ns(index: u32) -> (u64, u64) {
 const _: () = assert!(QUESTION_CAP.is_power_of_two());
 const _: () = assert!(size_of::<DnsKey>() == 48);
 const _: () = assert!(size_of::<DnsPending>() == 24 + QUESTION_CAP);
-const _: () = assert!(size_of::<DnsSocketLast>() == 16);
+const _: () = assert!(size_of::<DnsSocketLast>() == 24);
 const _: () = assert!(size_of::<DnsEvent>() == 80 + QUESTION_CAP);
 const _: () = assert!(size_of::<DnsHist>() == 8 * HIST_BUCKETS);
 const _: () = assert!(size_of::<DnsHistKey>() == 24);
@@ -326,6 +400,14 @@ mod tests {
             let mid = (lo + hi) / 2;
             assert!((hi - lo) as f64 / 2.0 / mid as f64 <= 0.016, "bucket {b}");
         }
+    }
+
+    #[test]
+    fn a_aaaa_pairs() {
+        assert!(is_a_aaaa_pair(QTYPE_AAAA, QTYPE_A));
+        assert!(is_a_aaaa_pair(QTYPE_A, QTYPE_AAAA));
+        assert!(!is_a_aaaa_pair(QTYPE_A, QTYPE_A));
+        assert!(!is_a_aaaa_pair(QTYPE_AAAA, 0));
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub enum Loss {
     CounterMapFull = 0,
     /// A DNS event was dropped: the ring buffer was full.
     DnsRingFull = 1,
-    /// A DNS latency histogram could not be created: map full.
+    /// A DNS latency histogram could not be created: map full (E2BIG).
     DnsHistMapFull = 2,
     /// A query could not be remembered (pending LRU update failed).
     DnsPendingInsert = 3,
@@ -23,11 +23,15 @@ pub enum Loss {
     /// A DNS packet did not reach the DNS program: the tail call failed
     /// (its program-array slot empty).
     DnsTailCall = 7,
+    /// A DNS latency sample found neither its per-CPU histogram (which
+    /// could not be created at that moment although the map had room) nor
+    /// a place in the spill histograms (full): the sample is lost.
+    DnsHistInsert = 8,
 }
 
 impl Loss {
     /// Every variant, in index order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::CounterMapFull,
         Self::DnsRingFull,
         Self::DnsHistMapFull,
@@ -36,6 +40,7 @@ impl Loss {
         Self::FloodFlowsFull,
         Self::FloodRingFull,
         Self::DnsTailCall,
+        Self::DnsHistInsert,
     ];
 
     /// A stable snake_case name for reports and metrics.
@@ -49,6 +54,7 @@ impl Loss {
             Self::FloodFlowsFull => "flood_flows_map_full",
             Self::FloodRingFull => "flood_ring_full",
             Self::DnsTailCall => "dns_tail_call_failed",
+            Self::DnsHistInsert => "dns_hist_insert_failed",
         }
     }
 }

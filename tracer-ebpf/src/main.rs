@@ -1,5 +1,8 @@
 #![no_std]
 #![no_main]
+// Inline assembly for the one atomic add the kernel code needs (core has no
+// atomic read-modify-write for the BPF target).
+#![feature(asm_experimental_arch)]
 
 mod conntrack;
 mod counter;

@@ -7,7 +7,9 @@
 //! RCU grace period (tens of ms on a VM) — 2 instead of 5 per pod veth makes
 //! a burst of new pods attach 2.5× faster.
 //!
-//! DNS packets leave through a tail call into `dns_tc_ingress`: the DNS work
+//! DNS packets leave through a tail call into `dns_tc_ingress` or
+//! `dns_tc_egress` (one per direction: the DNS program must know which side
+//! of the exchange it sees, see `tracer/src/dns/role.rs`): the DNS work
 //! is verified as a program of its own. Inlined behind the in-place header
 //! parse it made the verifier walk the DNS code once per way the headers
 //! could be laid out, past its 1 M instruction limit; and the old verifiers
@@ -27,18 +29,23 @@ use aya_ebpf::{
     maps::ProgramArray,
     programs::TcContext,
 };
-use tracer_common::{counter::Direction, loss::Loss, tc::DNS_TAIL_INDEX};
+use tracer_common::{
+    counter::Direction,
+    loss::Loss,
+    tc::{DNS_TAIL_EGRESS, DNS_TAIL_INGRESS, DNS_TAIL_SLOTS},
+};
 
 use crate::{counter, dns, flood, maps::count_loss};
 
-/// Slot [`DNS_TAIL_INDEX`] holds `dns_tc_ingress` (set by userspace).
+/// The DNS programs by slot (`tracer_common::tc::DNS_TAIL_PROGRAMS`, set by
+/// userspace). The DNS programs tail-call the next-message slot themselves.
 #[map(name = "TC_DNS_TAIL")]
-static DNS_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub(crate) static DNS_TAIL: ProgramArray = ProgramArray::with_max_entries(DNS_TAIL_SLOTS, 0);
 
 #[classifier]
 pub fn tracer_ingress(ctx: TcContext) -> i32 {
     counter::count(&ctx, Direction::Ingress);
-    to_dns(&ctx);
+    to_dns(&ctx, DNS_TAIL_INGRESS);
     TC_ACT_UNSPEC
 }
 
@@ -46,18 +53,18 @@ pub fn tracer_ingress(ctx: TcContext) -> i32 {
 pub fn tracer_egress(ctx: TcContext) -> i32 {
     counter::count(&ctx, Direction::Egress);
     flood::victim(&ctx);
-    to_dns(&ctx);
+    to_dns(&ctx, DNS_TAIL_EGRESS);
     TC_ACT_UNSPEC
 }
 
-/// Hands a DNS packet to the DNS program; returns only if the tail call
-/// failed (slot empty), which is counted.
+/// Hands a DNS packet to the DNS program of this direction (`slot`);
+/// returns only if the tail call failed (slot empty), which is counted.
 #[inline(always)]
-fn to_dns(ctx: &TcContext) {
+fn to_dns(ctx: &TcContext, slot: u32) {
     if !dns::wanted(ctx) {
         return;
     }
     // SAFETY: the slot holds a classifier of the same type, or nothing.
-    unsafe { DNS_TAIL.tail_call(ctx, DNS_TAIL_INDEX) };
+    unsafe { DNS_TAIL.tail_call(ctx, slot) };
     count_loss(Loss::DnsTailCall);
 }

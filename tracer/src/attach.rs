@@ -26,7 +26,7 @@ use aya::{
 };
 use aya_obj::generated::{bpf_attach_type, bpf_cmd};
 use serde::Serialize;
-use tracer_common::tc::{COMBINED_PROGRAMS, DNS_TAIL_INDEX, DNS_TAIL_MAP, DNS_TAIL_PROGRAM};
+use tracer_common::tc::{COMBINED_PROGRAMS, DNS_TAIL_MAP, DNS_TAIL_PROGRAMS};
 
 use crate::{
     bpf_holders::{self, LockState, OWNER_LOCK_DIR, OwnerLock},
@@ -85,9 +85,7 @@ pub enum AttachError {
         #[source]
         source: Box<ProgramError>,
     },
-    #[error(
-        "linking the DNS tail call ({DNS_TAIL_MAP}[{DNS_TAIL_INDEX}] = {DNS_TAIL_PROGRAM}): {0}"
-    )]
+    #[error("linking the DNS tail calls ({DNS_TAIL_MAP}): {0}")]
     TailCall(String),
     #[error("adding a clsact qdisc to {iface}: {source}")]
     Clsact {
@@ -152,7 +150,12 @@ impl TcAttachments {
         for program in programs {
             load_once(ebpf, program.name)?;
         }
-        if programs.iter().any(|p| COMBINED_PROGRAMS.contains(&p.name)) {
+        // The DNS programs call the next-message program through the same
+        // array, so they need it linked as much as the combined ones do.
+        if programs.iter().any(|p| {
+            COMBINED_PROGRAMS.contains(&p.name)
+                || DNS_TAIL_PROGRAMS.iter().any(|(_, name)| *name == p.name)
+        }) {
             link_dns_tail(ebpf)?;
         }
         let mut owner_locks = Vec::new();
@@ -343,21 +346,24 @@ fn load_once(ebpf: &mut Ebpf, name: &'static str) -> Result<(), AttachError> {
     })
 }
 
-/// Puts the DNS program in the combined programs' tail-call slot.
+/// Puts the DNS programs in their tail-call slots.
 fn link_dns_tail(ebpf: &mut Ebpf) -> Result<(), AttachError> {
-    load_once(ebpf, DNS_TAIL_PROGRAM)?;
-    let fd = classifier(ebpf, DNS_TAIL_PROGRAM)?
-        .fd()
-        .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
-        .map_err(|e| AttachError::TailCall(e.to_string()))?;
-    let map = ebpf
-        .map_mut(DNS_TAIL_MAP)
-        .ok_or_else(|| AttachError::TailCall("map missing".into()))?;
-    let mut slots =
-        ProgramArray::try_from(map).map_err(|e| AttachError::TailCall(e.to_string()))?;
-    slots
-        .set(DNS_TAIL_INDEX, &fd, 0)
-        .map_err(|e| AttachError::TailCall(e.to_string()))
+    for (slot, name) in DNS_TAIL_PROGRAMS {
+        load_once(ebpf, name)?;
+        let fd = classifier(ebpf, name)?
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+            .map_err(|e| AttachError::TailCall(format!("{name}: {e}")))?;
+        let map = ebpf
+            .map_mut(DNS_TAIL_MAP)
+            .ok_or_else(|| AttachError::TailCall("map missing".into()))?;
+        let mut slots =
+            ProgramArray::try_from(map).map_err(|e| AttachError::TailCall(e.to_string()))?;
+        slots
+            .set(slot, &fd, 0)
+            .map_err(|e| AttachError::TailCall(format!("slot {slot} = {name}: {e}")))?;
+    }
+    Ok(())
 }
 
 fn classifier<'a>(

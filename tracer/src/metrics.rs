@@ -311,6 +311,7 @@ fn encode_dns(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     for row in &dns.latency {
         let mut labels = iface_labels(r, &row.interface);
         labels.push(("server", ip_label(&row.server)));
+        labels.push(("side", row.side.name().to_owned()));
         latency
             .entry(labels)
             .or_default()
@@ -318,7 +319,8 @@ fn encode_dns(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     }
     let mut metric = e.encode_descriptor(
         "tracer_dns_latency",
-        "DNS answer latency per host interface and server, from query to answer as seen on the interface. \
+        "DNS answer latency per host interface and server, from query to answer as seen on the interface; \
+         side client where the client waits, side server at the DNS server's own port. \
          Bucketed in the kernel at ~3 % resolution; a kernel bucket counts into the first bound at or above its upper edge. \
          _sum is approximate (kernel bucket midpoints).",
         Some(&Unit::Seconds),
@@ -373,6 +375,7 @@ fn encode_dns(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
         "DNS answers slower than --dns-slow-ms, per host interface.",
         &per_iface(|i| i.slow_answers),
     )?;
+    encode_dns_exchanges(dns, e)?;
     let mut rcodes = Samples::default();
     for (rcode, n) in &dns.rcodes {
         rcodes.add(vec![("rcode", rcode.clone())], *n);
@@ -393,6 +396,9 @@ fn encode_dns(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
         DnsStat::VlanTooDeep,
         DnsStat::TcpNoHeader,
         DnsStat::QuestionCut,
+        DnsStat::TcpSplitMessages,
+        DnsStat::TcpMessagesOverCap,
+        DnsStat::TcpNextFailed,
     ] {
         malformed.add(vec![("outcome", stat.name().to_owned())], c(stat));
     }
@@ -401,6 +407,58 @@ fn encode_dns(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
         "tracer_dns_malformed",
         "Port-53 packets the probe could not fully parse, by outcome (zeros included).",
         &malformed,
+    )
+}
+
+/// The `tracer_dns_exchange_*` counters: each exchange once, labelled with
+/// the side it was observed on.
+fn encode_dns_exchanges(
+    dns: &crate::dns::collector::DnsReport,
+    e: &mut DescriptorEncoder,
+) -> fmt::Result {
+    let x = &dns.exchanges;
+    let at = || vec![("observed_at", x.observed_at.name().to_owned())];
+    let one = |n: u64| {
+        let mut samples = Samples::default();
+        samples.add(at(), n);
+        samples
+    };
+    counter(
+        e,
+        "tracer_dns_exchanges_answered",
+        "DNS exchanges answered, each counted once on the clients' side (observed_at server when no client is traced).",
+        &one(x.answers),
+    )?;
+    counter(
+        e,
+        "tracer_dns_exchange_retries",
+        "DNS queries re-sent by their client (same socket and id), each counted once.",
+        &one(x.tally.retries),
+    )?;
+    counter(
+        e,
+        "tracer_dns_exchange_parallel_pairs",
+        "A + AAAA queries for one name from one socket within the pair window, each pair counted once.",
+        &one(x.tally.parallel_pairs),
+    )?;
+    counter(
+        e,
+        "tracer_dns_exchange_slow_answers",
+        "DNS answers slower than --dns-slow-ms, each counted once.",
+        &one(x.tally.slow_answers),
+    )?;
+    let mut lost = Samples::default();
+    for location in crate::dns::exchanges::LossLocation::ALL {
+        let mut labels = at();
+        labels.push(("lost_at", location.name().to_owned()));
+        lost.add(labels, x.lost_at.get(&location).copied().unwrap_or(0));
+    }
+    counter(
+        e,
+        "tracer_dns_exchange_unanswered_sends",
+        "DNS sends that got no answer, each counted once, by where they were lost \
+         (before_server_port, in_server, after_server_port, unknown).",
+        &lost,
     )
 }
 
@@ -911,7 +969,9 @@ mod tests {
                 DnsEventRecord, DnsReport, InterfaceDns, LatencyReport, SlowNameReport,
                 TimeoutModes, UnansweredQuery, UnansweredReport,
             },
+            exchanges::{DnsExchanges, LossLocation, SideTally},
             question::Question,
+            role::Side,
         },
         flood::collector::{FloodReport, PortReport},
         report::{Counts, InterfaceReport, LossReport},
@@ -1031,6 +1091,7 @@ mod tests {
     fn report() -> Report {
         let query = UnansweredQuery {
             ifindex: 7,
+            query_dir: 0,
             client: "10.240.1.2:40000".into(),
             server: "10.240.1.1:53".into(),
             transport: "udp",
@@ -1039,6 +1100,20 @@ mod tests {
             sends: 2,
         };
         let dns = DnsReport {
+            exchanges: DnsExchanges {
+                observed_at: Side::Client,
+                answers: 8,
+                tally: SideTally {
+                    retries: 1,
+                    lost_sends: 2,
+                    parallel_pairs: 4,
+                    ..SideTally::default()
+                },
+                lost_at: BTreeMap::from([(LossLocation::InServer, 2)]),
+                client_latency: None,
+                server_latency: None,
+            },
+            losses_unlocated: 0,
             pending_evicted: 0,
             counters: BTreeMap::from([
                 ("queries", 10),
@@ -1060,6 +1135,7 @@ mod tests {
                 interface: "azv1".into(),
                 slow_answers: 1,
                 resent: 1,
+                resent_after_answer: 0,
                 parallel_pairs: 4,
                 unanswered_sends: 2,
                 abandoned: 1,
@@ -1074,11 +1150,14 @@ mod tests {
             }],
             unanswered: vec![UnansweredReport {
                 interface: "azv1".into(),
+                side: Side::Client,
                 query: query.clone(),
             }],
             events: vec![DnsEventRecord {
                 interface: Some("azv1".into()),
+                side: Some(Side::Client),
                 ifindex: 7,
+                query_dir: 0,
                 kind: vec!["slow"],
                 client: query.client.clone(),
                 server: query.server.clone(),
@@ -1243,6 +1322,18 @@ mod tests {
         for (series, value) in [
             ("tracer_up", 1.0),
             ("tracer_dns_queries_total", 10.0),
+            (
+                "tracer_dns_exchanges_answered_total{observed_at=\"client\"}",
+                8.0,
+            ),
+            (
+                "tracer_dns_exchange_unanswered_sends_total{observed_at=\"client\",lost_at=\"in_server\"}",
+                2.0,
+            ),
+            (
+                "tracer_dns_exchange_unanswered_sends_total{observed_at=\"client\",lost_at=\"before_server_port\"}",
+                0.0,
+            ),
             ("tracer_dns_answers_total", 8.0),
             ("tracer_dns_unanswered_total{interface=\"azv1\"}", 2.0),
             ("tracer_dns_resent_total{interface=\"azv1\"}", 1.0),
@@ -1252,19 +1343,19 @@ mod tests {
             ("tracer_dns_malformed_total{outcome=\"malformed\"}", 2.0),
             ("tracer_dns_malformed_total{outcome=\"fragments\"}", 0.0),
             (
-                "tracer_dns_latency_seconds_bucket{le=\"0.0025\",interface=\"azv1\",server=\"10.240.1.1\"}",
+                "tracer_dns_latency_seconds_bucket{le=\"0.0025\",interface=\"azv1\",server=\"10.240.1.1\",side=\"client\"}",
                 0.0,
             ),
             (
-                "tracer_dns_latency_seconds_bucket{le=\"0.005\",interface=\"azv1\",server=\"10.240.1.1\"}",
+                "tracer_dns_latency_seconds_bucket{le=\"0.005\",interface=\"azv1\",server=\"10.240.1.1\",side=\"client\"}",
                 8.0,
             ),
             (
-                "tracer_dns_latency_seconds_bucket{le=\"+Inf\",interface=\"azv1\",server=\"10.240.1.1\"}",
+                "tracer_dns_latency_seconds_bucket{le=\"+Inf\",interface=\"azv1\",server=\"10.240.1.1\",side=\"client\"}",
                 8.0,
             ),
             (
-                "tracer_dns_latency_seconds_count{interface=\"azv1\",server=\"10.240.1.1\"}",
+                "tracer_dns_latency_seconds_count{interface=\"azv1\",server=\"10.240.1.1\",side=\"client\"}",
                 8.0,
             ),
             ("tracer_conntrack_clashes_resolved_total", 3.0),
@@ -1307,7 +1398,7 @@ mod tests {
         assert!(text.contains("# UNIT tracer_dns_latency_seconds seconds"));
         let sum = sample(
             &text,
-            "tracer_dns_latency_seconds_sum{interface=\"azv1\",server=\"10.240.1.1\"}",
+            "tracer_dns_latency_seconds_sum{interface=\"azv1\",server=\"10.240.1.1\",side=\"client\"}",
         )
         .expect("sum");
         assert!((sum - 8.0 * 0.003).abs() < 8.0 * 0.003 * 0.02, "{sum}");

@@ -201,18 +201,40 @@ impl Report {
             dns.unanswered.len(),
             c("slow_answers"),
         );
+        let x = &dns.exchanges;
+        let lost: Vec<String> = x
+            .lost_at
+            .iter()
+            .map(|(at, n)| format!("{n} {}", at.describe()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "DNS exchanges (each once, {} side): {} answered, {} pairs, {} re-sent, {} unanswered sends ({} never answered){}",
+            x.observed_at.name(),
+            x.answers,
+            x.tally.parallel_pairs,
+            x.tally.retries,
+            x.tally.lost_sends,
+            x.tally.never_answered,
+            if lost.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", lost.join(", "))
+            },
+        );
         if !dns.latency.is_empty() {
             let _ = writeln!(
                 out,
-                "{:<16} {:<24} {:>8} {:>9} {:>9} {:>9} {:>9}",
-                "INTERFACE", "SERVER", "ANSWERS", "P50 MS", "P90 MS", "P99 MS", "MAX MS"
+                "{:<16} {:<24} {:<6} {:>8} {:>9} {:>9} {:>9} {:>9}",
+                "INTERFACE", "SERVER", "SIDE", "ANSWERS", "P50 MS", "P90 MS", "P99 MS", "MAX MS"
             );
             for l in &dns.latency {
                 let _ = writeln!(
                     out,
-                    "{:<16} {:<24} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                    "{:<16} {:<24} {:<6} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
                     Shown(&l.interface),
                     l.server,
+                    l.side.name(),
                     l.answers,
                     l.p50_ms,
                     l.p90_ms,

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::flood::cause::CauseKind;
+use crate::{dns::exchanges::LossLocation, flood::cause::CauseKind};
 
 /// The three symptoms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -70,18 +70,33 @@ pub enum NodeDatapath {
 pub struct Inputs {
     pub datapath: NodeDatapath,
     pub kernel: String,
-    // DNS
+    // DNS: each exchange counted once, on `dns_observed_at`'s side.
+    /// Where the DNS figures were observed: "client" or "server" side.
+    pub dns_observed_at: &'static str,
     pub dns_answers: u64,
-    /// Worst client-side p99 (ms), and that client's p50.
+    /// Worst p99 (ms) where the clients wait, and that row's p50.
     pub dns_client_p99_ms: f64,
     pub dns_client_p50_ms: f64,
-    /// p50 measured at the DNS server pods' own ports (ms), if seen.
+    /// p50 measured at the DNS server pods' own ports (ms), if traced.
     pub dns_server_p50_ms: Option<f64>,
     pub dns_slow: u64,
+    /// Sends that got no answer (each once: a re-send stands for the send
+    /// before it, a query never answered for its last send).
     pub dns_unanswered_sends: u64,
     pub dns_abandoned: u64,
+    /// Re-sends at ~5/10/15 s (the same timeouts as `dns_unanswered_sends`
+    /// seen from the client's clock, not more of them).
     pub dns_retries_5s_modes: u64,
     pub dns_parallel_pairs: u64,
+    /// Lost sends by location: never reached the server's port / reached
+    /// it and no answer left / the answer left and never arrived / unknown.
+    pub dns_lost_before_server: u64,
+    pub dns_lost_in_server: u64,
+    pub dns_lost_after_server: u64,
+    pub dns_lost_unlocated: u64,
+    /// Answers and NXDOMAIN answers over every traced interface (an answer
+    /// crossing two ports counts twice in both: their ratio is right).
+    pub dns_answers_seen: u64,
     pub dns_nxdomain: u64,
     pub dns_truncated: u64,
     pub dns_slow_threshold_ms: f64,
@@ -110,10 +125,14 @@ impl Inputs {
     pub fn from_report(r: &crate::report::Report, slow_ms: f64) -> Self {
         let dns = &r.dns;
         let c = |name: &str| dns.counters.get(name).copied().unwrap_or(0);
+        let x = &dns.exchanges;
+        let observed = x.observed_at;
         let worst = dns
             .latency
             .iter()
+            .filter(|l| l.side == observed)
             .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+        let lost = |at: LossLocation| x.lost_at.get(&at).copied().unwrap_or(0);
         let ct_kernel = r.conntrack.kernel;
         let ct_dns_drops = r
             .conntrack
@@ -126,23 +145,25 @@ impl Inputs {
         Self {
             datapath: r.datapath,
             kernel: r.kernel.clone(),
-            dns_answers: c("answers"),
+            dns_observed_at: observed.name(),
+            dns_answers: x.answers,
             dns_client_p99_ms: worst.map_or(0.0, |l| l.p99_ms),
             dns_client_p50_ms: worst.map_or(0.0, |l| l.p50_ms),
-            dns_server_p50_ms: None,
-            dns_slow: c("slow_answers"),
-            dns_unanswered_sends: dns.per_interface.iter().map(|i| i.unanswered_sends).sum(),
-            dns_abandoned: dns.per_interface.iter().map(|i| i.abandoned).sum(),
-            dns_retries_5s_modes: dns
-                .per_interface
-                .iter()
-                .map(|i| {
-                    let m = i.retry_modes;
-                    m.around_5s + m.around_10s + m.around_15s
-                })
-                .sum(),
-            dns_parallel_pairs: c("parallel_pairs"),
+            dns_server_p50_ms: x.server_latency.as_ref().map(|l| l.p50_ms),
+            dns_slow: x.tally.slow_answers,
+            dns_unanswered_sends: x.tally.lost_sends,
+            dns_abandoned: x.tally.never_answered,
+            dns_retries_5s_modes: {
+                let m = x.tally.retry_modes;
+                m.around_5s + m.around_10s + m.around_15s
+            },
+            dns_parallel_pairs: x.tally.parallel_pairs,
+            dns_lost_before_server: lost(LossLocation::BeforeServerPort),
+            dns_lost_in_server: lost(LossLocation::InServer),
+            dns_lost_after_server: lost(LossLocation::AfterServerPort),
+            dns_lost_unlocated: lost(LossLocation::Unknown) + dns.losses_unlocated,
             dns_nxdomain: dns.rcodes.get("NXDOMAIN").copied().unwrap_or(0),
+            dns_answers_seen: c("answers"),
             dns_truncated: c("truncated_answers"),
             dns_slow_threshold_ms: slow_ms,
             ct_insert_failed: ct_kernel.map_or(0, |k| k.insert_failed),
@@ -192,6 +213,7 @@ fn has_clash_resolution(kernel: &str) -> bool {
 
 fn dns(i: &Inputs) -> Finding {
     let mut evidence = vec![
+        ev("observed_at", format!("{} side", i.dns_observed_at)),
         ev("answers", i.dns_answers),
         ev("client_p50_ms", format!("{:.2}", i.dns_client_p50_ms)),
         ev("client_p99_ms", format!("{:.2}", i.dns_client_p99_ms)),
@@ -204,7 +226,19 @@ fn dns(i: &Inputs) -> Finding {
     if let Some(server) = i.dns_server_p50_ms {
         evidence.push(ev("server_side_p50_ms", format!("{server:.2}")));
     }
-    let timeouts = i.dns_unanswered_sends + i.dns_retries_5s_modes;
+    for (name, n) in [
+        ("lost_before_server_port", i.dns_lost_before_server),
+        ("lost_in_server", i.dns_lost_in_server),
+        ("lost_after_server_port", i.dns_lost_after_server),
+        ("lost_unlocated", i.dns_lost_unlocated),
+    ] {
+        if n > 0 {
+            evidence.push(ev(name, n));
+        }
+    }
+    // Each lost send once: a re-send already stands for the send it
+    // repeats, so re-sends are not added to it.
+    let timeouts = i.dns_unanswered_sends;
     let slow = i.dns_slow > 0 || i.dns_client_p99_ms >= i.dns_slow_threshold_ms;
     let detected = timeouts > 0 || slow;
     let mut remedies = Vec::new();
@@ -229,17 +263,7 @@ fn dns(i: &Inputs) -> Finding {
             ),
         )
     } else if timeouts > 0 {
-        remedies.push("look for loss between pod and DNS server: tracer's flood and neighbour findings, the DNS pods' load".into());
-        remedies.push("options single-request-reopen in the pod's dnsConfig (sequential A/AAAA, new socket on retry)".into());
-        (
-            Severity::Warning,
-            Answer::Unknown,
-            Answer::Unknown,
-            format!(
-                "{timeouts} queries or answers were lost (the client re-sent after its timeout) without conntrack drops on DNS flows; \
-                 the loss is elsewhere, so a datapath change is not shown to help"
-            ),
-        )
+        lost_dns(i, timeouts, &mut remedies)
     } else if let Some(server) = i
         .dns_server_p50_ms
         .filter(|s| *s >= 0.8 * i.dns_client_p50_ms)
@@ -250,8 +274,20 @@ fn dns(i: &Inputs) -> Finding {
             Answer::No,
             Answer::No,
             format!(
-                "answers are slow at the server itself ({server:.1} ms of {:.1} ms measured at the client's port): \
+                "answers are slow at the server itself ({server:.1} ms p50 at the DNS server's port, {:.1} ms at the client's): \
                  a slow upstream or server, not a bridge problem; transparent mode would not change it",
+                i.dns_client_p50_ms
+            ),
+        )
+    } else if let Some(server) = i.dns_server_p50_ms {
+        remedies.push("look at the path between the client's and the server's ports: tracer's flood and conntrack findings".into());
+        (
+            Severity::Warning,
+            Answer::Partly,
+            Answer::Unknown,
+            format!(
+                "answers take {:.1} ms p50 at the client's port but only {server:.1} ms at the DNS server's port: \
+                 the time is spent on the node's path between the two (bridge, netfilter, conntrack, CPU)",
                 i.dns_client_p50_ms
             ),
         )
@@ -267,15 +303,15 @@ fn dns(i: &Inputs) -> Finding {
             ),
         )
     };
-    if i.dns_answers > 20 && i.dns_nxdomain * 2 > i.dns_answers {
+    if i.dns_answers_seen > 20 && i.dns_nxdomain * 2 > i.dns_answers_seen {
         remedies.push(format!(
-            "{} of {} answers are NXDOMAIN: search-list expansion (ndots:5); use FQDNs with a trailing dot or ndots:2 — not bridge-related",
-            i.dns_nxdomain, i.dns_answers
+            "{} of {} answers seen are NXDOMAIN: search-list expansion (ndots:5); use FQDNs with a trailing dot or ndots:2 — not bridge-related",
+            i.dns_nxdomain, i.dns_answers_seen
         ));
     }
     if i.dns_truncated > 0 {
         remedies.push(format!(
-            "{} truncated answers fell back to TCP: large answers, not bridge-related",
+            "{} truncated answers seen (each port counts its own): large answers fall back to TCP, not bridge-related",
             i.dns_truncated
         ));
     }
@@ -284,7 +320,8 @@ fn dns(i: &Inputs) -> Finding {
         detected,
         severity,
         summary: format!(
-            "DNS: {} answers, p50 {:.1} ms, p99 {:.1} ms, {} slow, {} unanswered sends, {} retries at ~5/10/15 s",
+            "DNS ({} side): {} answers, p50 {:.1} ms, p99 {:.1} ms, {} slow, {} unanswered sends, {} retries at ~5/10/15 s",
+            i.dns_observed_at,
             i.dns_answers,
             i.dns_client_p50_ms,
             i.dns_client_p99_ms,
@@ -298,6 +335,70 @@ fn dns(i: &Inputs) -> Finding {
         why,
         remedies,
     }
+}
+
+/// The verdict on lost DNS sends without conntrack drops: it follows where
+/// they were lost.
+fn lost_dns(
+    i: &Inputs,
+    timeouts: u64,
+    remedies: &mut Vec<String>,
+) -> (Severity, Answer, Answer, String) {
+    let on_path = i.dns_lost_before_server + i.dns_lost_after_server;
+    let located = format!(
+        "{timeouts} DNS sends got no answer (the client re-sent after its timeout or gave up): \
+         {} never reached the DNS server's port, {} reached it and no answer left it, \
+         {} were answered but the answer never reached the client, {} not located",
+        i.dns_lost_before_server,
+        i.dns_lost_in_server,
+        i.dns_lost_after_server,
+        i.dns_lost_unlocated
+    );
+    if i.dns_lost_in_server > 0 && i.dns_lost_in_server >= on_path {
+        remedies.push("look at the DNS server pod: its logs, its load, its upstream, policies in its namespace".into());
+        return (
+            Severity::Warning,
+            if on_path > 0 {
+                Answer::Partly
+            } else {
+                Answer::No
+            },
+            if on_path > 0 {
+                Answer::Partly
+            } else {
+                Answer::No
+            },
+            format!(
+                "{located}. The DNS server received the queries and did not answer: \
+                 not bridge-related, transparent mode would not change it"
+            ),
+        );
+    }
+    if on_path > 0 {
+        remedies.push("look for loss between the two ports: tracer's flood and neighbour findings, netfilter drops (kfree_skb reasons)".into());
+        remedies.push("options single-request-reopen in the pod's dnsConfig (sequential A/AAAA, new socket on retry)".into());
+        return (
+            Severity::Warning,
+            Answer::Partly,
+            Answer::Unknown,
+            format!(
+                "{located}. The loss is on the node's path between the client's port and the DNS server's \
+                 (bridge, netfilter, conntrack) without conntrack insert drops: bridge-related at least in part; \
+                 whether transparent mode would avoid it depends on what dropped it"
+            ),
+        );
+    }
+    remedies.push("look for loss between pod and DNS server: tracer's flood and neighbour findings, the DNS pods' load".into());
+    remedies.push("options single-request-reopen in the pod's dnsConfig (sequential A/AAAA, new socket on retry)".into());
+    (
+        Severity::Warning,
+        Answer::Unknown,
+        Answer::Unknown,
+        format!(
+            "{located}. No conntrack drops on DNS flows and the DNS server's port is not traced: \
+             the loss is not located, so a datapath change is not shown to help"
+        ),
+    )
 }
 
 fn conntrack_remedies(i: &Inputs) -> Vec<String> {
@@ -518,7 +619,9 @@ mod tests {
     fn base() -> Inputs {
         Inputs {
             kernel: "6.18.44".into(),
+            dns_observed_at: "client",
             dns_answers: 1000,
+            dns_answers_seen: 2000,
             dns_client_p50_ms: 0.3,
             dns_client_p99_ms: 1.2,
             dns_slow_threshold_ms: 100.0,
@@ -550,6 +653,12 @@ mod tests {
         assert_eq!(f.bridge_related, Answer::No);
         assert_eq!(f.transparent_mode_resolves, Answer::No);
         assert!(f.why.contains("not a bridge problem"), "{}", f.why);
+        assert!(
+            f.why.contains("49.8 ms p50 at the DNS server's port"),
+            "{}",
+            f.why
+        );
+        assert!(f.evidence.iter().any(|(k, _)| k == "server_side_p50_ms"));
     }
 
     #[test]
@@ -664,9 +773,60 @@ mod tests {
     }
 
     #[test]
+    fn loss_inside_the_server_is_not_a_bridge_problem() {
+        // Recorded shape: 20 lost sends, each seen re-sent unanswered at the
+        // DNS server's port too.
+        let i = Inputs {
+            dns_unanswered_sends: 20,
+            dns_retries_5s_modes: 20,
+            dns_lost_in_server: 20,
+            ..base()
+        };
+        let f = dns(&i);
+        assert_eq!(f.severity, Severity::Warning);
+        assert_eq!(f.bridge_related, Answer::No);
+        assert_eq!(f.transparent_mode_resolves, Answer::No);
+        assert!(f.why.contains("20 DNS sends got no answer"), "{}", f.why);
+        assert!(f.summary.contains("20 unanswered sends"), "{}", f.summary);
+    }
+
+    #[test]
+    fn loss_between_the_ports_is_partly_the_bridge() {
+        let i = Inputs {
+            dns_unanswered_sends: 4,
+            dns_lost_before_server: 3,
+            dns_lost_after_server: 1,
+            ..base()
+        };
+        let f = dns(&i);
+        assert_eq!(f.bridge_related, Answer::Partly);
+        assert!(f.why.contains("3 never reached"), "{}", f.why);
+        assert!(f.why.contains("1 were answered"), "{}", f.why);
+    }
+
+    #[test]
+    fn slow_path_between_fast_server_and_slow_client_is_named() {
+        let i = Inputs {
+            dns_client_p50_ms: 120.0,
+            dns_client_p99_ms: 150.0,
+            dns_server_p50_ms: Some(0.4),
+            dns_slow: 10,
+            ..base()
+        };
+        let f = dns(&i);
+        assert_eq!(f.bridge_related, Answer::Partly);
+        assert!(
+            f.why.contains("0.4 ms at the DNS server's port"),
+            "{}",
+            f.why
+        );
+    }
+
+    #[test]
     fn nxdomain_storms_are_named_not_blamed() {
         let i = Inputs {
             dns_nxdomain: 800,
+            dns_answers_seen: 1000,
             dns_slow: 1,
             ..base()
         };

@@ -456,7 +456,22 @@ impl Session {
                 .cloned()
                 .collect::<Vec<_>>()
         };
-        let dns = self.dns.report(ebpf, &name_of)?;
+        let is_bridge = |ifindex: u32| known.get(&ifindex).is_some_and(|i| i.kind == Kind::Bridge);
+        let traced_pod_ips: std::collections::HashSet<std::net::IpAddr> = self
+            .traced
+            .keys()
+            .filter_map(|&ifindex| self.pods.pod_of_ifindex(ifindex))
+            .flat_map(|pod| pod.ips.iter().copied())
+            .collect();
+        let traced_pod_ip = |ip: std::net::IpAddr| traced_pod_ips.contains(&ip);
+        let dns = self.dns.report(
+            ebpf,
+            &crate::dns::collector::NodeView {
+                name_of: &name_of,
+                is_bridge: &is_bridge,
+                traced_pod_ip: &traced_pod_ip,
+            },
+        )?;
         let pods = &self.pods;
         let conntrack = self
             .conntrack

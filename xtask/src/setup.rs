@@ -30,6 +30,8 @@ const PACKAGES: &[&str] = &[
     "tshark",
     "dnsmasq-base",
     "dnsperf",
+    "bind9-dnsutils",
+    "musl-tools",
     "nftables",
     "iptables",
     "conntrack",

@@ -17,8 +17,16 @@ use tracer_common::dns::{
     RCODE_BASE, bucket_bounds_ns, flag, reason,
 };
 
-use super::question::{self, Question};
+use super::{
+    exchanges::{self, DnsExchanges, ExchangeId, LossLocation, LossSign, SideLatency, SideTally},
+    question::{self, Question},
+    role::{self, Side},
+};
 use crate::ring::{Ring, RingError};
+
+/// Lost sends remembered for locating them (a bounded map: beyond it a loss
+/// is still counted, only not located; the overflow is reported).
+const LOSS_RECORDS_MAX: usize = 100_000;
 
 /// Errors of the DNS collector.
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +64,12 @@ impl Default for DnsSettings {
 pub struct DnsEventRecord {
     /// Interface name, filled in by the report.
     pub interface: Option<String>,
+    /// The side of the exchange it was seen on, filled in by the report.
+    pub side: Option<Side>,
     #[serde(skip)]
     pub ifindex: u32,
+    #[serde(skip)]
+    pub query_dir: u8,
     pub kind: Vec<&'static str>,
     pub client: String,
     pub server: String,
@@ -78,6 +90,8 @@ pub struct DnsEventRecord {
 pub struct UnansweredQuery {
     #[serde(skip)]
     pub ifindex: u32,
+    #[serde(skip)]
+    pub query_dir: u8,
     pub client: String,
     pub server: String,
     pub transport: &'static str,
@@ -111,21 +125,78 @@ impl TimeoutModes {
     pub const fn total(&self) -> u64 {
         self.around_5s + self.around_10s + self.around_15s + self.other
     }
+
+    pub const fn merge(&mut self, other: &Self) {
+        self.around_5s += other.around_5s;
+        self.around_10s += other.around_10s;
+        self.around_15s += other.around_15s;
+        self.other += other.other;
+    }
 }
 
-/// Per-interface tallies from events and sweeps.
+/// Tallies from events and sweeps, per (interface, query direction).
 #[derive(Clone, Debug, Default)]
 struct IfaceTally {
     slow: u64,
     resent: u64,
+    /// Re-sends of a query whose answer had passed here.
+    resent_after_answer: u64,
     parallel_pairs: u64,
-    /// Sends that never got their answer: each re-send stands for one, and
-    /// a swept query for all of its sends.
+    /// Sends that never got their answer here: each re-send of a query
+    /// still pending stands for one, and a swept query for its last send.
     unanswered_sends: u64,
     /// Queries swept with no answer at all.
     abandoned: u64,
     retry_modes: TimeoutModes,
     late_answer_modes: TimeoutModes,
+}
+
+impl IfaceTally {
+    fn add(&mut self, o: &Self) {
+        self.slow += o.slow;
+        self.resent += o.resent;
+        self.resent_after_answer += o.resent_after_answer;
+        self.parallel_pairs += o.parallel_pairs;
+        self.unanswered_sends += o.unanswered_sends;
+        self.abandoned += o.abandoned;
+        self.retry_modes.merge(&o.retry_modes);
+        self.late_answer_modes.merge(&o.late_answer_modes);
+    }
+
+    fn side_tally(&self) -> SideTally {
+        SideTally {
+            slow_answers: self.slow,
+            retries: self.resent,
+            retry_modes: self.retry_modes,
+            retries_after_answer: self.resent_after_answer,
+            lost_sends: self.unanswered_sends,
+            never_answered: self.abandoned,
+            parallel_pairs: self.parallel_pairs,
+        }
+    }
+}
+
+/// One lost send as one observation point saw it.
+#[derive(Clone, Copy, Debug)]
+struct LossRecord {
+    ifindex: u32,
+    query_dir: u8,
+    /// The server address where it was seen (before DNAT on a client's
+    /// port: maybe a service address).
+    server: IpAddr,
+    sign: LossSign,
+}
+
+/// What the report needs to know about the node's interfaces.
+pub struct NodeView<'a> {
+    /// An interface's name.
+    pub name_of: &'a dyn Fn(u32) -> String,
+    /// Whether an interface is a bridge device (its TC directions are the
+    /// other way round, see [`role`]).
+    pub is_bridge: &'a dyn Fn(u32) -> bool,
+    /// Whether an address belongs to a pod behind a traced port: a query to
+    /// it that no server-side observation saw never reached that port.
+    pub traced_pod_ip: &'a dyn Fn(IpAddr) -> bool,
 }
 
 /// The DNS collector of one trace.
@@ -134,7 +205,10 @@ pub struct DnsCollector {
     settings: DnsSettings,
     stats_base: Vec<u64>,
     hist_base: HashMap<DnsHistKey, Vec<u64>>,
-    tally: BTreeMap<u32, IfaceTally>,
+    tally: BTreeMap<(u32, u8), IfaceTally>,
+    losses: HashMap<ExchangeId, Vec<LossRecord>>,
+    loss_records: usize,
+    losses_unlocated: u64,
     slow_names: BTreeMap<Question, SlowName>,
     events: Vec<DnsEventRecord>,
     events_total: u64,
@@ -166,6 +240,9 @@ impl DnsCollector {
             stats_base: read_stats(ebpf)?,
             hist_base: read_hists(ebpf)?,
             tally: BTreeMap::new(),
+            losses: HashMap::new(),
+            loss_records: 0,
+            losses_unlocated: 0,
             slow_names: BTreeMap::new(),
             events: Vec::new(),
             events_total: 0,
@@ -195,7 +272,11 @@ impl DnsCollector {
     fn record(&mut self, raw: &DnsEvent) {
         self.events_total += 1;
         let elapsed = Duration::from_nanos(raw.elapsed_ns);
-        let tally = self.tally.entry(raw.key.ifindex).or_default();
+        let mut loss = None;
+        let tally = self
+            .tally
+            .entry((raw.key.ifindex, raw.key.query_dir))
+            .or_default();
         let question = decode_question(raw.question_len, &raw.question, raw.qtype, raw.flags);
         if raw.reasons & reason::SLOW != 0 {
             tally.slow += 1;
@@ -205,14 +286,25 @@ impl DnsCollector {
             slow.max_ms = slow.max_ms.max(ms(elapsed));
         }
         if raw.reasons & reason::RESENT != 0 {
-            // glibc re-sends only after its timeout: the previous send of
-            // this query (same socket, same id) went unanswered.
-            tally.resent += 1;
-            tally.unanswered_sends += 1;
-            tally.retry_modes.add(elapsed);
+            loss = Some(if raw.flags & flag::ANSWERED_HERE != 0 {
+                // Its answer passed here: this send was not lost here
+                // (glibc re-sends A and AAAA when one answer is missing).
+                tally.resent_after_answer += 1;
+                LossSign::ResentAfterAnswer
+            } else {
+                // glibc re-sends only after its timeout: the previous send
+                // of this query (same socket, same id) went unanswered.
+                tally.resent += 1;
+                tally.retry_modes.add(elapsed);
+                tally.unanswered_sends += 1;
+                LossSign::ResentUnanswered
+            });
         }
         if raw.reasons & reason::PARALLEL != 0 {
             tally.parallel_pairs += 1;
+        }
+        if let Some(sign) = loss {
+            self.remember_loss(&raw.key, sign);
         }
         if self.events.len() < self.settings.max_events {
             let (client, server) = addrs(&raw.key);
@@ -228,10 +320,17 @@ impl DnsCollector {
                     kind.push(name);
                 }
             }
+            if raw.flags & flag::ANSWERED_HERE != 0 {
+                // Asked again although its answer had passed here.
+                kind.retain(|k| *k != "resent");
+                kind.push("resent_after_answer");
+            }
             let is_answer = raw.flags & flag::RESPONSE != 0;
             self.events.push(DnsEventRecord {
                 interface: None,
+                side: None,
                 ifindex: raw.key.ifindex,
+                query_dir: raw.key.query_dir,
                 kind,
                 client,
                 server,
@@ -244,6 +343,23 @@ impl DnsCollector {
                 pair_id: (raw.reasons & reason::PARALLEL != 0).then_some(raw.other_id),
             });
         }
+    }
+
+    fn remember_loss(&mut self, key: &DnsKey, sign: LossSign) {
+        if self.loss_records >= LOSS_RECORDS_MAX {
+            self.losses_unlocated += 1;
+            return;
+        }
+        self.loss_records += 1;
+        self.losses
+            .entry(exchange_id(key))
+            .or_default()
+            .push(LossRecord {
+                ifindex: key.ifindex,
+                query_dir: key.query_dir,
+                server: ip_addr(key.family, &key.server),
+                sign,
+            });
     }
 
     /// Moves queries whose last send is older than the timeout out of the
@@ -266,10 +382,11 @@ impl DnsCollector {
                 continue;
             }
             self.swept += 1;
-            let tally = self.tally.entry(key.ifindex).or_default();
+            let tally = self.tally.entry((key.ifindex, key.query_dir)).or_default();
             tally.abandoned += 1;
             // Re-sends of it were counted as they happened; this is the last.
             tally.unanswered_sends += 1;
+            self.remember_loss(&key, LossSign::NeverAnswered);
             let (client, server) = addrs(&key);
             let cut = if usize::from(p.question_len) >= p.question.len() {
                 flag::QUESTION_CUT
@@ -278,6 +395,7 @@ impl DnsCollector {
             };
             self.unanswered.push(UnansweredQuery {
                 ifindex: key.ifindex,
+                query_dir: key.query_dir,
                 client,
                 server,
                 transport: transport(&key),
@@ -289,12 +407,11 @@ impl DnsCollector {
         Ok(())
     }
 
-    /// Builds the DNS section of the report. `name_of` names interfaces.
-    pub fn report(
-        &self,
-        ebpf: &Ebpf,
-        name_of: &dyn Fn(u32) -> String,
-    ) -> Result<DnsReport, DnsError> {
+    /// Builds the DNS section of the report.
+    pub fn report(&self, ebpf: &Ebpf, node: &NodeView<'_>) -> Result<DnsReport, DnsError> {
+        let name_of = node.name_of;
+        let side_of =
+            |ifindex: u32, query_dir: u8| role::side((node.is_bridge)(ifindex), query_dir);
         let stats_now = read_stats(ebpf)?;
         let stat = |i: usize| stats_now[i].saturating_sub(*self.stats_base.get(i).unwrap_or(&0));
         let counters = DnsStat::ALL
@@ -309,6 +426,7 @@ impl DnsCollector {
             .collect();
 
         let mut latency = Vec::new();
+        let mut side_buckets: BTreeMap<Side, Vec<u64>> = BTreeMap::new();
         for (key, buckets) in read_hists(ebpf)? {
             let base = self.hist_base.get(&key);
             let delta: Vec<u64> = buckets
@@ -319,21 +437,36 @@ impl DnsCollector {
             if delta.iter().all(|&n| n == 0) {
                 continue;
             }
-            latency.push(LatencyReport::from_buckets(
+            let side = side_of(key.ifindex, key.query_dir);
+            side_buckets
+                .entry(side)
+                .or_insert_with(|| vec![0; HIST_BUCKETS])
+                .iter_mut()
+                .zip(&delta)
+                .for_each(|(total, n)| *total += n);
+            let mut row = LatencyReport::from_buckets(
                 name_of(key.ifindex),
                 ip_string(key.family, &key.server),
                 &delta,
-            ));
+            );
+            row.side = side;
+            latency.push(row);
         }
-        latency.sort_by(|a, b| (&a.interface, &a.server).cmp(&(&b.interface, &b.server)));
+        latency.sort_by(|a, b| {
+            (&a.interface, &a.server, a.side).cmp(&(&b.interface, &b.server, b.side))
+        });
 
-        let per_interface = self
-            .tally
+        let mut by_iface: BTreeMap<u32, IfaceTally> = BTreeMap::new();
+        for (&(ifindex, _), t) in &self.tally {
+            by_iface.entry(ifindex).or_default().add(t);
+        }
+        let per_interface = by_iface
             .iter()
             .map(|(&ifindex, t)| InterfaceDns {
                 interface: name_of(ifindex),
                 slow_answers: t.slow,
                 resent: t.resent,
+                resent_after_answer: t.resent_after_answer,
                 parallel_pairs: t.parallel_pairs,
                 unanswered_sends: t.unanswered_sends,
                 abandoned: t.abandoned,
@@ -356,13 +489,17 @@ impl DnsCollector {
         let mut events = self.events.clone();
         for e in &mut events {
             e.interface = Some(name_of(e.ifindex));
+            e.side = Some(side_of(e.ifindex, e.query_dir));
         }
         // The LRU evicts silently: what went in and is neither answered,
         // swept nor still there was evicted (exact once traffic is quiet).
         let accounted = stat(DnsStat::Matched as usize) + self.swept + count_pending(ebpf)?;
         let pending_evicted = (stat(DnsStat::PendingInserted as usize) + self.pending_at_start)
             .saturating_sub(accounted);
+        let exchanges = self.exchanges(&side_of, node.traced_pod_ip, &side_buckets, &latency);
         Ok(DnsReport {
+            exchanges,
+            losses_unlocated: self.losses_unlocated,
             pending_evicted,
             counters,
             rcodes,
@@ -374,6 +511,7 @@ impl DnsCollector {
                 .iter()
                 .map(|u| UnansweredReport {
                     interface: name_of(u.ifindex),
+                    side: side_of(u.ifindex, u.query_dir),
                     query: u.clone(),
                 })
                 .collect(),
@@ -381,6 +519,90 @@ impl DnsCollector {
             events_total: self.events_total,
             undecodable_events: self.undecodable_events,
         })
+    }
+}
+
+impl DnsCollector {
+    /// The figures counted once per exchange (see [`exchanges`]).
+    fn exchanges(
+        &self,
+        side_of: &dyn Fn(u32, u8) -> Side,
+        traced_pod_ip: &dyn Fn(IpAddr) -> bool,
+        side_buckets: &BTreeMap<Side, Vec<u64>>,
+        latency: &[LatencyReport],
+    ) -> DnsExchanges {
+        let mut tallies: BTreeMap<Side, IfaceTally> = BTreeMap::new();
+        for (&(ifindex, dir), t) in &self.tally {
+            tallies.entry(side_of(ifindex, dir)).or_default().add(t);
+        }
+        let seen =
+            |side: Side| tallies.contains_key(&side) || latency.iter().any(|l| l.side == side);
+        let observed_at = if seen(Side::Client) || !seen(Side::Server) {
+            Side::Client
+        } else {
+            Side::Server
+        };
+        let server_traced = seen(Side::Server);
+        let mut lost_at: BTreeMap<LossLocation, u64> = BTreeMap::new();
+        for records in self.losses.values() {
+            let server_signs: Vec<LossSign> = records
+                .iter()
+                .filter(|r| side_of(r.ifindex, r.query_dir) == Side::Server)
+                .map(|r| r.sign)
+                .collect();
+            for r in records {
+                if side_of(r.ifindex, r.query_dir) != observed_at
+                    || r.sign == LossSign::ResentAfterAnswer
+                {
+                    continue;
+                }
+                let traced = server_traced || traced_pod_ip(r.server);
+                let at = exchanges::locate(observed_at, r.sign, &server_signs, traced);
+                *lost_at.entry(at).or_default() += 1;
+            }
+            // Seen only as "asked again after the answer passed" at the
+            // server: the client's side had no record (untraced client).
+            if observed_at == Side::Server {
+                let after = records
+                    .iter()
+                    .filter(|r| r.sign == LossSign::ResentAfterAnswer)
+                    .count() as u64;
+                if after > 0 {
+                    *lost_at.entry(LossLocation::AfterServerPort).or_default() += after;
+                }
+            }
+        }
+        let side_latency = |side: Side| {
+            side_buckets.get(&side).map(|b| {
+                let merged = LatencyReport::from_buckets(String::new(), String::new(), b);
+                SideLatency {
+                    answers: merged.answers,
+                    p50_ms: merged.p50_ms,
+                    p99_ms: merged.p99_ms,
+                }
+            })
+        };
+        DnsExchanges {
+            observed_at,
+            answers: side_latency(observed_at).map_or(0, |l| l.answers),
+            tally: tallies
+                .get(&observed_at)
+                .map(IfaceTally::side_tally)
+                .unwrap_or_default(),
+            lost_at,
+            client_latency: side_latency(Side::Client),
+            server_latency: side_latency(Side::Server),
+        }
+    }
+}
+
+fn exchange_id(key: &DnsKey) -> ExchangeId {
+    ExchangeId {
+        family: key.family,
+        client: key.client,
+        client_port: key.client_port,
+        proto: key.proto,
+        id: key.id,
     }
 }
 
@@ -397,12 +619,16 @@ fn transport(key: &DnsKey) -> &'static str {
     if key.proto == 6 { "tcp" } else { "udp" }
 }
 
-fn ip_string(family: u8, bytes: &[u8; 16]) -> String {
+fn ip_addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
     if family == 4 {
-        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]).to_string()
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
     } else {
-        IpAddr::from(*bytes).to_string()
+        IpAddr::from(*bytes)
     }
+}
+
+fn ip_string(family: u8, bytes: &[u8; 16]) -> String {
+    ip_addr(family, bytes).to_string()
 }
 
 fn addrs(key: &DnsKey) -> (String, String) {
@@ -442,21 +668,40 @@ pub fn read_stats(ebpf: &Ebpf) -> Result<Vec<u64>, DnsError> {
         .collect()
 }
 
+/// Answers in every latency histogram, summed over keys, buckets and CPUs.
+pub fn read_hist_totals(ebpf: &Ebpf) -> Result<u64, DnsError> {
+    Ok(read_hists(ebpf)?
+        .values()
+        .map(|buckets| buckets.iter().sum::<u64>())
+        .sum())
+}
+
 fn read_hists(ebpf: &Ebpf) -> Result<HashMap<DnsHistKey, Vec<u64>>, DnsError> {
     let map = ebpf
         .map("DNS_HIST")
         .ok_or(DnsError::MissingMap("DNS_HIST"))?;
     let hists: PerCpuHashMap<_, DnsHistKey, DnsHist> = PerCpuHashMap::try_from(map)?;
-    let mut out = HashMap::new();
+    let mut out: HashMap<DnsHistKey, Vec<u64>> = HashMap::new();
+    let mut add = |key: DnsHistKey, hist: &DnsHist| {
+        let sum = out.entry(key).or_insert_with(|| vec![0u64; HIST_BUCKETS]);
+        for (total, n) in sum.iter_mut().zip(hist.buckets.iter()) {
+            *total += n;
+        }
+    };
     for entry in hists.iter() {
         let (key, per_cpu) = entry?;
-        let mut sum = vec![0u64; HIST_BUCKETS];
         for hist in per_cpu.iter() {
-            for (total, n) in sum.iter_mut().zip(hist.buckets.iter()) {
-                *total += n;
-            }
+            add(key, hist);
         }
-        out.insert(key, sum);
+    }
+    // Answers whose per-CPU entry could not be created at that moment.
+    let spill = ebpf
+        .map("DNS_HIST_SPILL")
+        .ok_or(DnsError::MissingMap("DNS_HIST_SPILL"))?;
+    let spill: BpfHashMap<_, DnsHistKey, DnsHist> = BpfHashMap::try_from(spill)?;
+    for entry in spill.iter() {
+        let (key, hist) = entry?;
+        add(key, &hist);
     }
     Ok(out)
 }
@@ -464,6 +709,14 @@ fn read_hists(ebpf: &Ebpf) -> Result<HashMap<DnsHistKey, Vec<u64>>, DnsError> {
 /// The DNS section of a report.
 #[derive(Debug, Serialize)]
 pub struct DnsReport {
+    /// Each exchange counted once, from the client's side, with where lost
+    /// sends were lost. What findings, the lab table, `check` and the
+    /// `tracer_dns_exchange_*` metrics use; everything else here is per
+    /// interface (an exchange crossing two traced ports shows on both).
+    pub exchanges: DnsExchanges,
+    /// Lost sends past the bounded record kept for locating them: counted
+    /// in the tallies, not in `exchanges.lost_at`.
+    pub losses_unlocated: u64,
     /// Queries the full pending LRU evicted before an answer or the sweep:
     /// their answers count as unmatched, and if none came they are missing
     /// from `unanswered` (a loss, also listed under `losses`).
@@ -488,6 +741,9 @@ pub struct DnsReport {
 #[derive(Debug, Serialize)]
 pub struct UnansweredReport {
     pub interface: String,
+    /// The side of the exchange it was seen on (the same query unanswered
+    /// at the server's port shows there too).
+    pub side: Side,
     #[serde(flatten)]
     pub query: UnansweredQuery,
 }
@@ -505,7 +761,11 @@ pub struct SlowNameReport {
 pub struct InterfaceDns {
     pub interface: String,
     pub slow_answers: u64,
+    /// Re-sends of a query still unanswered here.
     pub resent: u64,
+    /// Re-sends of a query whose answer had passed here (at the server's
+    /// port: the answer left and was lost on the way to the client).
+    pub resent_after_answer: u64,
     pub parallel_pairs: u64,
     /// Sends whose answer never came (the client timed out on each).
     pub unanswered_sends: u64,
@@ -537,6 +797,9 @@ impl DnsReport {
 pub struct LatencyReport {
     pub interface: String,
     pub server: String,
+    /// The side of the exchanges this interface saw: `client` (the client's
+    /// port: what the client waits) or `server` (the server's own time).
+    pub side: Side,
     pub answers: u64,
     pub p50_ms: f64,
     pub p90_ms: f64,
@@ -567,6 +830,9 @@ impl LatencyReport {
         Self {
             interface,
             server,
+            // The report sets the side it knows; a client's view is what an
+            // unlabelled histogram is.
+            side: Side::Client,
             answers: hist.len(),
             p50_ms: q(0.5),
             p90_ms: q(0.9),

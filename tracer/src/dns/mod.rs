@@ -5,7 +5,9 @@
 //! queries that were never answered, and turns it all into findings.
 
 pub mod collector;
+pub mod exchanges;
 pub mod question;
+pub mod role;
 
 use aya::programs::TcAttachType;
 

@@ -134,6 +134,9 @@ pub struct Samples {
 pub struct DnsFigures {
     pub lookups: u64,
     pub lookups_failed: u64,
+    /// DNS queries seen over every traced port (one query crossing two
+    /// traced ports counts twice); the figures below count each exchange
+    /// once, on the clients' side.
     pub queries: u64,
     pub answers: u64,
     /// Worst client interface.
@@ -339,27 +342,26 @@ impl LabNode {
                 }
                 let ok: Vec<f64> = times.iter().flatten().copied().collect();
                 let dnsr = &report.dns;
+                let x = &dnsr.exchanges;
                 let n = |name: &str| dnsr.counters.get(name).copied().unwrap_or(0);
+                // The client's pod port: what the lookups waited.
                 let worst = dnsr
                     .latency
                     .iter()
+                    .filter(|l| l.side == x.observed_at)
                     .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
                 run.dns = Some(DnsFigures {
                     lookups: times.len() as u64,
                     lookups_failed: (times.len() - ok.len()) as u64,
                     queries: n("queries"),
-                    answers: n("answers"),
+                    answers: x.answers,
                     p50_ms: worst.map_or(0.0, |l| l.p50_ms),
                     p99_ms: worst.map_or(0.0, |l| l.p99_ms),
                     max_ms: worst.map_or(0.0, |l| l.max_ms),
-                    slow: n("slow_answers"),
-                    unanswered_sends: dnsr.per_interface.iter().map(|i| i.unanswered_sends).sum(),
-                    retries_5s: dnsr
-                        .per_interface
-                        .iter()
-                        .map(|i| i.retry_modes.around_5s)
-                        .sum(),
-                    parallel_pairs: n("parallel_pairs"),
+                    slow: x.tally.slow_answers,
+                    unanswered_sends: x.tally.lost_sends,
+                    retries_5s: x.tally.retry_modes.around_5s,
+                    parallel_pairs: x.tally.parallel_pairs,
                     getent_p99_ms: traffic::percentile(&ok, 0.99),
                 });
                 // As the clients' veths saw them (a query also crosses the

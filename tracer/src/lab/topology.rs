@@ -82,6 +82,9 @@ pub enum TopologyError {
 #[derive(Debug)]
 pub struct Topology {
     pub datapath: Datapath,
+    /// The bridge's name in bridge mode ([`BRIDGE`] unless
+    /// [`Topology::build_with_bridge`] named it otherwise).
+    pub bridge: String,
     /// The node namespace.
     pub node: String,
     pub pods: Vec<Pod>,
@@ -97,6 +100,16 @@ impl Topology {
     /// Builds a node with `pods` pods on `datapath`. Namespace names start
     /// with `tr<pid>x<n>-`, unique per process and call.
     pub fn build(datapath: Datapath, pods: usize) -> Result<Self, TopologyError> {
+        Self::build_with_bridge(datapath, pods, BRIDGE)
+    }
+
+    /// [`Topology::build`] with the bridge named `bridge` (`cni0`,
+    /// `docker0`, …): tracer must not depend on Azure's name.
+    pub fn build_with_bridge(
+        datapath: Datapath,
+        pods: usize,
+        bridge: &str,
+    ) -> Result<Self, TopologyError> {
         if pods > MAX_PODS {
             return Err(TopologyError::TooManyPods {
                 max: MAX_PODS,
@@ -110,6 +123,7 @@ impl Topology {
         );
         let mut topo = Self {
             datapath,
+            bridge: bridge.to_owned(),
             node: format!("{prefix}-node"),
             pods: Vec::with_capacity(pods),
             created: Vec::new(),
@@ -127,10 +141,10 @@ impl Topology {
         sysctl(&node, "net.ipv4.ip_forward", "1")?;
         match datapath {
             Datapath::Bridge => {
-                ip(&["-n", &node, "link", "add", BRIDGE, "type", "bridge"])?;
-                ip(&["-n", &node, "link", "set", "eth0", "master", BRIDGE, "up"])?;
-                ip(&["-n", &node, "addr", "add", &node_cidr(), "dev", BRIDGE])?;
-                ip(&["-n", &node, "link", "set", BRIDGE, "up"])?;
+                ip(&["-n", &node, "link", "add", bridge, "type", "bridge"])?;
+                ip(&["-n", &node, "link", "set", "eth0", "master", bridge, "up"])?;
+                ip(&["-n", &node, "addr", "add", &node_cidr(), "dev", bridge])?;
+                ip(&["-n", &node, "link", "set", bridge, "up"])?;
             }
             Datapath::Transparent => {
                 ip(&["-n", &node, "addr", "add", &node_cidr(), "dev", "eth0"])?;
@@ -177,7 +191,10 @@ impl Topology {
         ])?;
         match self.datapath {
             Datapath::Bridge => {
-                ip(&["-n", &node, "link", "set", &host_if, "master", BRIDGE, "up"])?;
+                let bridge = self.bridge.clone();
+                ip(&[
+                    "-n", &node, "link", "set", &host_if, "master", &bridge, "up",
+                ])?;
             }
             Datapath::Transparent => {
                 sysctl(&node, &format!("net.ipv4.conf.{host_if}.proxy_arp"), "1")?;

@@ -22,6 +22,7 @@ pub mod privileges;
 pub mod probes;
 pub mod report;
 pub mod ring;
+mod sys;
 pub mod tc_netlink;
 pub mod verdict;
 pub mod watch;

@@ -174,6 +174,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(line) = tracer::probes::kernel_unsupported() {
+        anyhow::bail!(line);
+    }
     if let Some(line) = privileges::check(privileges::TRACE_CAPS) {
         anyhow::bail!(line);
     }

@@ -179,9 +179,8 @@ impl Session {
         traced: &[Interface],
         opts: &WatchOptions,
     ) -> anyhow::Result<Self> {
-        for iface in traced {
-            tc.attach(ebpf, &iface.name)?;
-        }
+        let names: Vec<&str> = traced.iter().map(|i| i.name.as_str()).collect();
+        tc.attach_all(ebpf, &names)?;
         let names: Vec<&str> = tc.interfaces().collect();
         tracing::info!(
             "attached to {} interfaces: {}",
@@ -265,7 +264,17 @@ impl Session {
                 result = self.dns.readable() => result?,
                 result = self.conntrack.readable() => result?,
                 result = self.floods.readable() => result?,
-                Some(event) = next_link(&mut links) => self.on_link(ebpf, tc, event).await,
+                Some(event) = next_link(&mut links) => {
+                    let mut batch = vec![event];
+                    if let Some(rx) = &mut links {
+                        while batch.len() < LINK_BATCH_MAX
+                            && let Ok(event) = rx.try_recv()
+                        {
+                            batch.push(event);
+                        }
+                    }
+                    self.on_links(ebpf, tc, batch).await;
+                }
                 _ = ticker.tick() => {
                     if links.is_some() {
                         self.resync(ebpf, tc).await;
@@ -319,70 +328,88 @@ impl Session {
             .filter(|(index, (_, gone))| !gone && !present.contains(index))
             .map(|(index, (iface, _))| (*index, iface.name.clone()))
             .collect();
-        for (index, name) in gone {
-            self.on_link(ebpf, tc, LinkEvent::Removed { index, name })
-                .await;
-        }
+        let mut events: Vec<LinkEvent> = gone
+            .into_iter()
+            .map(|(index, name)| LinkEvent::Removed { index, name })
+            .collect();
         for iface in now {
             let new = self.traced.get(&iface.index).is_none_or(|(_, gone)| *gone);
             if new && iface.kind == Kind::Veth {
-                self.on_link(ebpf, tc, LinkEvent::Changed(iface)).await;
+                events.push(LinkEvent::Changed(iface));
             } else {
                 self.known.insert(iface.index, iface);
             }
         }
+        self.on_links(ebpf, tc, events).await;
     }
 
     /// Follows pods: attaches to new veths (and to a bridge once it carries
     /// one), detaches from deleted ones, which stay in the report up to
-    /// their last packet.
-    async fn on_link(&mut self, ebpf: &mut Ebpf, tc: &mut TcAttachments, event: LinkEvent) {
-        match event {
-            LinkEvent::Changed(iface) => {
-                let master = iface.master;
-                self.known.insert(iface.index, iface.clone());
-                let mut candidates = Vec::new();
-                if iface.kind == Kind::Veth {
-                    candidates.push(iface);
-                }
-                if let Some(bridge) = master.and_then(|m| self.known.get(&m))
-                    && bridge.kind == Kind::Bridge
-                {
-                    candidates.push(bridge.clone());
-                }
-                let mut attached_any = false;
-                for iface in candidates {
-                    if self.traced.get(&iface.index).is_some_and(|(_, gone)| !gone) {
-                        continue;
+    /// their last packet. A burst of events is one batch: the new
+    /// interfaces are attached together (their TCX waits overlap).
+    async fn on_links(&mut self, ebpf: &mut Ebpf, tc: &mut TcAttachments, events: Vec<LinkEvent>) {
+        let mut candidates: Vec<Interface> = Vec::new();
+        for event in events {
+            match event {
+                LinkEvent::Changed(iface) => {
+                    let master = iface.master;
+                    self.known.insert(iface.index, iface.clone());
+                    if iface.kind == Kind::Veth {
+                        candidates.push(iface);
                     }
-                    match tc.attach(ebpf, &iface.name) {
-                        Ok(()) => {
-                            tracing::info!("new pod interface {}: attached", iface.name);
-                            if let Ok(macs) =
-                                interfaces::peer_macs(std::slice::from_ref(&iface)).await
-                                && let Err(err) = flood::set_port_macs(ebpf, &macs)
-                            {
-                                tracing::warn!("{}: {err}", iface.name);
-                            }
-                            self.traced.insert(iface.index, (iface, false));
-                            attached_any = true;
-                        }
-                        // It may be gone again already (pod churn): not an error.
-                        Err(err) => tracing::debug!("{}: {err}", iface.name),
+                    if let Some(bridge) = master.and_then(|m| self.known.get(&m))
+                        && bridge.kind == Kind::Bridge
+                    {
+                        candidates.push(bridge.clone());
                     }
                 }
-                self.pods_stale |= attached_any;
-            }
-            LinkEvent::Removed { index, name } => {
-                tc.detach(ebpf, &name);
-                if let Some((_, gone)) = self.traced.get_mut(&index)
-                    && !*gone
-                {
-                    *gone = true;
-                    tracing::info!("pod interface {name} vanished: detached");
+                LinkEvent::Removed { index, name } => {
+                    tc.detach(ebpf, &name);
+                    candidates.retain(|c| c.index != index);
+                    if let Some((_, gone)) = self.traced.get_mut(&index)
+                        && !*gone
+                    {
+                        *gone = true;
+                        tracing::info!("pod interface {name} vanished: detached");
+                    }
                 }
             }
         }
+        candidates.retain(|c| self.traced.get(&c.index).is_none_or(|(_, gone)| *gone));
+        candidates.sort_by_key(|c| c.index);
+        candidates.dedup_by_key(|c| c.index);
+        self.attach_new(ebpf, tc, candidates).await;
+    }
+
+    async fn attach_new(&mut self, ebpf: &mut Ebpf, tc: &mut TcAttachments, new: Vec<Interface>) {
+        if new.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = new.iter().map(|i| i.name.as_str()).collect();
+        // Some may be gone again already (pod churn): not an error.
+        if let Err(err) = tc.attach_all(ebpf, &names) {
+            tracing::debug!("{err}");
+        }
+        let attached: Vec<Interface> = new
+            .into_iter()
+            .filter(|i| tc.is_attached(&i.name))
+            .collect();
+        if attached.is_empty() {
+            return;
+        }
+        match interfaces::peer_macs(&attached).await {
+            Ok(macs) => {
+                if let Err(err) = flood::set_port_macs(ebpf, &macs) {
+                    tracing::warn!("pod MACs: {err}");
+                }
+            }
+            Err(err) => tracing::warn!("pod MACs: {err}"),
+        }
+        for iface in attached {
+            tracing::info!("new pod interface {}: attached", iface.name);
+            self.traced.insert(iface.index, (iface, false));
+        }
+        self.pods_stale = true;
     }
 
     fn report(&mut self, ebpf: &Ebpf, opts: &WatchOptions) -> anyhow::Result<Report> {
@@ -484,6 +511,9 @@ async fn stopped(stop: &mut Option<tokio::sync::watch::Receiver<bool>>) {
         None => std::future::pending().await,
     }
 }
+
+/// Link events handled as one batch at most.
+const LINK_BATCH_MAX: usize = 256;
 
 async fn next_link(
     links: &mut Option<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>>,

@@ -26,52 +26,10 @@ use tracer_common::{
     dns::{DnsEvent, HIST_BUCKETS, QUESTION_CAP, bucket_bounds_ns, flag, latency_bucket},
     flood::FloodCause,
 };
-use tracer_tests::frames::{DnsMsg, Frame, L4};
-
-/// xorshift64*: small, fast, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn new(salt: u64) -> Self {
-        let seed = std::env::var("TRACER_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5eed_7ace_u64);
-        // splitmix64 of seed and salt: distinct seeds, distinct streams.
-        let mut z = seed.wrapping_add(salt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Self((z ^ (z >> 31)).max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.byte()).collect()
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+use tracer_tests::{
+    Rng,
+    frames::{DnsMsg, Frame, L4},
+};
 
 /// Bytes a parser treats specially: label lengths at the edges, pointer
 /// tags, zeros, all-ones.

@@ -162,7 +162,11 @@ fn map_entries(pid: u32, name: &str) -> usize {
         })
         .unwrap_or_default();
     let json = |args: &[&str]| -> Value {
-        let out = Command::new("bpftool").arg("-j").args(args).output().expect("bpftool");
+        let out = Command::new("bpftool")
+            .arg("-j")
+            .args(args)
+            .output()
+            .expect("bpftool");
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     };
     let id = json(&["map", "show"])

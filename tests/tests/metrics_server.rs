@@ -6,7 +6,8 @@
 //! - a slowloris of 1 000 connections trickling their heads forever (and
 //!   reconnecting when closed): a real scrape every 50 ms is answered
 //!   within 100 ms throughout.
-//! The figures are printed (`--nocapture`) for bench/SOAK.md.
+//!
+//! The figures are printed (`--nocapture`) for the README.
 
 use std::{
     io::{Read as _, Write as _},

@@ -26,52 +26,10 @@ use tracer_common::{
     dns::{DnsEvent, HIST_BUCKETS, QUESTION_CAP, bucket_bounds_ns, flag, latency_bucket},
     flood::FloodCause,
 };
-use tracer_tests::frames::{DnsMsg, Frame, L4};
-
-/// xorshift64*: small, fast, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn new(salt: u64) -> Self {
-        let seed = std::env::var("TRACER_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5eed_7ace_u64);
-        // splitmix64 of seed and salt: distinct seeds, distinct streams.
-        let mut z = seed.wrapping_add(salt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Self((z ^ (z >> 31)).max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.byte()).collect()
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+use tracer_tests::{
+    Rng,
+    frames::{DnsMsg, Frame, L4},
+};
 
 /// Bytes a parser treats specially: label lengths at the edges, pointer
 /// tags, zeros, all-ones.
@@ -188,7 +146,7 @@ fn question_decode_survives_arbitrary_and_mutated_bytes() {
         let qtype = if rng.chance(2) {
             *rng.pick(&[1, 28, 33, 65, 255, 0, 0xffff])
         } else {
-            rng.next() as u16
+            rng.next_u64() as u16
         };
         let name = random_name(&mut rng, QUESTION_CAP - 4);
         let wire = wire_question(&name, qtype);
@@ -328,8 +286,8 @@ fn latency_buckets_and_percentiles_survive_any_counts() {
     let mut tried = 0u64;
     for _ in 0..scale(200_000) {
         let ns = match rng.below(3) {
-            0 => rng.next(),
-            1 => rng.next() >> rng.below(64),
+            0 => rng.next_u64(),
+            1 => rng.next_u64() >> rng.below(64),
             _ => rng.below(20_000_000_000) as u64,
         };
         let b = latency_bucket(ns);
@@ -348,7 +306,7 @@ fn latency_buckets_and_percentiles_survive_any_counts() {
         for _ in 0..rng.below(40) {
             let i = rng.below(HIST_BUCKETS);
             // Per-CPU sums of a trace: large, but far from wrapping.
-            buckets[i] = rng.next() >> (20 + rng.below(44));
+            buckets[i] = rng.next_u64() >> (20 + rng.below(44));
         }
         let r = LatencyReport::from_buckets("if".into(), "server".into(), &buckets);
         assert!(r.p50_ms <= r.p90_ms && r.p90_ms <= r.p99_ms, "{r:?}");
@@ -380,7 +338,7 @@ fn mutate_stat(rng: &mut Rng, text: &str) -> String {
                 let i = rng.below(line.len());
                 line.remove(i);
             }
-            1 => line.push(format!("{:x}", rng.next())),
+            1 => line.push(format!("{:x}", rng.next_u64())),
             2 if !line.is_empty() => {
                 let i = rng.below(line.len());
                 line[i] = "ffffffffffffffff".into();
@@ -536,15 +494,15 @@ fn dns_collector_survives_events_from_mutated_frames() {
     let frames = scale(15_000);
     let (mut runs, mut refused) = (0u64, 0u64);
     for i in 0..frames {
-        let id = rng.next() as u16;
+        let id = rng.next_u64() as u16;
         let sport = 1024 + rng.below(60_000) as u16;
         let max = if rng.chance(4) { 250 } else { 60 };
         let name = random_name(&mut rng, max);
-        let any = rng.next() as u16;
+        let any = rng.next_u64() as u16;
         let qtype = *rng.pick(&[1u16, 28, 33, 255, any]);
         let query = DnsMsg::query(id, &name, qtype);
         let query = if rng.chance(10) {
-            query.qdcount(rng.next() as u16)
+            query.qdcount(rng.next_u64() as u16)
         } else {
             query
         };

@@ -259,7 +259,7 @@ fn hostile_names_in_json_are_escaped_and_recoverable_and_never_in_metrics() {
     );
     let cut = names
         .iter()
-        .find(|n| n.starts_with("\\027"))
+        .find(|n| n.starts_with("\\027\\027"))
         .expect("the long name");
     assert!(cut.ends_with('…'), "{cut}");
     assert_eq!(

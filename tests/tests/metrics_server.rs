@@ -7,7 +7,7 @@
 //!   reconnecting when closed): a real scrape every 50 ms is answered
 //!   within 100 ms throughout.
 //!
-//! The figures are printed (`--nocapture`) for bench/SOAK.md.
+//! The figures are printed (`--nocapture`) for the README.
 
 use std::{
     io::{Read as _, Write as _},
@@ -20,6 +20,7 @@ use std::{
 };
 
 use tracer::metrics;
+use tracer_tests::Rng;
 
 /// Requests in the fuzz run.
 const FUZZ_REQUESTS: u64 = 100_000;
@@ -33,24 +34,6 @@ const SCRAPE_BOUND: Duration = Duration::from_millis(100);
 /// The two tests count the whole process's descriptors: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// xorshift64*: reproducible, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n.max(1) as u64).unwrap()
-    }
-    fn byte(&mut self) -> u8 {
-        self.next().to_le_bytes()[0]
-    }
-}
-
 const SEEDS: &[&[u8]] = &[
     b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/openmetrics-text;version=1.0.0\r\n\r\n",
     b"HEAD /metrics HTTP/1.0\r\n\r\n",
@@ -63,11 +46,11 @@ const SEEDS: &[&[u8]] = &[
 
 /// One request: a seed mutated a few times, or noise.
 fn request(rng: &mut Rng) -> Vec<u8> {
-    if rng.below(10) == 0 {
+    if rng.chance(10) {
         let len = rng.below(4096);
-        return (0..len).map(|_| rng.byte()).collect();
+        return rng.bytes(len);
     }
-    let mut r = SEEDS[rng.below(SEEDS.len())].to_vec();
+    let mut r = rng.pick(SEEDS).to_vec();
     for _ in 0..rng.below(4) {
         let at = rng.below(r.len() + 1);
         match rng.below(8) {
@@ -222,7 +205,7 @@ fn fuzzed_requests_get_an_answer_or_a_close_and_leak_nothing() {
         let workers: Vec<_> = (0..FUZZ_THREADS)
             .map(|t| {
                 s.spawn(move || {
-                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1));
+                    let mut rng = Rng::new(t);
                     // 2xx, 4xx, other, closed without a reply.
                     let mut tally = [0_u64; 4];
                     for _ in 0..FUZZ_REQUESTS / FUZZ_THREADS {

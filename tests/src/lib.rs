@@ -3,13 +3,15 @@
 
 pub mod dns;
 pub mod frames;
+pub mod kubepod;
+pub mod prometheus;
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
-        Arc,
+        Arc, Barrier,
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
@@ -159,6 +161,11 @@ pub fn warm_up(netns: &str, rx: &Receiver, to: SocketAddrV4, src_port: u16) {
 /// Names of the programs attached through TCX to `iface` of namespace `netns`,
 /// both directions. Used to prove that nothing is left behind.
 pub fn tcx_programs(netns: &str, iface: &str) -> Vec<String> {
+    // Before v6.6 there is no TCX to query (BPF_PROG_QUERY: EINVAL), and so
+    // nothing can be attached through it.
+    if tracer::attach::TcAttachMode::detect() == tracer::attach::TcAttachMode::Legacy {
+        return Vec::new();
+    }
     let iface = iface.to_owned();
     netns::run_in(netns, move || {
         use aya::programs::{SchedClassifier, TcAttachType};
@@ -279,6 +286,14 @@ pub fn default_tc_attach() -> tracer::attach::TcAttachMode {
     }
 }
 
+/// How long a started tracer may take to be ready: loading and verifying
+/// the programs takes ~1 s here but ~20–60 s in the kernel matrix's QEMU
+/// VMs (TCG, two tracers at once on two emulated CPUs).
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a signalled tracer may take to exit (detach, final report);
+/// generous for the same reason.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A running `tracer --netns NODE watch --output json`, stopped by a signal.
 ///
 /// Its stdout and stderr are drained by threads while it runs: a busy
@@ -349,8 +364,8 @@ impl TracerRun {
                 );
             }
             assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "tracer not ready in 30 s"
+                start.elapsed() < READY_TIMEOUT,
+                "tracer not ready in {READY_TIMEOUT:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -362,7 +377,7 @@ impl TracerRun {
         self.child.id()
     }
 
-    /// Sends `signal`, waits (10 s at most), checks the exit and the ready
+    /// Sends `signal`, waits (STOP_TIMEOUT at most), checks the exit and the ready
     /// file's removal, and returns the JSON report.
     pub fn stop(self, signal: Signal) -> serde_json::Value {
         self.stop_with_log(signal).0
@@ -390,7 +405,7 @@ impl TracerRun {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 break Some(status);
             }
-            if start.elapsed() > Duration::from_secs(10) {
+            if start.elapsed() > STOP_TIMEOUT {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 break None;
@@ -404,8 +419,8 @@ impl TracerRun {
         };
         let stdout = take(&mut self.stdout);
         let stderr = String::from_utf8_lossy(&take(&mut self.stderr)).into_owned();
-        let status =
-            status.unwrap_or_else(|| panic!("tracer ignored {signal} for 10 s:\n{stderr}"));
+        let status = status
+            .unwrap_or_else(|| panic!("tracer ignored {signal} for {STOP_TIMEOUT:?}:\n{stderr}"));
         assert!(status.success(), "tracer {status}: {stderr}");
         assert!(!self.ready.exists(), "ready file removed at exit");
         let report = serde_json::from_slice(&stdout)
@@ -422,5 +437,62 @@ impl Drop for TracerRun {
             let _ = self.child.wait();
         }
         let _ = std::fs::remove_file(&self.ready);
+    }
+}
+
+/// Sends `build(round)` from two threads pinned to CPUs 0 and 1 at the same
+/// instant, `rounds` times: identical packets racing to confirm one new
+/// conntrack entry. Each frame's IP packet is sent on a raw socket.
+pub fn race_pinned(
+    client_ns: &str,
+    dst: Ipv4Addr,
+    rounds: u16,
+    build: impl Fn(u16) -> Vec<u8> + Send + Sync + 'static,
+) {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    let build = Arc::new(build);
+    let barrier = Arc::new(Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|cpu| {
+            let barrier = Arc::clone(&barrier);
+            let build = Arc::clone(&build);
+            netns::spawn_in(client_ns, move || {
+                let mut set = CpuSet::new();
+                set.set(cpu).expect("cpu");
+                sched_setaffinity(Pid::from_raw(0), &set).expect("pin to a CPU");
+                // SAFETY: plain socket(2); the fd is closed below.
+                let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+                assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+                let to = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as u16,
+                    sin_port: 0,
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(dst).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                for round in 0..rounds {
+                    let frame = build(round);
+                    let packet = &frame[14..];
+                    barrier.wait();
+                    // SAFETY: valid buffer and address for the call's duration.
+                    unsafe {
+                        libc::sendto(
+                            fd,
+                            packet.as_ptr().cast(),
+                            packet.len(),
+                            0,
+                            (&raw const to).cast(),
+                            size_of::<libc::sockaddr_in>() as u32,
+                        );
+                    }
+                }
+                // SAFETY: closing the fd we opened.
+                unsafe { libc::close(fd) };
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread").expect("netns");
     }
 }

@@ -5,20 +5,14 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    sync::{Arc, Barrier},
     time::{Duration, Instant},
 };
 
-use nix::{
-    sched::{CpuSet, sched_setaffinity},
-    sys::signal::Signal,
-    unistd::Pid,
-};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use tracer::{
     conntrack::stat::ConntrackStats,
     lab::topology::{Datapath, Topology},
-    netns,
 };
 use tracer_tests::{
     TracerRun,
@@ -134,61 +128,21 @@ fn dns_service_conntrack_counts_equal_kernel_counters_transparent() {
 /// (`allow_clash` is false), so when both SYNs miss the table and race to
 /// confirm, the loser is dropped in `__nf_conntrack_confirm`.
 fn race_syns(client_ns: &str, client: Ipv4Addr, rounds: u16, first_port: u16) {
-    let barrier = Arc::new(Barrier::new(2));
-    let threads: Vec<_> = (0..2)
-        .map(|cpu| {
-            let barrier = Arc::clone(&barrier);
-            netns::spawn_in(client_ns, move || {
-                let mut set = CpuSet::new();
-                set.set(cpu).expect("cpu");
-                sched_setaffinity(Pid::from_raw(0), &set).expect("pin to a CPU");
-                // SAFETY: plain socket(2); the fd is closed below.
-                let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-                assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-                let dst = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as u16,
-                    sin_port: 0,
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from(TCP_SERVICE).to_be(),
-                    },
-                    sin_zero: [0; 8],
-                };
-                for round in 0..rounds {
-                    let frame = Frame::ipv4(
-                        client,
-                        TCP_SERVICE,
-                        L4::Tcp {
-                            src: first_port + round,
-                            dst: 80,
-                            flags: 0x02,
-                            seq: 1000,
-                        },
-                        &[],
-                    )
-                    .tcp_dns_length_prefix(false)
-                    .build();
-                    let packet = &frame[14..];
-                    barrier.wait();
-                    // SAFETY: valid buffer and address for the call's duration.
-                    unsafe {
-                        libc::sendto(
-                            fd,
-                            packet.as_ptr().cast(),
-                            packet.len(),
-                            0,
-                            (&raw const dst).cast(),
-                            size_of::<libc::sockaddr_in>() as u32,
-                        );
-                    }
-                }
-                // SAFETY: closing the fd we opened.
-                unsafe { libc::close(fd) };
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("thread").expect("netns");
-    }
+    tracer_tests::race_pinned(client_ns, TCP_SERVICE, rounds, move |round| {
+        Frame::ipv4(
+            client,
+            TCP_SERVICE,
+            L4::Tcp {
+                src: first_port + round,
+                dst: 80,
+                flags: 0x02,
+                seq: 1000,
+            },
+            &[],
+        )
+        .tcp_dns_length_prefix(false)
+        .build()
+    });
 }
 
 /// A real NF_DROP in the confirm path, provoked on purpose, attributed to

@@ -124,7 +124,7 @@ fn fdb_expiry_flood_is_counted_per_victim_and_explained() {
         .iter()
         .find(|e| e["dst_mac"] == b_mac.as_str())
         .unwrap_or_else(|| panic!("no episode for {b_mac}: {:#}", report["flood"]));
-    assert_eq!(episode["cause"]["kind"], "fdb_entry_removed", "{episode:#}");
+    assert_eq!(episode["cause"]["kind"], "aged_out", "{episode:#}");
     assert_eq!(episode["protocol"], "udp");
     assert_eq!(episode["dport"], PORT);
     assert_eq!(episode["dst_ip"], b.ip.to_string());

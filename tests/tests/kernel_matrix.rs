@@ -14,22 +14,18 @@
 use std::{
     net::Ipv4Addr,
     process::Command,
-    sync::{Arc, Barrier, mpsc},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use aya::Ebpf;
-use nix::{
-    sched::{CpuSet, sched_setaffinity},
-    unistd::Pid,
-};
 use serde_json::Value;
 use tracer::{
     conntrack::{ConntrackCollector, stat::ConntrackStats},
     flood::collector::FloodCollector,
     hooks::{self, Attempt, Hook, HookKind, HookLinks, HookStatus},
-    lab::topology::{Datapath, Topology},
-    netns, probes,
+    lab::topology::{BRIDGE, Datapath, Topology},
+    netns, probes, watch,
 };
 use tracer_tests::{
     dns::Capture,
@@ -181,55 +177,6 @@ fn write_matrix_file(name: &str, value: &serde_json::Value) {
         .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
-/// Sends `build(round)` from two threads pinned to CPUs 0 and 1 at the same
-/// instant, `rounds` times: identical packets racing to confirm one new
-/// conntrack entry.
-fn race(client_ns: &str, dst: Ipv4Addr, rounds: u16, build: fn(u16) -> Vec<u8>) {
-    let barrier = Arc::new(Barrier::new(2));
-    let threads: Vec<_> = (0..2)
-        .map(|cpu| {
-            let barrier = Arc::clone(&barrier);
-            netns::spawn_in(client_ns, move || {
-                let mut set = CpuSet::new();
-                set.set(cpu).expect("cpu");
-                sched_setaffinity(Pid::from_raw(0), &set).expect("pin to a CPU");
-                // SAFETY: plain socket(2); the fd is closed below.
-                let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-                assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-                let to = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as u16,
-                    sin_port: 0,
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from(dst).to_be(),
-                    },
-                    sin_zero: [0; 8],
-                };
-                for round in 0..rounds {
-                    let frame = build(round);
-                    let packet = &frame[14..];
-                    barrier.wait();
-                    // SAFETY: valid buffer and address for the call's duration.
-                    unsafe {
-                        libc::sendto(
-                            fd,
-                            packet.as_ptr().cast(),
-                            packet.len(),
-                            0,
-                            (&raw const to).cast(),
-                            size_of::<libc::sockaddr_in>() as u32,
-                        );
-                    }
-                }
-                // SAFETY: closing the fd we opened.
-                unsafe { libc::close(fd) };
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("thread").expect("netns");
-    }
-}
-
 /// The second pod of the lab (`topology::pod_ip(1)`).
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 240, 1, 2);
 const FIRST_PORT: u16 = 20000;
@@ -329,8 +276,8 @@ fn matrix_conntrack_drops_and_clashes_equal_kernel_counters() {
     let mut rounds = 0u32;
     loop {
         // A new source port per round: every round creates new entries.
-        race(&client.netns, TCP_SERVICE, 500, syn);
-        race(&client.netns, UDP_SERVICE, 500, udp);
+        tracer_tests::race_pinned(&client.netns, TCP_SERVICE, 500, syn);
+        tracer_tests::race_pinned(&client.netns, UDP_SERVICE, 500, udp);
         rounds += 500;
         let d = kernel_counters(&topo).delta(&before);
         let enough = d.insert_failed >= 3 && d.clash_resolved.unwrap_or(0) >= 3;
@@ -426,35 +373,28 @@ fn matrix_br_flood_frames_equal_tcpdump_on_a_bystander_port() {
     load_modules();
     let topo = Topology::build(Datapath::Bridge, 3).expect("topology");
     let (sender, bystander) = (topo.pods[0].clone(), topo.pods[2].clone());
-    let nowhere = NOWHERE.to_string();
-    for args in [
-        vec!["route", "add", &nowhere, "dev", "eth0"],
-        vec![
-            "neigh",
-            "replace",
-            &nowhere,
-            "lladdr",
-            NOWHERE_MAC,
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ],
-    ] {
-        topo.exec(&sender.netns, "ip", &args).expect("ip");
-    }
+    unknown_unicast_route(&topo, &sender.netns);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let tracer = netns::spawn_in(&topo.node, move || {
         let rt = runtime();
         let _rt = rt.enter();
         let (mut ebpf, statuses, _links) = attach("flood");
-        let mut collector = FloodCollector::new(&mut ebpf, 0).expect("collector");
+        let links = rt.block_on(tracer::interfaces::list()).expect("links");
+        let mut collector = rt
+            .block_on(FloodCollector::start(
+                &mut ebpf,
+                watch::monotonic_ns(),
+                &links,
+                &tracer::pods::PodIndex::default(),
+                &[],
+            ))
+            .expect("collector");
         ready_tx.send(()).expect("ready");
         stop_rx.recv().expect("stop");
         std::thread::sleep(Duration::from_millis(200));
         let report = collector
-            .report(&ebpf, statuses, &|i| i.to_string())
+            .report(&ebpf, watch::monotonic_ns(), statuses, &|i| i.to_string())
             .expect("report");
         serde_json::to_value(&report).expect("json")
     });
@@ -475,8 +415,33 @@ fn matrix_br_flood_frames_equal_tcpdump_on_a_bystander_port() {
     })
     .expect("netns");
     let on_wire = capture.count();
+    // FDB removals on the traced bridge: the scoped fdb_delete program reads
+    // the bridge, port and entry members. Without a VLAN, `bridge fdb add`
+    // makes one entry per VLAN of the port (vid 0, and the default pvid 1
+    // on kernels built with VLAN filtering): `bridge fdb show` counts them.
+    let fdb = |args: &[&str]| {
+        let out = topo.exec(&topo.node, "bridge", args).expect("bridge fdb");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    fdb(&[
+        "fdb",
+        "add",
+        FDB_MAC,
+        "dev",
+        &bystander.host_if,
+        "master",
+        "static",
+    ]);
+    let entries = fdb(&["fdb", "show", "br", BRIDGE])
+        .lines()
+        .filter(|l| l.starts_with(FDB_MAC))
+        .count() as u64;
+    fdb(&["fdb", "del", FDB_MAC, "dev", &bystander.host_if, "master"]);
+    std::thread::sleep(Duration::from_millis(100));
     stop_tx.send(()).expect("stop");
     let report = tracer.join().expect("tracer").expect("netns");
+    assert!(entries >= 1, "bridge fdb show: {entries} entries");
+    assert_eq!(report["fdb_deletes"].as_u64(), Some(entries), "{report:#}");
     let hook = report["hooks"]
         .as_array()
         .expect("hooks")
@@ -508,6 +473,9 @@ fn matrix_br_flood_frames_equal_tcpdump_on_a_bystander_port() {
         assert_eq!(ours, 0, "no br_flood hook, no counts");
     }
 }
+
+/// A static entry added and deleted on the flood test's bridge.
+const FDB_MAC: &str = "02:00:00:00:00:aa";
 
 /// Every TC program of the object passes this kernel's verifier (the
 /// combined ones, each area's, and the DNS tail-call target) and attaches
@@ -585,4 +553,118 @@ fn matrix_every_tc_program_loads_and_attaches() {
         tail_failures.1 >= 1,
         "the query was seen by the DNS program"
     );
+}
+
+/// Routes [`NOWHERE`] out of `netns`'s eth0 to [`NOWHERE_MAC`], a MAC no
+/// port owns: every frame sent there is unknown unicast, which the bridge
+/// floods to every other port.
+fn unknown_unicast_route(topo: &Topology, netns: &str) {
+    let nowhere = NOWHERE.to_string();
+    for args in [
+        vec!["route", "add", &nowhere, "dev", "eth0"],
+        vec![
+            "neigh",
+            "replace",
+            &nowhere,
+            "lladdr",
+            NOWHERE_MAC,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    ] {
+        topo.exec(netns, "ip", &args).expect("ip");
+    }
+}
+
+/// The real `tracer watch` on this kernel's attach path (legacy before 6.6),
+/// end to end on a bridge node: glibc lookups against dnsmasq counted and
+/// timed as tshark sees them on the client's veth, and frames the bridge
+/// floods counted on a bystander port as tcpdump sees them there. Loose on
+/// time (TCG is slow), exact on counts.
+#[test_log::test]
+fn matrix_tracer_watch_dns_and_flood_equal_tshark_and_tcpdump() {
+    use nix::sys::signal::Signal;
+    use tracer_tests::{
+        TracerRun,
+        dns::{DnsServer, ResolvConf, allow_aaaa_lookups, getent_ahosts},
+    };
+    const LOOKUPS: usize = 5;
+    if !privileged("matrix_tracer_watch_dns_and_flood_equal_tshark_and_tcpdump") {
+        return;
+    }
+    load_modules();
+    let topo = Topology::build(Datapath::Bridge, 3).expect("topology");
+    let (client, server, bystander) = (
+        topo.pods[0].clone(),
+        topo.pods[1].clone(),
+        topo.pods[2].clone(),
+    );
+    let records = [(
+        "api.lab.test",
+        Ipv4Addr::new(10, 0, 0, 1),
+        "fd00::1".parse().expect("v6"),
+    )];
+    let _dns = DnsServer::start(&server.netns, server.ip, &records);
+    let _resolv = ResolvConf::write(&client.netns, server.ip, &["timeout:5", "attempts:2"]);
+    allow_aaaa_lookups(&client.netns);
+    unknown_unicast_route(&topo, &client.netns);
+
+    let tracer = TracerRun::start(&topo.node, &[]);
+    let dns_capture = Capture::start(&topo.node, &client.host_if);
+    for _ in 0..LOOKUPS {
+        let lookup = getent_ahosts(&client.netns, "api.lab.test");
+        assert!(lookup.ok(), "{lookup:?}");
+    }
+    let flood_capture = Capture::start_filtered(
+        &topo.node,
+        &bystander.host_if,
+        &format!("ether dst {NOWHERE_MAC}"),
+    );
+    netns::run_in(&client.netns, || {
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind");
+        for _ in 0..FLOODED {
+            socket.send_to(&[0; 32], (NOWHERE, 9)).expect("send");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .expect("netns");
+    let flooded_on_wire = flood_capture.count();
+    let packets = dns_capture.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    let report = tracer.stop(Signal::SIGINT);
+
+    let answers = packets.iter().filter(|p| p.response).count() as u64;
+    assert_eq!(answers, 2 * LOOKUPS as u64, "tshark: A + AAAA answers");
+    let row = report["dns"]["latency"]
+        .as_array()
+        .expect("latency rows")
+        .iter()
+        .find(|r| r["interface"] == client.host_if.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no latency row for {}: {report:#}", client.host_if));
+    assert_eq!(row["answers"].as_u64(), Some(answers), "{row:#}");
+    let victims = report["flood"]["victims"]
+        .as_array()
+        .expect("victims")
+        .iter()
+        .find(|v| v["interface"] == bystander.host_if.as_str())
+        .map_or(0, |v| v["victim_packets"].as_u64().unwrap_or(0));
+    eprintln!(
+        "tc_attach {}: DNS answers tracer {} / tshark {answers}; flooded copies on {} tracer {victims} / tcpdump {flooded_on_wire}",
+        report["tc_attach"], row["answers"], bystander.host_if
+    );
+    assert_eq!(
+        flooded_on_wire, FLOODED,
+        "every frame flooded to the bystander"
+    );
+    assert_eq!(victims, flooded_on_wire, "victim copies = tcpdump's");
+    let losses: u64 = report["losses"]
+        .as_array()
+        .expect("losses")
+        .iter()
+        .map(|l| l["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(losses, 0, "{report:#}");
 }

@@ -69,3 +69,68 @@ fn lab_flood_scenario_side_by_side_and_verified() {
         .collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
+
+/// `tracer lab --plot DIR`: SVG and PNG of the DNS latency CDF, the flood
+/// copies per port over time and the pod-to-pod RTT CDF, each with the
+/// run's parameters in its caption; the text table still goes to stdout.
+/// `TRACER_UPDATE_PICTURES=1` keeps the PNGs in docs/lab/ (the README's).
+#[test_log::test]
+fn lab_plot_draws_the_run() {
+    if !privileged("lab_plot_draws_the_run") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tracer-lab-plot-{}", std::process::id()));
+    let out = Command::new(tracer_bin())
+        .args(["--log", "warn", "lab", "--pods", "3", "--duration", "2"])
+        .args([
+            "--scenario",
+            "dns",
+            "--scenario",
+            "flood",
+            "--scenario",
+            "pod-to-pod",
+        ])
+        .arg("--plot")
+        .arg(&dir)
+        .output()
+        .expect("run tracer lab");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let files: Vec<(String, Vec<u8>)> = ["dns-latency-cdf", "flood-copies", "pod-to-pod-rtt"]
+        .iter()
+        .flat_map(|n| ["svg", "png"].map(|e| format!("{n}.{e}")))
+        .map(|f| {
+            let bytes = std::fs::read(dir.join(&f)).unwrap_or_default();
+            (f, bytes)
+        })
+        .collect();
+    if std::env::var("TRACER_UPDATE_PICTURES").as_deref() == Ok("1") {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/lab");
+        std::fs::create_dir_all(&docs).expect("docs/lab");
+        for (name, bytes) in files.iter().filter(|(n, _)| n.ends_with(".png")) {
+            std::fs::write(docs.join(name), bytes).expect("keep picture");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "tracer lab failed: {stderr}");
+    assert!(
+        table.contains("SYMPTOM") && table.contains("BRIDGE"),
+        "{table}"
+    );
+    for (name, bytes) in &files {
+        assert!(bytes.len() > 2000, "{name}: {} bytes", bytes.len());
+        if name.ends_with(".png") {
+            assert_eq!(&bytes[1..4], b"PNG", "{name}");
+        } else {
+            let svg = String::from_utf8_lossy(bytes);
+            assert!(
+                svg.contains("3 workload pods per node, 2 s per scenario"),
+                "{name}: caption"
+            );
+            assert!(
+                svg.contains("bridge") && svg.contains("transparent"),
+                "{name}: both datapaths"
+            );
+        }
+    }
+}

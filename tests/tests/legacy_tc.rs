@@ -73,6 +73,37 @@ impl Node {
         let rx = Receiver::start(&b.netns, b.ip, port);
         let to = SocketAddrV4::new(b.ip, port);
         warm_up(&topo.pods[0].netns, &rx, to, port);
+        // A's entry for B never goes stale: no ARP probe lands in the
+        // counted batches when a run is slow (minutes in a TCG VM, past the
+        // ~30 s reachable time).
+        let b_mac = std::process::Command::new("ip")
+            .args(["-n", &b.netns, "-br", "link", "show", "eth0"])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .nth(2)
+                    .map(str::to_owned)
+            })
+            .expect("ip link")
+            .expect("B's MAC");
+        let b_ip = b.ip.to_string();
+        topo.exec(
+            &topo.pods[0].netns,
+            "ip",
+            &[
+                "neigh",
+                "replace",
+                &b_ip,
+                "lladdr",
+                &b_mac,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ],
+        )
+        .expect("permanent neighbour");
         Self { topo, rx, to, port }
     }
 

@@ -191,13 +191,15 @@ fn assert_node_access(spec: &PodSpec) {
     assert_eq!(granted, needed, "capabilities granted = what tracer needs");
     assert!(!granted.contains("sys_admin"), "no CAP_SYS_ADMIN");
 
-    // Host paths mounted where they are on the host, all read-only.
-    let expected: [(&str, Option<&str>); 4] = [
+    // Host paths mounted where they are on the host, read-only but for
+    // /run/tracer (the legacy-TC owner locks, see deploy/README.md).
+    let expected: [(&str, Option<&str>); 5] = [
         ("/sys/fs/bpf", Some("Directory")),
         ("/sys/kernel/tracing", Some("Directory")),
         // Optional: absent on nodes without Azure CNI ("" = no check).
         ("/var/run/azure-vnet.json", Some("")),
         ("/var/log/pods", Some("Directory")),
+        ("/run/tracer", Some("DirectoryOrCreate")),
     ];
     let mounts = container.volume_mounts.as_deref().unwrap_or_default();
     let volumes = spec.volumes.as_deref().unwrap_or_default();
@@ -208,7 +210,12 @@ fn assert_node_access(spec: &PodSpec) {
             .iter()
             .find(|m| m.mount_path == path)
             .unwrap_or_else(|| panic!("{path} is mounted"));
-        assert_eq!(mount.read_only, Some(true), "{path} read-only");
+        let writable = path == "/run/tracer";
+        assert_eq!(
+            mount.read_only.unwrap_or(false),
+            !writable,
+            "{path} read-only"
+        );
         let volume = volumes
             .iter()
             .find(|v| v.name == mount.name)

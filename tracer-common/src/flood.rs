@@ -16,6 +16,17 @@ pub const PORTS_MAX_ENTRIES: u32 = 4096;
 pub const FLOWS_MAX_ENTRIES: u32 = 4096;
 /// Ring buffer for [`FloodCause`] events, bytes.
 pub const CAUSES_RING_BYTES: u32 = 1 << 18;
+/// Bridges whose FDB events are this node's, and namespaces whose neighbour
+/// events are (the node's and its pods').
+pub const SCOPE_MAX_ENTRIES: u32 = 4096;
+
+/// A flow silent this long on a CPU starts a new burst there
+/// ([`FloodCount::burst_ns`]); the same gap ends a flood episode in
+/// userspace. 1 s: a paced stream's gaps (scheduler hiccups of a few hundred
+/// ms) stay inside one episode, while a flood that stops because the MAC was
+/// learned again and restarts at the next ageing (≥ 1 s: `ageing_time` is at
+/// least 1 s in practice, 300 s by default) is a new one.
+pub const EPISODE_GAP_NS: u64 = 1_000_000_000;
 
 /// Value of `FLOOD_PORT_MACS`, keyed by the host-side port's ifindex: the
 /// MAC of the pod behind it (the veth peer's address).
@@ -80,15 +91,62 @@ pub struct FloodKey {
     pub _pad2: [u8; 2],
 }
 
-/// Per-CPU value of `FLOOD_FLOWS`.
+/// Per-CPU value of `FLOOD_FLOWS` and `FLOOD_VICTIM_FLOWS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FloodCount {
     pub packets: u64,
     pub bytes: u64,
-    /// `bpf_ktime_get_ns` of the first and the latest flooded frame on this CPU.
+    /// `bpf_ktime_get_ns` of the first and the latest flooded frame on this
+    /// CPU; 0 on a CPU that has seen none (a per-CPU hash inserts the value
+    /// on the inserting CPU only, the other CPUs' slots start zeroed).
     pub first_ns: u64,
     pub last_ns: u64,
+    /// Start of this CPU's current burst: the first frame after a silence of
+    /// at least [`EPISODE_GAP_NS`] on this CPU. Across CPUs, the earliest
+    /// burst start after the flow's previous last frame is when a flood
+    /// restarted, whichever CPU the sender runs on.
+    pub burst_ns: u64,
+}
+
+impl FloodCount {
+    /// Adds one frame of `bytes` seen at `now` on this CPU's slot.
+    #[inline(always)]
+    pub const fn add(&mut self, bytes: u64, now: u64) {
+        if self.first_ns == 0 {
+            self.first_ns = now;
+        }
+        if self.last_ns == 0 || now.saturating_sub(self.last_ns) >= EPISODE_GAP_NS {
+            self.burst_ns = now;
+        }
+        self.packets += 1;
+        self.bytes += bytes;
+        self.last_ns = now;
+    }
+}
+
+/// Key of `FLOOD_BRIDGES`: a bridge by network namespace inode and ifindex
+/// (ifindexes are per namespace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BridgeKey {
+    pub netns: u32,
+    pub ifindex: u32,
+}
+
+/// Why `bridge:fdb_delete` removed an entry, sent in [`FloodCause::state`].
+pub mod fdb_reason {
+    /// Not known (a member offset is missing on this kernel).
+    pub const UNKNOWN: u16 = 0;
+    /// Idle for at least the bridge's `ageing_time`: garbage collection.
+    pub const AGED_OUT: u16 = 1;
+    /// Its port left the forwarding state (`BR_STATE_DISABLED`): the port
+    /// went down or is being removed (veth deleted, `nomaster`), and the
+    /// bridge flushed every entry learned on it.
+    pub const PORT_DISABLED: u16 = 2;
+    /// Neither: removed while fresh on a live port (`bridge fdb del`, a
+    /// flush, a MAC moving under a static entry).
+    pub const REMOVED: u16 = 3;
 }
 
 /// What a [`FloodCause`] reports.
@@ -122,7 +180,8 @@ pub struct FloodCause {
     pub mac: [u8; 6],
     /// Neighbour: address family (2 = AF_INET, 10 = AF_INET6).
     pub family: u16,
-    /// Neighbour: NUD state (old for updates, see `new_state`).
+    /// Neighbour: NUD state (old for updates, see `new_state`); FDB delete:
+    /// an [`fdb_reason`] value.
     pub state: u16,
     pub new_state: u16,
     /// FDB: the VLAN; neighbour: 0.
@@ -139,7 +198,28 @@ pub struct FloodCause {
 const _: () = assert!(size_of::<PortMac>() == 8);
 const _: () = assert!(size_of::<PortFlood>() == 32);
 const _: () = assert!(size_of::<FloodKey>() == 32);
-const _: () = assert!(size_of::<FloodCount>() == 32);
+const _: () = assert!(size_of::<FloodCount>() == 40);
+const _: () = assert!(size_of::<BridgeKey>() == 8);
 const _: () = assert!(size_of::<FloodCause>() == 56);
 
-crate::impl_pod!(PortMac, PortFlood, FloodKey, FloodCount, FloodCause);
+crate::impl_pod!(
+    PortMac, PortFlood, FloodKey, FloodCount, FloodCause, BridgeKey
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_first_used_after_insertion_gets_its_times() {
+        // The slot of a CPU other than the inserting one starts zeroed.
+        let mut c = FloodCount::default();
+        c.add(60, 5_000);
+        assert_eq!((c.first_ns, c.burst_ns, c.last_ns), (5_000, 5_000, 5_000));
+        c.add(60, 5_000 + EPISODE_GAP_NS - 1);
+        assert_eq!(c.burst_ns, 5_000, "a short gap continues the burst");
+        let restart = 5_000 + 3 * EPISODE_GAP_NS;
+        c.add(60, restart);
+        assert_eq!((c.first_ns, c.burst_ns, c.packets), (5_000, restart, 3));
+    }
+}

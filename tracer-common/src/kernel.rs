@@ -47,8 +47,16 @@ pub struct KernelOffsets {
     pub fdb_addr: u32,
     pub fdb_vid: u32,
     pub fdb_dst: u32,
+    /// `updated` (jiffies of the last time the entry was refreshed).
+    pub fdb_updated: u32,
     // struct net_bridge_port
     pub port_dev: u32,
+    /// `state` (`BR_STATE_*`, a u8).
+    pub port_state: u32,
+    // struct net_bridge
+    pub br_dev: u32,
+    /// `ageing_time` (jiffies).
+    pub br_ageing_time: u32,
     // struct neighbour
     pub neigh_primary_key: u32,
     pub neigh_dev: u32,
@@ -87,7 +95,11 @@ impl KernelOffsets {
         fdb_addr: UNKNOWN,
         fdb_vid: UNKNOWN,
         fdb_dst: UNKNOWN,
+        fdb_updated: UNKNOWN,
         port_dev: UNKNOWN,
+        port_state: UNKNOWN,
+        br_dev: UNKNOWN,
+        br_ageing_time: UNKNOWN,
         neigh_primary_key: UNKNOWN,
         neigh_dev: UNKNOWN,
         neigh_tbl: UNKNOWN,
@@ -98,6 +110,6 @@ impl KernelOffsets {
     };
 }
 
-const _: () = assert!(size_of::<KernelOffsets>() == 30 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 34 * 4);
 
 crate::impl_pod!(KernelOffsets);

@@ -8,15 +8,15 @@
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
     macros::{btf_tracepoint, classifier, fentry, kprobe, map},
     maps::{HashMap, PerCpuHashMap, RingBuf},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TcContext},
 };
 use tracer_common::{
     flood::{
-        CAUSES_RING_BYTES, FLOWS_MAX_ENTRIES, FloodCause, FloodCount, FloodKey, NUD_FAILED,
-        PORTS_MAX_ENTRIES, PortFlood, PortMac, cause,
+        BridgeKey, CAUSES_RING_BYTES, FLOWS_MAX_ENTRIES, FloodCause, FloodCount, FloodKey,
+        NUD_FAILED, PORTS_MAX_ENTRIES, PortFlood, PortMac, SCOPE_MAX_ENTRIES, cause, fdb_reason,
     },
     loss::Loss,
 };
@@ -193,19 +193,13 @@ fn add_flow(flows: &PerCpuHashMap<FloodKey, FloodCount>, key: FloodKey, bytes: u
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     match flows.get_ptr_mut(key) {
-        // SAFETY: per-CPU value, only this CPU writes it while we run.
-        Some(count) => unsafe {
-            (*count).packets += 1;
-            (*count).bytes += bytes;
-            (*count).last_ns = now;
-        },
+        // SAFETY: per-CPU value, only this CPU writes it while we run. The
+        // slot may be zeroed (another CPU inserted the key): `add` sets its
+        // times then.
+        Some(count) => unsafe { (*count).add(bytes, now) },
         None => {
-            let count = FloodCount {
-                packets: 1,
-                bytes,
-                first_ns: now,
-                last_ns: now,
-            };
+            let mut count = FloodCount::default();
+            count.add(bytes, now);
             if flows.insert(key, count, 0).is_err() {
                 count_loss(Loss::FloodFlowsFull);
             }
@@ -214,31 +208,97 @@ fn add_flow(flows: &PerCpuHashMap<FloodKey, FloodCount>, key: FloodKey, bytes: u
 }
 
 // ---- why a flood starts: FDB and neighbour tracepoints ------------------
+//
+// The tracepoints are machine-wide: every bridge and every namespace of the
+// host fires them. Only this node's are sent: FDB events of the traced
+// bridges (`FLOOD_BRIDGES`, by namespace and ifindex), neighbour events of
+// the node's namespace and its pods' (`FLOOD_NETNS`); both maps are kept by
+// userspace as bridges and pods come and go.
 
-/// `bridge:fdb_delete(br, f)`: an FDB entry went away (aged out, flushed).
+#[map(name = "FLOOD_BRIDGES")]
+static BRIDGES: HashMap<BridgeKey, u8> = HashMap::with_max_entries(SCOPE_MAX_ENTRIES, 0);
+
+#[map(name = "FLOOD_NETNS")]
+static NETNS: HashMap<u32, u8> = HashMap::with_max_entries(SCOPE_MAX_ENTRIES, 0);
+
+/// Whether `br` is one of the traced bridges (by its device's namespace
+/// and ifindex). Where `struct net_bridge` is in no BTF tracer could read
+/// (`kernel_offsets_missing`), nothing matches: FDB events are then not
+/// reported at all.
+#[inline(always)]
+fn traced_bridge(br: u64, o: &tracer_common::kernel::KernelOffsets) -> bool {
+    let key = BridgeKey {
+        netns: dev_netns(br, o.br_dev, o),
+        ifindex: ifindex_of(br, o.br_dev, o),
+    };
+    // SAFETY: plain lookup of a u8 value.
+    unsafe { BRIDGES.get(key) }.is_some()
+}
+
+/// `bridge:fdb_delete(br, f)`: an FDB entry went away (aged out, its port
+/// disabled or removed, flushed).
 #[btf_tracepoint(function = "fdb_delete")]
 pub fn flood_fdb_delete(ctx: BtfTracePointContext) -> i32 {
+    let br: u64 = ctx.arg(0);
     let fdb: u64 = ctx.arg(1);
     let o = offsets();
+    if !traced_bridge(br, &o) {
+        return 0;
+    }
     let port = read::<u64>(fdb, o.fdb_dst).unwrap_or(0);
     cause(FloodCause {
         kind: cause::FDB_DELETE,
         ifindex: ifindex_of(port, o.port_dev, &o),
         mac: read(fdb, o.fdb_addr).unwrap_or_default(),
         vid: read(fdb, o.fdb_vid).unwrap_or_default(),
+        state: delete_reason(br, fdb, port, &o),
         ..FloodCause::default()
     });
     0
+}
+
+/// Why `fdb` is being deleted. The port's state is checked first: when a
+/// port goes down or leaves the bridge, `br_stp_disable_port` sets it to
+/// `BR_STATE_DISABLED` before `br_fdb_delete_by_port` (net/bridge/
+/// br_stp_if.c, since v2.6), whatever the entries' age. Else an entry idle
+/// for `ageing_time` is garbage collected (`has_expired`, br_fdb.c; the
+/// topology-change hold time of STP bridges is not considered).
+#[inline(always)]
+fn delete_reason(br: u64, fdb: u64, port: u64, o: &tracer_common::kernel::KernelOffsets) -> u16 {
+    /// `BR_STATE_DISABLED` (include/uapi/linux/if_bridge.h).
+    const BR_STATE_DISABLED: u8 = 0;
+    if let Ok(state) = read::<u8>(port, o.port_state)
+        && state == BR_STATE_DISABLED
+    {
+        return fdb_reason::PORT_DISABLED;
+    }
+    let (Ok(updated), Ok(ageing)) = (
+        read::<u64>(fdb, o.fdb_updated),
+        read::<u64>(br, o.br_ageing_time),
+    ) else {
+        return fdb_reason::UNKNOWN;
+    };
+    // SAFETY: bpf_jiffies64 (v5.5) has no preconditions.
+    let now = unsafe { bpf_jiffies64() };
+    if now.wrapping_sub(updated) >= ageing {
+        fdb_reason::AGED_OUT
+    } else {
+        fdb_reason::REMOVED
+    }
 }
 
 /// `bridge:br_fdb_update(br, source, addr, vid, flags)`: a MAC learned on
 /// (or moved to) a port — the end of an unknown-unicast flood.
 #[btf_tracepoint(function = "br_fdb_update")]
 pub fn flood_fdb_update(ctx: BtfTracePointContext) -> i32 {
+    let br: u64 = ctx.arg(0);
     let port: u64 = ctx.arg(1);
     let addr: u64 = ctx.arg(2);
     let vid: u64 = ctx.arg(3);
     let o = offsets();
+    if !traced_bridge(br, &o) {
+        return 0;
+    }
     cause(FloodCause {
         kind: cause::FDB_UPDATE,
         ifindex: ifindex_of(port, o.port_dev, &o),
@@ -282,6 +342,11 @@ pub fn flood_neigh_update(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn neigh(n: u64, kind: u32, new_state: u16) {
     let o = offsets();
+    let netns = dev_netns(n, o.neigh_dev, &o);
+    // SAFETY: plain lookup of a u8 value.
+    if unsafe { NETNS.get(netns) }.is_none() {
+        return;
+    }
     let family = read::<u64>(n, o.neigh_tbl)
         .and_then(|tbl| read::<u16>(tbl, o.tbl_family))
         .unwrap_or(0);
@@ -295,7 +360,7 @@ fn neigh(n: u64, kind: u32, new_state: u16) {
     cause(FloodCause {
         kind,
         ifindex: ifindex_of(n, o.neigh_dev, &o),
-        netns: dev_netns(n, o.neigh_dev, &o),
+        netns,
         mac: read(n, o.neigh_ha).unwrap_or_default(),
         family,
         state: read::<u8>(n, o.neigh_nud_state).map(u16::from).unwrap_or(0),

@@ -9,7 +9,11 @@
 //!   it added (and the qdisc if it created it and nothing else is on it);
 //!   [`remove_stale_filters`] deletes a dead tracer's at the next start.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
+    path::Path,
+};
 
 use aya::{
     Ebpf,
@@ -20,11 +24,13 @@ use aya::{
     },
     util::KernelVersion,
 };
+use aya_obj::generated::{bpf_attach_type, bpf_cmd};
 use serde::Serialize;
 use tracer_common::tc::{COMBINED_PROGRAMS, DNS_TAIL_MAP, DNS_TAIL_PROGRAMS};
 
 use crate::{
     bpf_holders::{self, LockState, OWNER_LOCK_DIR, OwnerLock},
+    sys::{owned, sys_bpf, zeroed_attr},
     tc_netlink::{Filter, Hook, Rtnl, TcNetlinkError},
 };
 
@@ -97,9 +103,20 @@ pub enum AttachError {
     },
 }
 
+/// One program's attachment to one interface.
+enum Link {
+    /// A cls_bpf filter, through aya's netlink path (legacy).
+    Filter(SchedClassifierLinkId),
+    /// A TCX link fd of ours: closing it detaches the program.
+    Tcx(OwnedFd),
+}
+
+/// One interface's attachment, or why it failed.
+type IfaceResult = (String, Result<Attached, AttachError>);
+
 /// What is attached to one interface.
 struct Attached {
-    links: Vec<(TcProgram, SchedClassifierLinkId)>,
+    links: Vec<(TcProgram, Link)>,
     /// Legacy: the interface's index and whether this process added its
     /// clsact qdisc (and so may remove it).
     clsact: Option<(u32, bool)>,
@@ -176,23 +193,55 @@ impl TcAttachments {
     /// Attaches every program to `iface` (a name in the current namespace).
     /// All or nothing: on error, what was attached to `iface` is detached.
     pub fn attach(&mut self, ebpf: &mut Ebpf, iface: &str) -> Result<(), AttachError> {
-        if self.links.contains_key(iface) {
-            return Ok(());
-        }
-        let clsact = match self.mode {
-            TcAttachMode::Tcx => None,
-            TcAttachMode::Legacy => Some(add_clsact(iface)?),
+        self.attach_all(ebpf, &[iface])
+    }
+
+    /// Attaches every program to each of `ifaces`; all or nothing per
+    /// interface. The first error is returned after the others are done.
+    ///
+    /// TCX links are created from several threads: each TCX attachment
+    /// waits in the kernel for an RCU grace period (`tcx_entry_sync()`,
+    /// tens of ms on a VM), and waits of different interfaces overlap —
+    /// what makes a node with 100 pods ready in a fraction of the time.
+    pub fn attach_all(&mut self, ebpf: &mut Ebpf, ifaces: &[&str]) -> Result<(), AttachError> {
+        let todo: Vec<&str> = ifaces
+            .iter()
+            .copied()
+            .filter(|iface| !self.links.contains_key(*iface))
+            .collect();
+        let results = match self.mode {
+            TcAttachMode::Legacy => todo
+                .iter()
+                .map(|iface| (iface.to_string(), self.attach_legacy(ebpf, iface)))
+                .collect(),
+            TcAttachMode::Tcx => self.attach_tcx(ebpf, &todo)?,
         };
-        let mut attached = Vec::with_capacity(self.programs.len());
+        let mut first_error = None;
+        for (iface, result) in results {
+            match result {
+                Ok(attached) => {
+                    self.links.insert(iface, attached);
+                }
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn attach_legacy(&self, ebpf: &mut Ebpf, iface: &str) -> Result<Attached, AttachError> {
+        let clsact = Some(add_clsact(iface)?);
+        let mut attached = Attached {
+            links: Vec::with_capacity(self.programs.len()),
+            clsact,
+        };
         for program in &self.programs {
-            let options = match self.mode {
-                TcAttachMode::Tcx => TcAttachOptions::TcxOrder(Default::default()),
-                // Priority 0: the kernel picks one before the existing
-                // filters (tcf_auto_prio), so tracer sees every packet;
-                // our programs return TC_ACT_UNSPEC, which passes it on to
-                // the next filter. Handle 0: the kernel allocates one.
-                TcAttachMode::Legacy => TcAttachOptions::Netlink(NlOptions::default()),
-            };
+            // Priority 0: the kernel picks one before the existing filters
+            // (tcf_auto_prio), so tracer sees every packet; our programs
+            // return TC_ACT_UNSPEC, which passes it on to the next filter.
+            // Handle 0: the kernel allocates one.
+            let options = TcAttachOptions::Netlink(NlOptions::default());
             let result = classifier(ebpf, program.name).and_then(|prog| {
                 prog.attach_with_options(iface, program.attach_type, options)
                     .map_err(|source| AttachError::Attach {
@@ -203,27 +252,60 @@ impl TcAttachments {
                     })
             });
             match result {
-                Ok(link) => attached.push((*program, link)),
+                Ok(link) => attached.links.push((*program, Link::Filter(link))),
                 Err(err) => {
-                    detach_links(
-                        ebpf,
-                        Attached {
-                            links: attached,
-                            clsact,
-                        },
-                    );
+                    detach_links(ebpf, attached);
                     return Err(err);
                 }
             }
         }
-        self.links.insert(
-            iface.to_owned(),
-            Attached {
-                links: attached,
-                clsact,
-            },
-        );
-        Ok(())
+        Ok(attached)
+    }
+
+    /// TCX links for every program on each interface, created by up to
+    /// [`TCX_ATTACH_THREADS`] threads.
+    fn attach_tcx(&self, ebpf: &Ebpf, ifaces: &[&str]) -> Result<Vec<IfaceResult>, AttachError> {
+        let mut programs = Vec::with_capacity(self.programs.len());
+        for program in &self.programs {
+            let prog = ebpf
+                .program(program.name)
+                .and_then(|p| <&SchedClassifier>::try_from(p).ok())
+                .ok_or(AttachError::MissingProgram(program.name))?;
+            let fd = prog.fd().map_err(|source| AttachError::Load {
+                name: program.name,
+                source: Box::new(source),
+            })?;
+            programs.push((*program, fd.as_fd()));
+        }
+        let threads = ifaces.len().clamp(1, TCX_ATTACH_THREADS);
+        let chunk = ifaces.len().div_ceil(threads).max(1);
+        Ok(std::thread::scope(|scope| {
+            let workers: Vec<_> = ifaces
+                .chunks(chunk)
+                .map(|chunk| {
+                    let programs = &programs;
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|iface| (iface.to_string(), tcx_attach(programs, iface)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        }))
+    }
+
+    /// Follows a rename of an attached interface (the attachment is by
+    /// ifindex and stays; only our key changes), so a later interface
+    /// taking the old name is attached and not mistaken for this one.
+    pub fn rename(&mut self, from: &str, to: &str) {
+        if let Some(links) = self.links.remove(from) {
+            self.links.insert(to.to_owned(), links);
+        }
     }
 
     /// Detaches from `iface`. Errors are ignored: when the interface is gone
@@ -239,6 +321,11 @@ impl TcAttachments {
         for (_, links) in std::mem::take(&mut self.links) {
             detach_links(ebpf, links);
         }
+    }
+
+    /// Whether `iface` has our programs.
+    pub fn is_attached(&self, iface: &str) -> bool {
+        self.links.contains_key(iface)
     }
 
     /// Names of the interfaces currently attached to.
@@ -308,10 +395,16 @@ fn add_clsact(iface: &str) -> Result<(u32, bool), AttachError> {
 
 fn detach_links(ebpf: &mut Ebpf, attached: Attached) {
     for (program, link) in attached.links {
-        if let Ok(prog) = classifier(ebpf, program.name)
-            && let Err(err) = prog.detach(link)
-        {
-            tracing::debug!("detaching {}: {err}", program.name);
+        match link {
+            Link::Filter(link) => {
+                if let Ok(prog) = classifier(ebpf, program.name)
+                    && let Err(err) = prog.detach(link)
+                {
+                    tracing::debug!("detaching {}: {err}", program.name);
+                }
+            }
+            // Closing our only reference to the link detaches it.
+            Link::Tcx(fd) => drop(fd),
         }
     }
     if let Some((ifindex, true)) = attached.clsact
@@ -319,6 +412,51 @@ fn detach_links(ebpf: &mut Ebpf, attached: Attached) {
     {
         tracing::debug!("removing the clsact qdisc of ifindex {ifindex}: {err}");
     }
+}
+
+/// Threads creating TCX links at start-up; more only add contention on the
+/// RTNL lock each attachment takes.
+const TCX_ATTACH_THREADS: usize = 32;
+
+/// Every program on `iface` as a TCX link (BPF_LINK_CREATE, v6.6+), appended
+/// after the programs already there. All or nothing: on error the links made
+/// so far are dropped, which detaches them.
+fn tcx_attach(
+    programs: &[(TcProgram, BorrowedFd<'_>)],
+    iface: &str,
+) -> Result<Attached, AttachError> {
+    let failed = |program: &TcProgram, err: std::io::Error| AttachError::Attach {
+        name: program.name,
+        iface: iface.to_owned(),
+        attach_type: program.attach_type,
+        source: Box::new(ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_link_create",
+            io_error: err,
+        })),
+    };
+    let ifindex = nix::net::if_::if_nametoindex(iface)
+        .map_err(|e| failed(&programs[0].0, std::io::Error::from(e)))?;
+    let mut links = Vec::with_capacity(programs.len());
+    for (program, fd) in programs {
+        let attach_type = match program.attach_type {
+            TcAttachType::Ingress => bpf_attach_type::BPF_TCX_INGRESS,
+            TcAttachType::Egress => bpf_attach_type::BPF_TCX_EGRESS,
+            TcAttachType::Custom(_) => {
+                return Err(failed(program, std::io::ErrorKind::Unsupported.into()));
+            }
+        };
+        let mut attr = zeroed_attr();
+        attr.link_create.__bindgen_anon_1.prog_fd = fd.as_raw_fd() as u32;
+        attr.link_create.__bindgen_anon_2.target_ifindex = ifindex;
+        attr.link_create.attach_type = attach_type as u32;
+        let raw = sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map_err(|e| failed(program, e))?;
+        // SAFETY: a new fd from the kernel, owned by nothing else.
+        links.push((*program, Link::Tcx(unsafe { owned(raw) })));
+    }
+    Ok(Attached {
+        links,
+        clsact: None,
+    })
 }
 
 /// Removes the clsact qdisc of `ifindex` if no filter is left on it.

@@ -49,6 +49,29 @@ pub fn read(ebpf: &Ebpf) -> Result<Snapshot, MapError> {
     Ok(snapshot)
 }
 
+/// Deletes the counters of `ifindex` (both directions) from the kernel
+/// map, once its interface is gone: ifindexes are never reused while a
+/// namespace lives, so without this every pod a node ever ran would hold
+/// two of the map's entries, and a node with churn would fill it
+/// (`counter_map_full`) after a few thousand pods.
+pub fn forget(ebpf: &mut Ebpf, ifindex: u32) -> Result<(), MapError> {
+    let map = ebpf.map_mut(MAP).ok_or_else(|| MapError::InvalidName {
+        name: MAP.to_owned(),
+    })?;
+    let mut map: PerCpuHashMap<_, IfaceKey, IfaceCounters> = PerCpuHashMap::try_from(map)?;
+    for direction in [Direction::Ingress, Direction::Egress] {
+        let key = IfaceKey {
+            ifindex,
+            direction: direction as u32,
+        };
+        match map.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 /// `after - before`, per key (keys only in `after` count from zero).
 pub fn delta(before: &Snapshot, after: &Snapshot) -> Snapshot {
     after

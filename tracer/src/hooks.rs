@@ -320,11 +320,14 @@ pub fn attach_filtered(
                     break;
                 }
                 Err(error) => {
+                    // The hook's name first: the table's line for it
+                    // starts with the same name.
                     tracing::warn!(
-                        "{} ({} {}): not attached: {error}",
-                        attempt.programs[0],
+                        "{} ({} {}, program {}): not attached: {error}",
+                        hook.name,
                         attempt.kind.name(),
-                        attempt.target
+                        attempt.target,
+                        attempt.programs[0]
                     );
                     status.refused.push(Refusal {
                         kind: attempt.kind,

@@ -118,7 +118,7 @@ pub async fn peer_macs(ifaces: &[Interface]) -> Result<Vec<(u32, [u8; 6])>, Inte
                     out.push((iface.index, mac));
                 }
             }
-            Err(err) => tracing::debug!("peer of {}: {err}", iface.name),
+            Err(err) => tracing::debug!("peer of {}: {err}", crate::escape::Shown(&iface.name)),
         }
     }
     task.abort();

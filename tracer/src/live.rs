@@ -1,9 +1,42 @@
 //! The live, top-like view of `tracer watch` on a terminal: one row per pod
-//! interface, refreshed every interval from the session's snapshots.
+//! interface (pod name first, most troubled first), refreshed every
+//! interval from the session's snapshots.
 
 use std::{collections::HashMap, fmt::Write as _};
 
-use crate::{report::Report, verdict::Severity};
+use crate::{escape::Shown, report::Report, verdict::Severity};
+
+/// xterm's alternate screen (DEC private mode 1049, what `top` and `less`
+/// use) and cursor visibility (mode 25).
+const ENTER_ALT_SCREEN: &str = "\x1b[?1049h\x1b[?25l";
+const LEAVE_ALT_SCREEN: &str = "\x1b[?25h\x1b[?1049l";
+
+/// The live view's terminal: entered on creation, and left on drop, which
+/// restores what the terminal showed before. Dropped on every way out of
+/// `tracer watch`: the end of `--duration`, Ctrl-C or SIGTERM (the session
+/// returns its report; the view is left before the report is printed), an
+/// error, and a panic (unwinding).
+pub struct AltScreen(());
+
+impl AltScreen {
+    pub fn enter() -> Self {
+        write_now(ENTER_ALT_SCREEN);
+        Self(())
+    }
+}
+
+impl Drop for AltScreen {
+    fn drop(&mut self) {
+        write_now(LEAVE_ALT_SCREEN);
+    }
+}
+
+fn write_now(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
 
 /// Renders one screen. `previous` (the last screen's snapshot) turns
 /// counters into rates.
@@ -59,7 +92,8 @@ pub fn render(report: &Report, previous: Option<&Report>) -> String {
     };
     let _ = writeln!(
         out,
-        "\n{:<16} {:<7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>9}",
+        "\n{:<28} {:<16} {:<7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>9}",
+        "POD",
         "INTERFACE",
         "KIND",
         "IN PPS",
@@ -72,7 +106,8 @@ pub fn render(report: &Report, previous: Option<&Report>) -> String {
         "PAIRS",
         "FLOODED"
     );
-    for row in &report.interfaces {
+    // The pods that suffer most come first (crate::rank).
+    for (row, _) in crate::rank::by_trouble(report) {
         let (in0, out0) = before.get(&row.ifindex).copied().unwrap_or((0, 0));
         let pps = |now: u64, then: u64| now.saturating_sub(then) as f64 / elapsed;
         let dns = dns_of(&row.name);
@@ -84,13 +119,14 @@ pub fn render(report: &Report, previous: Option<&Report>) -> String {
             crate::interfaces::Kind::Other(_) => "other",
         };
         let name = if row.vanished {
-            format!("{} (gone)", row.name)
+            format!("{} (gone)", Shown(&row.name))
         } else {
-            row.name.clone()
+            crate::escape::terminal(&row.name)
         };
         let _ = writeln!(
             out,
-            "{:<16} {:<7} {:>9.0} {:>9.0} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>9}",
+            "{:<28} {:<16} {:<7} {:>9.0} {:>9.0} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>9}",
+            crate::rank::pod(row),
             name,
             kind,
             pps(row.ingress.packets, in0),

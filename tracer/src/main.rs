@@ -7,6 +7,8 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
+use std::io::Write as _;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
@@ -51,6 +53,26 @@ enum Command {
     /// Build bridge and transparent nodes in network namespaces, run the same
     /// traffic through both, and compare.
     Lab(LabArgs),
+    /// Compare two JSON reports (lab or watch) figure by figure; exit 1
+    /// when a figure got significantly worse, 0 otherwise, 2 on error.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DiffArgs {
+    /// The earlier report (`tracer lab -o json` or `tracer watch -o json`).
+    old: PathBuf,
+    /// The later report, of the same kind.
+    new: PathBuf,
+    /// Worse means beyond this many percent of the old value…
+    #[arg(long, default_value_t = 20.0, value_name = "PERCENT")]
+    threshold_percent: f64,
+    /// …and by at least this much in the figure's own unit (ms, packets…).
+    #[arg(long, default_value_t = 1.0, value_name = "AMOUNT")]
+    min_change: f64,
+    /// Also list the figures that did not change.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,6 +93,12 @@ struct LabArgs {
     /// Report format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// Also draw the run as SVG and PNG charts into this directory (DNS
+    /// latency CDF, flood copies per port over time, pod-to-pod RTT CDF).
+    /// Needs the `plot` feature (a source build has it; `cargo xtask dist`
+    /// leaves it out of the node binary).
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,6 +160,18 @@ struct WatchArgs {
     #[arg(long)]
     no_live: bool,
 
+    /// Azure CNI state file read for pod attribution. For tests (they
+    /// cannot write the node's); hidden from --help.
+    #[arg(long, hide = true, env = "TRACER_AZURE_STATE", value_name = "PATH",
+          default_value = tracer::pods::AZURE_STATE)]
+    azure_state: PathBuf,
+
+    /// The kubelet's pod log root read for pod attribution. For tests;
+    /// hidden from --help.
+    #[arg(long, hide = true, env = "TRACER_PODS_LOG_ROOT", value_name = "PATH",
+          default_value = tracer::pods::PODS_LOG_ROOT)]
+    pods_log_root: PathBuf,
+
     /// Serve Prometheus metrics on http://ADDR/metrics while tracing.
     /// `PORT` or `:PORT` listen on 127.0.0.1 only; give `0.0.0.0:PORT` to
     /// listen on every address (of the --netns namespace, when given).
@@ -151,29 +191,62 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Diff(args)) = &cli.command {
+        // Reads two files: no privileges, no runtime, no tracing.
+        return diff(args).unwrap_or_else(|err| {
+            eprintln!("tracer diff: error: {err:#}");
+            ExitCode::from(2)
+        });
+    }
     let is_check = matches!(cli.command, Some(Command::Check(_)));
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
+        // Colours only on a terminal, and not when NO_COLOR is set (no-color.org).
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     match run(cli) {
         Ok(code) => code,
         Err(err) if is_check => {
             // node-problem-detector reads stdout and the exit code: 2 = unknown.
-            println!("UNKNOWN: {err:#}");
+            println!("UNKNOWN: {}", tracer::escape::line(&format!("{err:#}")));
             ExitCode::from(2)
         }
         Err(err) => {
             // One line, the whole cause chain, no backtrace.
-            eprintln!("tracer: error: {err:#}");
+            eprintln!(
+                "tracer: error: {}",
+                tracer::escape::line(&format!("{err:#}"))
+            );
             ExitCode::FAILURE
         }
     }
 }
 
+fn diff(args: &DiffArgs) -> anyhow::Result<ExitCode> {
+    let read = |path: &PathBuf| -> anyhow::Result<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    };
+    let limits = tracer::diff::Thresholds {
+        percent: args.threshold_percent,
+        min_change: args.min_change,
+    };
+    let rows = tracer::diff::diff(&read(&args.old)?, &read(&args.new)?, limits)?;
+    print!("{}", tracer::diff::to_table(&rows, limits, args.all));
+    Ok(if tracer::diff::regressed(&rows) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(line) = tracer::probes::kernel_unsupported() {
+        anyhow::bail!(line);
+    }
     if let Some(line) = privileges::check(privileges::TRACE_CAPS) {
         anyhow::bail!(line);
     }
@@ -181,6 +254,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // Before the runtime exists: its worker threads inherit the namespace.
         netns::enter(name)?;
     }
+    // Room for the metrics server's connections next to the maps and links.
+    tracer::metrics::raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -197,7 +272,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.duration = args.duration.map(seconds).transpose()?;
             opts.interval = seconds(args.interval)?;
             opts.ready_file = args.ready_file;
+            opts.sources.azure_state = args.azure_state;
+            opts.sources.pods_log_root = args.pods_log_root;
             let prometheus = args.prometheus;
+            // The live view draws on the alternate screen; leaving it (drop)
+            // restores the terminal before the report is printed.
+            let screen = live.then(tracer::live::AltScreen::enter);
             let report = runtime.block_on(async move {
                 // One snapshot channel feeds the live view and the metrics
                 // server; the server binds first, so a bad address fails fast.
@@ -217,20 +297,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let report = watch::run(opts).await;
                 if let Some(view) = view {
                     view.abort();
+                    // Finished, not just told to: no frame after the view.
+                    let _ = view.await;
                 }
                 drop(metrics);
                 report
-            })?;
-            match args.output {
-                Output::Table => print!("{}", report.to_table()),
+            });
+            drop(screen);
+            let report = report?;
+            let text = match args.output {
+                Output::Table => report.to_table(),
                 Output::Json => {
                     let mut report = report;
                     if !args.dns_names {
                         report.dns.redact_names();
                     }
-                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    serde_json::to_string_pretty(&report)? + "\n"
                 }
-            }
+            };
+            write_report(&text)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => {
@@ -241,7 +326,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = match runtime.block_on(watch::run(opts)) {
                 Ok(report) => report,
                 Err(err) => {
-                    println!("UNKNOWN: tracer could not trace: {err:#}");
+                    println!(
+                        "UNKNOWN: tracer could not trace: {}",
+                        tracer::escape::line(&format!("{err:#}"))
+                    );
                     return Ok(ExitCode::from(2));
                 }
             };
@@ -281,12 +369,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cancel.store(true, Ordering::Relaxed);
                 Ok(lab.await??)
             })?;
-            match args.output {
-                Output::Table => print!("{}", report.to_table()),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            write_report(&match args.output {
+                Output::Table => report.to_table(),
+                Output::Json => serde_json::to_string_pretty(&report)? + "\n",
+            })?;
+            if let Some(dir) = &args.plot {
+                plot_lab(&report, dir, args.duration)?;
             }
             Ok(ExitCode::SUCCESS)
         }
+        // Handled in main before privileges are checked.
+        Command::Diff(args) => diff(&args),
     }
 }
 
@@ -317,15 +410,47 @@ async fn live_view(
         let Some(report) = rx.borrow_and_update().clone() else {
             continue;
         };
-        // Clear the screen and home the cursor, then draw.
-        print!(
+        // Clear the screen and home the cursor, then draw. A terminal that
+        // went away (EIO) ends the view, not the trace.
+        let screen = format!(
             "\x1b[2J\x1b[H{}",
             tracer::live::render(&report, previous.as_deref())
         );
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout().lock();
+        if let Err(err) = out.write_all(screen.as_bytes()).and_then(|()| out.flush()) {
+            tracing::warn!("live view stopped: writing to the terminal: {err}; tracing continues");
+            return;
+        }
         previous = Some(report);
     }
+}
+
+/// Writes the report to stdout. A full disk or a closed pipe is an error
+/// line and exit code 1, not a panic (`print!` panics on write errors).
+fn write_report(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the report to stdout")
+}
+
+#[cfg(feature = "plot")]
+fn plot_lab(
+    report: &tracer::lab::LabReport,
+    dir: &std::path::Path,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    for path in tracer::lab::plot::write(report, dir, seconds)? {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "plot"))]
+fn plot_lab(_: &tracer::lab::LabReport, _: &std::path::Path, _: f64) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "--plot: this tracer was built without the `plot` feature (cargo build -p tracer --features plot)"
+    )
 }
 
 fn seconds(value: f64) -> anyhow::Result<Duration> {

@@ -26,13 +26,15 @@ use std::{
     collections::HashSet,
     ffi::CString,
     io,
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd, RawFd},
 };
 
 use aya::{Ebpf, maps::Map};
+
+use crate::sys::{owned, sys_bpf, zeroed_attr};
 use aya_obj::{
     Object,
-    generated::{bpf_attach_type, bpf_attr, bpf_btf_info, bpf_cmd, bpf_insn, bpf_prog_type},
+    generated::{bpf_attach_type, bpf_btf_info, bpf_cmd, bpf_insn, bpf_prog_type},
 };
 
 /// Verifier log buffer for the retry after a refused load. Kernels before
@@ -252,36 +254,6 @@ fn map_fd(map: &Map) -> BorrowedFd<'_> {
         | Map::XskMap(m) => m,
     };
     data.fd().as_fd()
-}
-
-/// `bpf(2)`; the attr is zero-filled past what each command uses, as the
-/// kernel requires of unknown trailing fields.
-fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<RawFd> {
-    // SAFETY: attr is a valid, fully initialised bpf_attr of the size passed.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as libc::c_long,
-            std::ptr::from_mut(attr),
-            size_of::<bpf_attr>(),
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    RawFd::try_from(ret).map_err(|_| io::Error::other("fd out of range"))
-}
-
-fn zeroed_attr() -> bpf_attr {
-    // SAFETY: bpf_attr is a plain C union of integers; all-zero is valid and
-    // is what the kernel expects of unused fields.
-    unsafe { std::mem::zeroed() }
-}
-
-/// SAFETY: `fd` was just returned by the kernel and is owned by no one else.
-unsafe fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: see the function's contract.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 fn prog_load(

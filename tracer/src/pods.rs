@@ -134,7 +134,17 @@ pub enum AzureStateError {
     Json(#[from] serde_json::Error),
     #[error("unexpected layout: {0}")]
     Layout(String),
+    #[error(
+        "{size} bytes, over the {} MiB tracer reads (ignored; a node's real state is well under 1 MiB)",
+        AZURE_STATE_MAX_BYTES >> 20
+    )]
+    TooLarge { size: u64 },
 }
+
+/// Largest Azure CNI state file read. Each endpoint is ~1–2 KiB and a node
+/// runs at most a few hundred pods: 16 MiB is far above any real file, and
+/// bounds what a huge or endless file can cost.
+pub const AZURE_STATE_MAX_BYTES: u64 = 16 << 20;
 
 // ---------------------------------------------------------------------------
 // Routes and datapath
@@ -369,10 +379,16 @@ pub fn parse_azure_state(text: &str) -> Result<Vec<AzureEndpoint>, AzureStateErr
 
 /// Reads and parses the state file; `Ok(None)` when there is none.
 pub fn read_azure_state(path: &Path) -> Result<Option<Vec<AzureEndpoint>>, PodsError> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+    let text = match read_capped(path, AZURE_STATE_MAX_BYTES) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Ok(None),
+        Err(ReadCapped::TooLarge(size)) => {
+            return Err(PodsError::AzureState {
+                path: path.to_owned(),
+                source: AzureStateError::TooLarge { size },
+            });
+        }
+        Err(ReadCapped::Io(source)) => {
             return Err(PodsError::Read {
                 path: path.to_owned(),
                 source,
@@ -385,6 +401,37 @@ pub fn read_azure_state(path: &Path) -> Result<Option<Vec<AzureEndpoint>>, PodsE
             path: path.to_owned(),
             source,
         })
+}
+
+enum ReadCapped {
+    TooLarge(u64),
+    Io(io::Error),
+}
+
+/// A whole text file of at most `cap` bytes; `None` if there is none.
+/// Reads at most `cap + 1` bytes, so a file that grows while read (or a
+/// FIFO, or /dev/zero behind a symlink) costs no more than the cap.
+fn read_capped(path: &Path, cap: u64) -> Result<Option<String>, ReadCapped> {
+    use std::io::Read as _;
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(ReadCapped::Io(err)),
+    };
+    let size = file.metadata().map_err(ReadCapped::Io)?.len();
+    if size > cap {
+        return Err(ReadCapped::TooLarge(size));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadCapped::Io)?;
+    if bytes.len() as u64 > cap {
+        return Err(ReadCapped::TooLarge(bytes.len() as u64));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|err| ReadCapped::Io(io::Error::new(io::ErrorKind::InvalidData, err)))
 }
 
 /// The first of `keys` holding a non-empty string.
@@ -717,9 +764,6 @@ impl PodIndex {
         {
             warnings.push(format!("finding the pods' network namespaces: {err}"));
         }
-        for warning in &warnings {
-            tracing::warn!("pod attribution: {warning}");
-        }
         let mut index = assemble(ifaces, routes, facts);
         index.warnings = warnings;
         index
@@ -822,6 +866,18 @@ async fn gather_namespaces(
     result
 }
 
+/// A veth that is no pod's: nothing routes a pod address to it and its
+/// peer, read successfully, has no global address (a pod's `eth0` always
+/// has one). That is a node whose uplink is a veth (nested nodes, the lab,
+/// a mixed node's `eth0` enslaved to the bridge), not a pod.
+fn is_uplink(iface: &Interface, routed: &HashMap<u32, Vec<IpAddr>>, facts: &Facts) -> bool {
+    !routed.contains_key(&iface.index)
+        && facts
+            .peer_addrs
+            .get(&iface.index)
+            .is_some_and(Vec::is_empty)
+}
+
 /// Puts the facts together. Pure.
 fn assemble(ifaces: &[Interface], routes: &[Route], facts: Facts) -> PodIndex {
     let mut index = PodIndex::default();
@@ -901,12 +957,16 @@ fn assemble(ifaces: &[Interface], routes: &[Route], facts: Facts) -> PodIndex {
         }
     }
 
-    // 2. and 3.: every other veth, by its processes' cgroup or by itself.
+    // 2. and 3.: every other veth, by its processes' cgroup or by itself —
+    // except the node's own uplink.
     for iface in &veths {
         if index.by_ifindex.contains_key(&iface.index) {
             continue;
         }
         let uid = uid_of(iface);
+        if uid.is_none() && is_uplink(iface, &routed, &facts) {
+            continue;
+        }
         let known = uid.as_ref().and_then(|uid| facts.pod_logs.get(uid));
         let pod = PodRef {
             namespace: known.map(|(namespace, _)| namespace.clone()),
@@ -1213,6 +1273,49 @@ mod tests {
         );
     }
 
+    #[test]
+    fn huge_and_endless_state_files_are_refused_without_reading_them() {
+        let dir = TempDir::new("azure-huge");
+        let huge = dir.0.join("azure-vnet.json");
+        // Sparse: 1 GiB that costs nothing on disk.
+        fs::File::create(&huge).unwrap().set_len(1 << 30).unwrap();
+        let err = read_azure_state(&huge).unwrap_err().to_string();
+        assert!(
+            err.contains("1073741824 bytes") && err.contains("16 MiB"),
+            "{err}"
+        );
+        // A character device reports size 0 and never ends: the cap holds.
+        let endless = dir.0.join("endless.json");
+        std::os::unix::fs::symlink("/dev/zero", &endless).unwrap();
+        let err = read_azure_state(&endless).unwrap_err().to_string();
+        assert!(err.contains("over the 16 MiB"), "{err}");
+    }
+
+    #[test]
+    fn pod_log_symlinks_are_names_only_never_followed() {
+        let dir = TempDir::new("pod-log-links");
+        let uid = "8d2f1c3e-0b7a-4c61-9f00-4d9c8f6e2a11";
+        // A link to a secret outside, one to nowhere, one looping: only the
+        // entry names are read, never the targets.
+        for (target, name) in [
+            ("/etc/shadow", format!("kube-system_coredns-1_{uid}")),
+            (
+                "/nonexistent",
+                "default_web-0_1f0e8d7c-6b5a-4938-8271-605f4e3d2c1b".into(),
+            ),
+            ("loop", "loop".into()),
+        ] {
+            std::os::unix::fs::symlink(target, dir.0.join(name)).unwrap();
+        }
+        let logs = read_pod_logs(&dir.0).unwrap();
+        assert_eq!(logs.len(), 2);
+        assert_eq!(logs[uid], ("kube-system".into(), "coredns-1".into()));
+        // The root itself a symlink outside: listed like any directory.
+        let root_link = dir.0.join("root-link");
+        std::os::unix::fs::symlink(&dir.0, &root_link).unwrap();
+        assert_eq!(read_pod_logs(&root_link).unwrap().len(), 2);
+    }
+
     // -- cgroups and /var/log/pods -----------------------------------------
 
     #[test]
@@ -1343,6 +1446,30 @@ mod tests {
             name: name.map(str::to_owned),
             pids: pids.to_vec(),
         }
+    }
+
+    #[test]
+    fn a_mixed_nodes_uplink_veth_is_no_pod() {
+        // Bridge cbr0 with a pod port and the node's uplink veth (its peer
+        // has no address), plus a routed pod veth.
+        let ifaces = vec![
+            iface(3, "cbr0", Kind::Bridge, None),
+            veth(4, "veth1", Some(3), 0),
+            veth(5, "eth0", Some(3), 1),
+            veth(6, "azv2", None, 2),
+            veth(7, "azv3", None, 3), // peer unreadable: kept
+        ];
+        let routes = vec![host_route("10.0.0.6", 6, 4)];
+        assert_eq!(detect_datapath(&ifaces, &routes).mode, NodeDatapath::Mixed);
+        let mut facts = Facts::default();
+        facts.peer_addrs.insert(4, vec![ip("10.0.0.4")]);
+        facts.peer_addrs.insert(5, Vec::new());
+        facts.peer_addrs.insert(6, Vec::new());
+        let index = assemble(&ifaces, &routes, facts);
+        assert!(index.pod_of_ifindex(5).is_none(), "the uplink");
+        assert_eq!(index.pod_of_ifindex(4).unwrap().label(), "veth1");
+        assert_eq!(index.pod_of_ifindex(6).unwrap().ips, [ip("10.0.0.6")]);
+        assert!(index.pod_of_ifindex(7).is_some());
     }
 
     #[test]
@@ -1555,6 +1682,8 @@ mod tests {
         let mut routed = info.routed_veths.clone();
         routed.sort();
         assert_eq!(routed, expected, "eth0 (the uplink veth) has no /32");
+        let uplink = all.iter().find(|i| i.name == "eth0").unwrap();
+        assert!(index.pod_of_ifindex(uplink.index).is_none(), "the uplink");
         for pod in &topo.pods {
             let host = all.iter().find(|i| i.name == pod.host_if).unwrap();
             let by_if = index.pod_of_ifindex(host.index).unwrap();
@@ -1603,6 +1732,8 @@ mod tests {
             );
         }
         assert!(info.routed_veths.is_empty());
+        let uplink = all.iter().find(|i| i.name == "eth0").unwrap();
+        assert!(index.pod_of_ifindex(uplink.index).is_none(), "the uplink");
     }
 
     #[test]

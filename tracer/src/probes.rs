@@ -56,6 +56,25 @@ impl Default for ProbeSettings {
     }
 }
 
+/// The oldest kernel tracer can run on: BPF ring buffers (every probe's
+/// events) arrived in v5.8 (commit 457f44363a88).
+pub const MIN_KERNEL: (u8, u8) = (5, 8);
+
+/// One line naming what this kernel lacks, or `None` if tracer can run.
+/// Checked before anything is loaded, so an old kernel gets this instead of
+/// a map-creation error.
+pub fn kernel_unsupported() -> Option<String> {
+    let version = aya::util::KernelVersion::current().ok()?;
+    let (major, minor) = MIN_KERNEL;
+    (version < aya::util::KernelVersion::new(major, minor, 0)).then(|| {
+        format!(
+            "kernel {version} has no BPF ring buffer (needs {major}.{minor}+): every tracer \
+             probe sends its events through one, so nothing can be traced on this node; \
+             upgrade the node image (Ubuntu 20.04 HWE/22.04, Azure Linux 2+)"
+        )
+    })
+}
+
 /// Parses and loads the embedded object with default settings.
 pub fn load() -> Result<Ebpf, ProbeError> {
     load_with(&ProbeSettings::default())

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use tracer_common::counter::{Direction, IfaceCounters};
 
-use crate::{counter::Snapshot, interfaces::Interface};
+use crate::{counter::Snapshot, escape::Shown, interfaces::Interface};
 
 /// Bumped on any incompatible change of the JSON layout.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -127,27 +127,29 @@ impl Report {
             self.kernel,
             self.netns
                 .as_deref()
-                .map(|n| format!(" · netns {n}"))
+                .map(|n| format!(" · netns {}", Shown(n)))
                 .unwrap_or_default(),
             self.duration_seconds
         );
         self.findings_table(&mut out);
         let _ = writeln!(
             out,
-            "\n{:<16} {:<8} {:<10} {:>12} {:>14} {:>12} {:>14}",
-            "INTERFACE", "KIND", "MASTER", "IN PKTS", "IN BYTES", "OUT PKTS", "OUT BYTES"
+            "\n{:<28} {:<16} {:<8} {:<10} {:>12} {:>14} {:>12} {:>14}",
+            "POD", "INTERFACE", "KIND", "MASTER", "IN PKTS", "IN BYTES", "OUT PKTS", "OUT BYTES"
         );
-        for row in &self.interfaces {
+        // The pods that suffer most come first (crate::rank).
+        for (row, _) in crate::rank::by_trouble(self) {
             let kind = match &row.kind {
                 crate::interfaces::Kind::Other(k) => k.as_str(),
                 k => kind_name(k),
             };
             let _ = writeln!(
                 out,
-                "{:<16} {:<8} {:<10} {:>12} {:>14} {:>12} {:>14}",
-                row.name,
-                kind,
-                row.master.as_deref().unwrap_or("-"),
+                "{:<28} {:<16} {:<8} {:<10} {:>12} {:>14} {:>12} {:>14}",
+                Shown(crate::rank::pod(row)),
+                Shown(&row.name),
+                Shown(kind),
+                Shown(row.master.as_deref().unwrap_or("-")),
                 row.ingress.packets,
                 row.ingress.bytes,
                 row.egress.packets,
@@ -230,7 +232,7 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "{:<16} {:<24} {:<6} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-                    l.interface,
+                    Shown(&l.interface),
                     l.server,
                     l.side.name(),
                     l.answers,
@@ -246,7 +248,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{:<16} parallel pairs {}, re-sent {} (~5s {}, ~10s {}, ~15s {}, other {}), unanswered sends {} ({} never answered), slow {}",
-                i.interface,
+                Shown(&i.interface),
                 i.parallel_pairs,
                 i.resent,
                 r.around_5s,
@@ -266,19 +268,22 @@ impl Report {
             let _ = writeln!(
                 out,
                 "slow: {} {} ×{} (max {:.1} ms)",
-                s.name, s.qtype, s.count, s.max_ms
+                Shown(&s.name),
+                Shown(&s.qtype),
+                s.count,
+                s.max_ms
             );
         }
         for u in dns.unanswered.iter().take(10) {
             let _ = writeln!(
                 out,
                 "unanswered: {} {} {} → {} ({} sends, on {})",
-                u.query.question.name,
-                u.query.question.qtype,
+                Shown(&u.query.question.name),
+                Shown(&u.query.question.qtype),
                 u.query.client,
                 u.query.server,
                 u.query.sends,
-                u.interface
+                Shown(&u.interface)
             );
         }
         let odd: Vec<String> = [
@@ -337,7 +342,7 @@ impl Report {
                 c.client,
                 c.pod
                     .as_deref()
-                    .map(|p| format!(" ({p})"))
+                    .map(|p| format!(" ({})", Shown(p)))
                     .unwrap_or_default(),
                 if c.dns { " DNS" } else { "" },
                 c.insert_drops,
@@ -371,15 +376,15 @@ impl Report {
                 e.packets,
                 e.pps,
                 e.victims.len(),
-                e.victims.join(" "),
-                e.cause.detail
+                Shown(&e.victims.join(" ")),
+                Shown(&e.cause.detail)
             );
         }
         for p in &f.victims {
             let _ = writeln!(
                 out,
                 "  victim {}: {} flooded copies ({} bytes), {} broadcast, {} multicast",
-                p.interface,
+                Shown(&p.interface),
                 p.victim_packets,
                 p.victim_bytes,
                 p.broadcast_packets,
@@ -471,7 +476,14 @@ impl Report {
                 )
             })
             .collect();
-        (format!("PROBLEM: {}", problems.join("; ")), true)
+        // Name the pods: people look for their pods, not for veths.
+        let pods = crate::rank::most_affected(self, 3);
+        let pods = if pods.is_empty() {
+            String::new()
+        } else {
+            format!("; most affected: {}", pods.join(", "))
+        };
+        (format!("PROBLEM: {}{pods}", problems.join("; ")), true)
     }
 }
 

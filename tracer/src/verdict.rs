@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::dns::exchanges::LossLocation;
+use crate::{dns::exchanges::LossLocation, flood::cause::CauseKind};
 
 /// The three symptoms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -113,6 +113,8 @@ pub struct Inputs {
     pub flood_victim_copies: u64,
     pub flood_victim_ports: u64,
     pub flood_fdb_aged_causes: u64,
+    /// Episodes per cause, most frequent first.
+    pub flood_causes: Vec<(CauseKind, u64)>,
     pub flood_max_pps: f64,
     pub neighbour_failures: u64,
 }
@@ -180,8 +182,9 @@ impl Inputs {
             flood_fdb_aged_causes: flood
                 .episodes
                 .iter()
-                .filter(|e| e.cause.kind == "fdb_entry_removed")
+                .filter(|e| e.cause.kind == CauseKind::AgedOut)
                 .count() as u64,
+            flood_causes: cause_counts(flood.episodes.iter().map(|e| e.cause.kind)),
             flood_max_pps: flood.episodes.iter().map(|e| e.pps).fold(0.0, f64::max),
             neighbour_failures: flood.neighbour_failures.iter().map(|n| n.count).sum(),
         }
@@ -483,8 +486,60 @@ fn conntrack(i: &Inputs) -> Finding {
     }
 }
 
+/// Episodes per cause, most frequent first.
+fn cause_counts(kinds: impl Iterator<Item = CauseKind>) -> Vec<(CauseKind, u64)> {
+    let mut counts: Vec<(CauseKind, u64)> = kinds
+        .fold(std::collections::BTreeMap::new(), |mut acc, k| {
+            *acc.entry(k).or_default() += 1;
+            acc
+        })
+        .into_iter()
+        .collect();
+    counts.sort_by_key(|&(k, n)| (std::cmp::Reverse(n), k));
+    counts
+}
+
+/// What an episode's cause means, for the finding's `why`.
+const fn cause_phrase(kind: CauseKind) -> &'static str {
+    match kind {
+        CauseKind::AgedOut => "an FDB entry aged out while its owner stayed silent",
+        CauseKind::PortRemoved => {
+            "the destination's port went down or was removed (pod deleted) while senders kept its MAC"
+        }
+        CauseKind::FdbEntryRemoved => "an FDB entry was flushed or deleted by hand",
+        CauseKind::NeighbourFailed => "address resolution of the destination failed",
+        CauseKind::DeletedBeforeTrace => {
+            "the destination's FDB entry was already gone when the trace started"
+        }
+        CauseKind::NeverLearned => "the destination MAC belongs to no port of this node",
+        CauseKind::Unexplained => "no removal was seen (cause events lost?)",
+    }
+}
+
+/// What to do about floods of `kind`.
+fn cause_remedy(kind: CauseKind) -> Option<&'static str> {
+    match kind {
+        CauseKind::AgedOut | CauseKind::DeletedBeforeTrace => Some(
+            "keep FDB ageing above the neighbour timeouts so a silent receiver is re-learned: raise the bridge's ageing_time, or lower net.ipv4.neigh.<bridge>.base_reachable_time_ms / gc_stale_time so ARP re-probes refresh the FDB",
+        ),
+        CauseKind::PortRemoved | CauseKind::NeverLearned => Some(
+            "senders still address a pod that is gone: find the clients of the deleted pod (the episode's src_mac) and make them re-resolve (shorter neighbour gc_stale_time, or clients that reconnect on errors)",
+        ),
+        CauseKind::FdbEntryRemoved => {
+            Some("find what flushes the bridge's FDB (bridge fdb flush/del, a CNI or an agent)")
+        }
+        CauseKind::NeighbourFailed | CauseKind::Unexplained => None,
+    }
+}
+
 fn flood(i: &Inputs) -> Finding {
     let detected = i.flood_episodes > 0 || i.flood_victim_copies > 0;
+    let causes = i
+        .flood_causes
+        .iter()
+        .map(|(k, n)| format!("{}:{n}", k.name()))
+        .collect::<Vec<_>>()
+        .join(", ");
     let evidence = vec![
         ev("episodes", i.flood_episodes),
         ev("frames_flooded", i.flood_frames),
@@ -492,23 +547,47 @@ fn flood(i: &Inputs) -> Finding {
         ev("victim_ports", i.flood_victim_ports),
         ev("max_pps", format!("{:.0}", i.flood_max_pps)),
         ev("started_by_fdb_ageing", i.flood_fdb_aged_causes),
+        ev("causes", &causes),
         ev("neighbour_failures", i.neighbour_failures),
     ];
     let (severity, related, resolves, why, remedies) = if detected {
+        let why_started = i
+            .flood_causes
+            .iter()
+            .map(|&(k, n)| format!("{n} because {}", cause_phrase(k)))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut remedies = vec!["Azure CNI transparent mode (no bridge)".to_owned()];
+        for (kind, _) in &i.flood_causes {
+            if let Some(r) = cause_remedy(*kind)
+                && !remedies.iter().any(|have| have == r)
+            {
+                remedies.push(r.to_owned());
+            }
+        }
         (
-            if i.flood_max_pps >= 1000.0 { Severity::Critical } else { Severity::Warning },
+            if i.flood_max_pps >= 1000.0 {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
             Answer::Yes,
             Answer::Yes,
             format!(
-                "the bridge did not know the destination MAC and flooded {} frames to {} other ports ({} copies); \
-                 {} episodes began when an FDB entry aged out while its owner stayed silent. Only an L2 bridge floods \
-                 unknown unicast: transparent mode routes each pod by a /32 route, with no L2 device to flood",
-                i.flood_frames, i.flood_victim_ports, i.flood_victim_copies, i.flood_fdb_aged_causes
+                "the bridge did not know the destination MAC and flooded {} frames to {} other ports ({} copies, at most {:.0} frames/s); \
+                 episodes started: {}. Only an L2 bridge floods unknown unicast: transparent mode routes each pod by a /32 route, \
+                 with no L2 device to flood",
+                i.flood_frames,
+                i.flood_victim_ports,
+                i.flood_victim_copies,
+                i.flood_max_pps,
+                if why_started.is_empty() {
+                    "none seen (only flooded copies counted)".to_owned()
+                } else {
+                    why_started
+                },
             ),
-            vec![
-                "Azure CNI transparent mode (no bridge)".to_owned(),
-                "keep FDB ageing above the neighbour timeouts so a silent receiver is re-learned: raise the bridge's ageing_time, or lower net.ipv4.neigh.<bridge>.base_reachable_time_ms / gc_stale_time so ARP re-probes refresh the FDB".to_owned(),
-            ],
+            remedies,
         )
     } else {
         let why = match i.datapath {
@@ -652,6 +731,7 @@ mod tests {
             flood_victim_copies: 4025,
             flood_victim_ports: 1,
             flood_fdb_aged_causes: 1,
+            flood_causes: vec![(CauseKind::AgedOut, 1)],
             flood_max_pps: 1000.0,
             ..base()
         };
@@ -660,6 +740,36 @@ mod tests {
         assert_eq!(f.bridge_related, Answer::Yes);
         assert_eq!(f.transparent_mode_resolves, Answer::Yes);
         assert!(f.remedies.iter().any(|r| r.contains("ageing")));
+        assert!(
+            f.why.contains("1 because an FDB entry aged out"),
+            "{}",
+            f.why
+        );
+    }
+
+    #[test]
+    fn a_removed_port_is_not_called_ageing_and_slow_floods_are_warnings() {
+        // A deleted receiver at 25 pps, plus a single stray frame.
+        let i = Inputs {
+            datapath: NodeDatapath::Bridge,
+            flood_episodes: 2,
+            flood_frames: 126,
+            flood_victim_copies: 252,
+            flood_victim_ports: 2,
+            flood_causes: vec![(CauseKind::PortRemoved, 1), (CauseKind::NeverLearned, 1)],
+            flood_max_pps: 25.0,
+            ..base()
+        };
+        let f = flood(&i);
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(!f.why.contains("aged out"), "{}", f.why);
+        assert!(
+            f.why.contains("1 because the destination's port went down"),
+            "{}",
+            f.why
+        );
+        assert!(f.remedies.iter().any(|r| r.contains("deleted pod")));
+        assert!(!f.remedies.iter().any(|r| r.contains("ageing_time")));
     }
 
     #[test]

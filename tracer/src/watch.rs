@@ -19,12 +19,13 @@ use crate::{
     conntrack::ConntrackCollector,
     counter,
     dns::collector::{DnsCollector, DnsSettings},
+    escape::Shown,
     flood::{self, collector::FloodCollector},
     hooks::{self, HookLinks, HookStatus},
     interfaces::{self, Interface, Kind, LinkEvent},
     kernel::KernelInfo,
     loss,
-    pods::{DatapathInfo, PodIndex},
+    pods::{DatapathInfo, PodIndex, Sources},
     probes::{self, ProbeSettings},
     report::{self, LossReport, Report},
     verdict,
@@ -71,6 +72,9 @@ pub struct WatchOptions {
     /// How to attach the TC programs; `None` = by kernel version (TCX from
     /// v6.6). Tests force `Legacy` to run that path on new kernels.
     pub tc_attach: Option<TcAttachMode>,
+    /// Where pod attribution reads the node's files (the real paths by
+    /// default; tests point them at their own files).
+    pub sources: Sources,
 }
 
 /// Runs a trace and returns its report. Everything attached is detached
@@ -82,6 +86,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
     let signals = Signals {
         int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
         term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+        hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
     };
     let kernel = probes::kernel_info();
     let mut ebpf = probes::load_full(&opts.probes, &kernel).context("loading eBPF programs")?;
@@ -104,7 +109,7 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
         tracing::info!(
             "removed {} TC filters a dead tracer left behind, on {}",
             cleanup.removed,
-            cleanup.interfaces.join(" ")
+            Shown(&cleanup.interfaces.join(" "))
         );
     }
     if let Some(why) = &cleanup.skipped {
@@ -138,10 +143,13 @@ pub async fn run(opts: WatchOptions) -> anyhow::Result<Report> {
     result
 }
 
-/// SIGINT and SIGTERM, caught from the start of a trace.
+/// SIGINT and SIGTERM (end the trace), SIGHUP (re-read the node's
+/// interfaces and pod files, as daemons reload; a closed terminal must not
+/// kill the trace without its cleanup), caught from the start of a trace.
 struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 /// The state of one trace.
@@ -152,6 +160,9 @@ struct Session {
     _hook_links: HookLinks,
     start: Instant,
     baseline: counter::Snapshot,
+    /// Final counts of vanished interfaces, whose kernel counters were
+    /// deleted ([`counter::forget`]).
+    retired: counter::Snapshot,
     /// Every interface ever traced, by ifindex, with whether it vanished.
     traced: BTreeMap<u32, (Interface, bool)>,
     /// Every interface seen, for names.
@@ -165,6 +176,9 @@ struct Session {
     /// New pods since the last refresh of `pods` (done at the next tick:
     /// one /proc walk for a burst of pods, not one per pod).
     pods_stale: bool,
+    /// Pod attribution's current warnings (unreadable or malformed node
+    /// files), each logged once when it appears, not at every refresh.
+    warned: std::collections::BTreeSet<String>,
     tc_attach: TcAttachMode,
     tc_cleanup: StaleFilterCleanup,
 }
@@ -179,41 +193,45 @@ impl Session {
         traced: &[Interface],
         opts: &WatchOptions,
     ) -> anyhow::Result<Self> {
-        for iface in traced {
-            tc.attach(ebpf, &iface.name)?;
-        }
+        let names: Vec<&str> = traced.iter().map(|i| i.name.as_str()).collect();
+        tc.attach_all(ebpf, &names)?;
         let names: Vec<&str> = tc.interfaces().collect();
         tracing::info!(
             "attached to {} interfaces: {}",
             names.len(),
-            names.join(" ")
+            Shown(&names.join(" "))
         );
         // Which MAC sits behind each pod port, so flooded copies can be told
         // from frames addressed to the pod.
-        flood::set_port_macs(ebpf, &interfaces::peer_macs(traced).await?)?;
+        let pod_macs = interfaces::peer_macs(traced).await?;
+        flood::set_port_macs(ebpf, &pod_macs)?;
         // Before the collectors take their ring buffers out of `ebpf`: the
         // fentry/fexit programs are relocated against those maps.
         let (hooks, hook_links) = hooks::attach(ebpf, kernel, &["conntrack", "flood"]);
-        let (pods, datapath) = attribution(&all).await;
+        let (pods, datapath) = attribution(&all, &opts.sources).await;
+        let mut warned = std::collections::BTreeSet::new();
+        log_new_warnings(&mut warned, &pods);
         tracing::info!(
             "datapath: {:?}; bridges with pod ports: {}; routed pod veths: {}; pods attributed: {}",
             datapath.mode,
             datapath
                 .bridges
                 .iter()
-                .map(|b| format!("{} ({} veth ports)", b.name, b.veth_ports))
+                .map(|b| format!("{} ({} veth ports)", Shown(&b.name), b.veth_ports))
                 .collect::<Vec<_>>()
                 .join(", "),
             datapath.routed_veths.len(),
             pods.len()
         );
         let start_ns = monotonic_ns();
+        let floods = FloodCollector::start(ebpf, start_ns, traced, &pods, &pod_macs).await?;
         let session = Self {
             kernel: kernel.clone(),
             hooks,
             _hook_links: hook_links,
             start: Instant::now(),
             baseline: counter::read(ebpf)?,
+            retired: counter::Snapshot::new(),
             traced: traced
                 .iter()
                 .map(|i| (i.index, (i.clone(), false)))
@@ -221,10 +239,11 @@ impl Session {
             known: all.into_iter().map(|i| (i.index, i)).collect(),
             dns: DnsCollector::new(ebpf, opts.dns)?,
             conntrack: ConntrackCollector::new(ebpf)?,
-            floods: FloodCollector::new(ebpf, start_ns)?,
+            floods,
             pods,
             datapath,
             pods_stale: false,
+            warned,
             tc_attach: tc.mode(),
             tc_cleanup,
         };
@@ -249,6 +268,7 @@ impl Session {
         let Signals {
             int: mut sigint,
             term: mut sigterm,
+            hup: mut sighup,
         } = signals;
         let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
         let mut ticker = tokio::time::interval(opts.interval);
@@ -259,21 +279,48 @@ impl Session {
                 () = stopped(&mut stop) => break,
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
+                _ = sighup.recv() => {
+                    tracing::info!("SIGHUP: re-reading interfaces and pod attribution; tracing continues");
+                    self.pods_stale = true;
+                    self.resync(ebpf, tc).await;
+                }
                 () = sleep_until(deadline) => break,
                 result = self.dns.readable() => result?,
                 result = self.conntrack.readable() => result?,
                 result = self.floods.readable() => result?,
-                Some(event) = next_link(&mut links) => self.on_link(ebpf, tc, event).await,
+                Some(event) = next_link(&mut links) => {
+                    let mut batch = vec![event];
+                    if let Some(rx) = &mut links {
+                        while batch.len() < LINK_BATCH_MAX
+                            && let Ok(event) = rx.try_recv()
+                        {
+                            batch.push(event);
+                        }
+                    }
+                    self.on_links(ebpf, tc, batch).await;
+                }
                 _ = ticker.tick() => {
                     if links.is_some() {
                         self.resync(ebpf, tc).await;
                     }
                     if std::mem::take(&mut self.pods_stale) {
                         let all: Vec<Interface> = self.known.values().cloned().collect();
-                        (self.pods, self.datapath) = attribution(&all).await;
+                        (self.pods, self.datapath) = attribution(&all, &opts.sources).await;
+                        log_new_warnings(&mut self.warned, &self.pods);
+                        let traced: Vec<&Interface> = self
+                            .traced
+                            .values()
+                            .filter(|(_, gone)| !gone)
+                            .map(|(i, _)| i)
+                            .collect();
+                        // A failed update keeps the previous scope: events of
+                        // the new pods' namespaces are then not reported.
+                        if let Err(err) = self.floods.rescope(ebpf, &traced, &self.pods) {
+                            tracing::warn!("flood event scope: {err}");
+                        }
                     }
                     self.dns.sweep(ebpf, monotonic_ns())?;
-                    self.floods.tick(ebpf)?;
+                    self.floods.tick(ebpf, monotonic_ns())?;
                     if opts.snapshots.is_some() || opts.progress {
                         let report = Arc::new(self.report(ebpf, opts)?);
                         if opts.progress {
@@ -306,74 +353,96 @@ impl Session {
             .filter(|(index, (_, gone))| !gone && !present.contains(index))
             .map(|(index, (iface, _))| (*index, iface.name.clone()))
             .collect();
-        for (index, name) in gone {
-            self.on_link(ebpf, tc, LinkEvent::Removed { index, name })
-                .await;
-        }
+        let mut events: Vec<LinkEvent> = gone
+            .into_iter()
+            .map(|(index, name)| LinkEvent::Removed { index, name })
+            .collect();
         for iface in now {
             let new = self.traced.get(&iface.index).is_none_or(|(_, gone)| *gone);
             if new && iface.kind == Kind::Veth {
-                self.on_link(ebpf, tc, LinkEvent::Changed(iface)).await;
+                events.push(LinkEvent::Changed(iface));
             } else {
+                self.follow_rename(tc, &iface);
                 self.known.insert(iface.index, iface);
             }
         }
+        self.on_links(ebpf, tc, events).await;
     }
 
     /// Follows pods: attaches to new veths (and to a bridge once it carries
     /// one), detaches from deleted ones, which stay in the report up to
-    /// their last packet.
-    async fn on_link(&mut self, ebpf: &mut Ebpf, tc: &mut TcAttachments, event: LinkEvent) {
-        match event {
-            LinkEvent::Changed(iface) => {
-                let master = iface.master;
-                self.known.insert(iface.index, iface.clone());
-                let mut candidates = Vec::new();
-                if iface.kind == Kind::Veth {
-                    candidates.push(iface);
-                }
-                if let Some(bridge) = master.and_then(|m| self.known.get(&m))
-                    && bridge.kind == Kind::Bridge
-                {
-                    candidates.push(bridge.clone());
-                }
-                let mut attached_any = false;
-                for iface in candidates {
-                    if self.traced.get(&iface.index).is_some_and(|(_, gone)| !gone) {
-                        continue;
+    /// their last packet. A burst of events is one batch: the new
+    /// interfaces are attached together (their TCX waits overlap).
+    async fn on_links(&mut self, ebpf: &mut Ebpf, tc: &mut TcAttachments, events: Vec<LinkEvent>) {
+        let mut candidates: Vec<Interface> = Vec::new();
+        for event in events {
+            match event {
+                LinkEvent::Changed(iface) => {
+                    self.follow_rename(tc, &iface);
+                    let master = iface.master;
+                    self.known.insert(iface.index, iface.clone());
+                    if iface.kind == Kind::Veth {
+                        candidates.push(iface);
                     }
-                    match tc.attach(ebpf, &iface.name) {
-                        Ok(()) => {
-                            tracing::info!("new pod interface {}: attached", iface.name);
-                            if let Ok(macs) =
-                                interfaces::peer_macs(std::slice::from_ref(&iface)).await
-                                && let Err(err) = flood::set_port_macs(ebpf, &macs)
-                            {
-                                tracing::warn!("{}: {err}", iface.name);
-                            }
-                            self.traced.insert(iface.index, (iface, false));
-                            attached_any = true;
-                        }
-                        // It may be gone again already (pod churn): not an error.
-                        Err(err) => tracing::debug!("{}: {err}", iface.name),
+                    if let Some(bridge) = master.and_then(|m| self.known.get(&m))
+                        && bridge.kind == Kind::Bridge
+                    {
+                        candidates.push(bridge.clone());
                     }
                 }
-                self.pods_stale |= attached_any;
-            }
-            LinkEvent::Removed { index, name } => {
-                tc.detach(ebpf, &name);
-                if let Some((_, gone)) = self.traced.get_mut(&index)
-                    && !*gone
-                {
-                    *gone = true;
-                    tracing::info!("pod interface {name} vanished: detached");
+                LinkEvent::Removed { index, name } => {
+                    tc.detach(ebpf, &name);
+                    candidates.retain(|c| c.index != index);
+                    if let Some((_, gone)) = self.traced.get_mut(&index)
+                        && !*gone
+                    {
+                        *gone = true;
+                        tracing::info!("pod interface {} vanished: detached", Shown(&name));
+                        self.retire(ebpf, index);
+                    }
                 }
             }
         }
+        candidates.retain(|c| self.traced.get(&c.index).is_none_or(|(_, gone)| *gone));
+        candidates.sort_by_key(|c| c.index);
+        candidates.dedup_by_key(|c| c.index);
+        self.attach_new(ebpf, tc, candidates).await;
+    }
+
+    async fn attach_new(&mut self, ebpf: &mut Ebpf, tc: &mut TcAttachments, new: Vec<Interface>) {
+        if new.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = new.iter().map(|i| i.name.as_str()).collect();
+        // Some may be gone again already (pod churn): not an error.
+        if let Err(err) = tc.attach_all(ebpf, &names) {
+            tracing::debug!("{err}");
+        }
+        let attached: Vec<Interface> = new
+            .into_iter()
+            .filter(|i| tc.is_attached(&i.name))
+            .collect();
+        if attached.is_empty() {
+            return;
+        }
+        match interfaces::peer_macs(&attached).await {
+            Ok(macs) => {
+                if let Err(err) = flood::set_port_macs(ebpf, &macs) {
+                    tracing::warn!("pod MACs: {err}");
+                }
+            }
+            Err(err) => tracing::warn!("pod MACs: {err}"),
+        }
+        for iface in attached {
+            tracing::info!("new pod interface {}: attached", Shown(&iface.name));
+            self.traced.insert(iface.index, (iface, false));
+        }
+        self.pods_stale = true;
     }
 
     fn report(&mut self, ebpf: &Ebpf, opts: &WatchOptions) -> anyhow::Result<Report> {
-        let counts = counter::delta(&self.baseline, &counter::read(ebpf)?);
+        let mut counts = counter::delta(&self.baseline, &counter::read(ebpf)?);
+        counts.extend(self.retired.iter().map(|(k, v)| (*k, *v)));
         let known = &self.known;
         let name_of = |ifindex: u32| {
             known
@@ -413,7 +482,9 @@ impl Session {
                     .filter(|p| p.source != crate::pods::SOURCE_INTERFACE)
                     .map(crate::pods::PodRef::label)
             })?;
-        let flood = self.floods.report(ebpf, area("flood"), &name_of)?;
+        let flood = self
+            .floods
+            .report(ebpf, monotonic_ns(), area("flood"), &name_of)?;
         let mut losses: Vec<LossReport> = loss::read(ebpf)?
             .into_iter()
             .map(|(loss, count)| LossReport {
@@ -461,18 +532,80 @@ impl Session {
     }
 }
 
+/// Vanished interfaces kept in the report (the most recent ones): a node
+/// that runs pods for weeks must not grow without bound.
+pub const VANISHED_KEPT: usize = 1024;
+
+impl Session {
+    /// Keeps the final counts of a vanished interface and frees its kernel
+    /// counter entries; past [`VANISHED_KEPT`] vanished interfaces, the
+    /// oldest (lowest ifindex: the kernel hands them out in order) leaves
+    /// the report.
+    fn retire(&mut self, ebpf: &mut Ebpf, index: u32) {
+        if let Ok(now) = counter::read(ebpf) {
+            for (key, count) in counter::delta(&self.baseline, &now) {
+                if key.0 == index {
+                    self.retired.insert(key, count);
+                }
+            }
+        }
+        self.baseline.retain(|key, _| key.0 != index);
+        if let Err(err) = counter::forget(ebpf, index) {
+            tracing::debug!("forgetting the counters of ifindex {index}: {err}");
+        }
+        let gone: Vec<u32> = self
+            .traced
+            .iter()
+            .filter(|(_, (_, gone))| *gone)
+            .map(|(i, _)| *i)
+            .collect();
+        for old in gone.iter().take(gone.len().saturating_sub(VANISHED_KEPT)) {
+            self.traced.remove(old);
+            self.known.remove(old);
+            self.retired.retain(|key, _| key.0 != *old);
+        }
+    }
+
+    /// An interface we trace got a new name (`ip link set … name …`): the
+    /// attachment (by ifindex) stays; the report and our keys follow.
+    fn follow_rename(&mut self, tc: &mut TcAttachments, iface: &Interface) {
+        let Some((traced, false)) = self.traced.get_mut(&iface.index) else {
+            return;
+        };
+        if traced.name == iface.name {
+            return;
+        }
+        tracing::info!(
+            "interface {} renamed to {}: still traced",
+            Shown(&traced.name),
+            Shown(&iface.name)
+        );
+        tc.rename(&traced.name, &iface.name);
+        traced.name.clone_from(&iface.name);
+        self.pods_stale = true;
+    }
+}
+
+/// Logs each pod-attribution warning once, when it first appears (a broken
+/// state file would otherwise repeat it at every pod change); a warning
+/// that goes away and comes back is logged again.
+fn log_new_warnings(warned: &mut std::collections::BTreeSet<String>, pods: &PodIndex) {
+    let now: std::collections::BTreeSet<String> = pods.warnings().iter().cloned().collect();
+    for warning in now.difference(warned) {
+        tracing::warn!("pod attribution: {}", Shown(warning));
+    }
+    *warned = now;
+}
+
 /// Pod attribution and datapath detection for the current interfaces.
 /// Failures degrade (logged), they never stop a trace.
-async fn attribution(all: &[Interface]) -> (PodIndex, DatapathInfo) {
+async fn attribution(all: &[Interface], sources: &Sources) -> (PodIndex, DatapathInfo) {
     let routes = crate::pods::read_routes().await.unwrap_or_else(|err| {
         tracing::warn!("reading routes: {err}");
         Vec::new()
     });
     let datapath = crate::pods::detect_datapath(all, &routes);
-    let index = PodIndex::build(all, &routes, &crate::pods::Sources::default()).await;
-    for warning in index.warnings() {
-        tracing::debug!("pod attribution: {warning}");
-    }
+    let index = PodIndex::build(all, &routes, sources).await;
     (index, datapath)
 }
 
@@ -484,6 +617,9 @@ async fn stopped(stop: &mut Option<tokio::sync::watch::Receiver<bool>>) {
         None => std::future::pending().await,
     }
 }
+
+/// Link events handled as one batch at most.
+const LINK_BATCH_MAX: usize = 256;
 
 async fn next_link(
     links: &mut Option<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>>,

@@ -25,7 +25,17 @@ pub fn run() -> anyhow::Result<()> {
     ensure_target(&target)?;
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let args = ["build", "--release", "--target", &target, "-p", "tracer"];
+    // No default features: the node binary leaves out `plot` (charts for
+    // `tracer lab --plot`, a lab-machine feature).
+    let args = [
+        "build",
+        "--release",
+        "--target",
+        &target,
+        "-p",
+        "tracer",
+        "--no-default-features",
+    ];
     eprintln!("xtask dist: cargo {}", args.join(" "));
     let status = Command::new(cargo)
         .args(args)

@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask setup|test|dist|lab|bench|vm`.
+//! Project automation: `cargo xtask setup|test|dist|lab|bench|soak|vm`.
 //!
 //! Every command runs `setup` first, so a fresh machine needs nothing but
 //! this repository, cargo and root.
@@ -7,6 +7,7 @@ mod bench;
 mod dist;
 mod matrix;
 mod setup;
+mod soak;
 mod vm;
 
 use std::process::Command;
@@ -50,6 +51,17 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A long run under DNS load, pod churn, floods and slow /metrics
+    /// clients: RSS/CPU slopes, losses, fds, scrape latency; writes
+    /// bench/SOAK.md. Root; not part of `test`.
+    Soak {
+        /// How long: `1h`, `10m`, `600s`.
+        #[arg(long, default_value = "1h")]
+        duration: String,
+        /// DNS queries per second (dnsperf).
+        #[arg(long, default_value_t = 10_000)]
+        qps: u64,
+    },
     /// Debian kernels 5.10, 6.1, 6.12 in QEMU: fetch them, run a command in one.
     #[command(subcommand)]
     Vm(vm::VmTask),
@@ -68,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Task::Dist => dist::run(),
         Task::Lab { args } => lab(&args),
         Task::Bench { args } => bench::run(&args),
+        Task::Soak { duration, qps } => soak::run(&duration, qps),
         Task::Vm(task) => vm::run(task),
     }
 }

@@ -4,9 +4,11 @@
 //!
 //! Program loading is slow under TCG (~20 s per object), so the matrix runs
 //! a focused subset: every program loads and attaches with the mechanism the
-//! kernel must give; exact counters; a DNS exchange against tshark; flood
-//! victims against tcpdump; conntrack against the kernel's counters (and
-//! the exact hooks where they attach); legacy TC clean-up after `kill -9`.
+//! kernel must give; exact counters; the real `tracer watch` with DNS
+//! answers equal to tshark's and flooded copies equal to tcpdump's;
+//! conntrack drops and clashes equal to the kernel's counters (exact hooks
+//! where they attach); `br_flood` against tcpdump; legacy TC clean-up after
+//! `kill -9`, two tracers at once, foreign filters untouched.
 
 use std::{
     collections::BTreeMap,
@@ -23,25 +25,19 @@ use serde_json::Value;
 use crate::vm::{self, Kernel};
 
 /// Test target and the libtest arguments that pick its matrix tests.
+/// Tests written for this host's speed (pacing, pair windows of ms) are
+/// left out: under TCG a VM runs ~20× slower; the matrix tests assert exact
+/// counts and loose times.
 const SUBSET: &[(&str, &[&str])] = &[
     ("kernel_matrix", &["matrix_"]),
-    ("counter", &[]),
+    (
+        "counter",
+        &[
+            "counts_exact_udp_on_bridge_mode",
+            "counter_program_test_run",
+        ],
+    ),
     ("legacy_tc", &["legacy_"]),
-    ("dns", &["dns_latency_agrees_with_tshark_bridge", "--exact"]),
-    (
-        "flood",
-        &[
-            "fdb_expiry_flood_is_counted_per_victim_and_explained",
-            "--exact",
-        ],
-    ),
-    (
-        "conntrack",
-        &[
-            "dns_service_conntrack_counts_equal_kernel_counters_bridge",
-            "--exact",
-        ],
-    ),
 ];
 
 /// One run of the whole subset on one kernel may take this long under TCG.
@@ -214,19 +210,30 @@ fn table(out: &Path) -> anyhow::Result<String> {
 }
 
 fn cell(row: &Value) -> String {
-    let refused = || {
-        row["refused"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(|r| r.chars().take(60).collect::<String>())
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
+    let refused = row["refused"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(short_refusal)
+        .collect::<Vec<_>>()
+        .join(", ");
     match (row["mechanism"].as_str(), row["btf_object"].as_str()) {
         (Some(m), Some(obj)) => format!("{m} ({obj})"),
         (Some(m), None) => m.to_owned(),
-        (None, _) => format!("fallback — refused: {}", refused()),
+        (None, _) => format!("fallback (refused: {refused})"),
     }
+}
+
+/// "fexit: BPF_PROG_LOAD: Operation not permitted …" → "fexit EPERM".
+fn short_refusal(refusal: &str) -> String {
+    let (kind, why) = refusal.split_once(": ").unwrap_or((refusal, ""));
+    let why = if why.contains("Operation not permitted") {
+        "EPERM".to_owned()
+    } else if why.contains("kprobe/type") {
+        "no kprobe PMU".to_owned()
+    } else {
+        why.chars().take(40).collect()
+    };
+    format!("{kind} {why}")
 }

@@ -4,7 +4,10 @@
 /// A decoded question.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct Question {
-    /// The name, e.g. `kubernetes.default.svc.cluster.local`; cut names end
+    /// The name in presentation format, as `dig` prints it, e.g.
+    /// `kubernetes.default.svc.cluster.local`: bytes outside printable
+    /// ASCII are `\DDD`, a dot inside a label `\.` (`crate::escape`), so
+    /// it is plain ASCII and the raw bytes are recoverable. Cut names end
     /// in `…`; undecodable ones are `<malformed>`.
     pub name: String,
     /// `A`, `AAAA`, … or `TYPE<n>`.
@@ -23,8 +26,9 @@ pub fn decode(bytes: &[u8], qtype: u16, cut: bool) -> Question {
         && let Ok(packet) = simple_dns::Packet::parse(&message)
         && let Some(q) = packet.questions.first()
     {
-        // The root name displays as "": name it as the lossy path does.
-        let name = q.qname.to_string();
+        // Not simple-dns's Display: it passes control bytes through. The
+        // root name has no labels: name it as the lossy path does.
+        let name = crate::escape::name(q.qname.as_bytes());
         return Question {
             name: if name.is_empty() {
                 "<root>".into()
@@ -50,14 +54,14 @@ fn labels_lossy(bytes: &[u8]) -> String {
             return if labels.is_empty() {
                 "<root>".into()
             } else {
-                labels.join(".")
+                crate::escape::name(labels)
             };
         }
         if len & 0xc0 != 0 {
             break;
         }
         match bytes.get(pos + 1..pos + 1 + len) {
-            Some(label) => labels.push(String::from_utf8_lossy(label).into_owned()),
+            Some(label) => labels.push(label),
             None => break,
         }
         pos += len + 1;
@@ -65,7 +69,7 @@ fn labels_lossy(bytes: &[u8]) -> String {
     if labels.is_empty() {
         "<malformed>".into()
     } else {
-        format!("{}…", labels.join("."))
+        format!("{}…", crate::escape::name(labels))
     }
 }
 
@@ -121,6 +125,20 @@ mod tests {
         let q = decode(&wire("kubernetes.default.svc.cluster.local", 28), 28, false);
         assert_eq!(q.name, "kubernetes.default.svc.cluster.local");
         assert_eq!(q.qtype, "AAAA");
+    }
+
+    #[test]
+    fn hostile_bytes_are_escaped_on_both_paths() {
+        let mut raw = vec![4, 0x1b, b'[', b'2', b'J', 3, b'a', b'.', b'b', 2, 0, b'\n'];
+        raw.extend_from_slice(&[2, 0xff, 0xfe, 0, 0, 1, 0, 1]);
+        let full = decode(&raw, 1, false);
+        assert_eq!(full.name, "\\027[2J.a\\.b.\\000\\010.\\255\\254");
+        let cut = decode(&raw[..12], 0, true);
+        assert_eq!(cut.name, "\\027[2J.a\\.b.\\000\\010…");
+        assert_eq!(
+            crate::escape::unescape(full.name.split('.').next().unwrap()).unwrap(),
+            b"\x1b[2J"
+        );
     }
 
     #[test]

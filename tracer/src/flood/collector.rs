@@ -1,30 +1,29 @@
 //! Flood episodes: when unknown-unicast flooding started and stopped, what
 //! was flooded, who paid for it, and why it started.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use aya::{Ebpf, maps::PerCpuHashMap};
 use serde::Serialize;
 use tracer_common::flood::{FloodCause, FloodCount, FloodKey, PortFlood, cause, pkt_type};
 
-use super::{FloodError, read_ports};
+use super::{
+    FloodError,
+    cause::{Evidence, FloodCauseReport, mac},
+    episode::{Episodes, Flow, rate},
+    fdb::{self, FdbEntry},
+    read_ports,
+    scope::Scope,
+};
 use crate::{
     hooks::HookStatus,
+    interfaces::Interface,
+    pods::PodIndex,
     ring::{self, Ring},
 };
 
 /// Cause events kept (FDB and neighbour changes are rare; this is a bound).
 const MAX_CAUSES: usize = 20_000;
-
-/// A flow as the report shows it (no port: a flood reaches many).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Flow {
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    dst_ip: [u8; 4],
-    ip_proto: u8,
-    dport: u16,
-}
 
 impl From<&FloodKey> for Flow {
     fn from(k: &FloodKey) -> Self {
@@ -38,34 +37,43 @@ impl From<&FloodKey> for Flow {
     }
 }
 
-#[derive(Clone, Debug, Default)]
-struct Open {
-    start_ns: u64,
-    last_ns: u64,
-    /// Copies per victim port.
-    copies: BTreeMap<u32, u64>,
-    bytes: u64,
-}
-
 /// Collects flood counters, cause events and episodes over a trace.
 pub struct FloodCollector {
     ring: Ring,
     start_ns: u64,
     ports_base: BTreeMap<u32, PortFlood>,
-    /// Last seen per-port totals of each victim flow.
-    seen: BTreeMap<(Flow, u32), FloodCount>,
-    open: BTreeMap<Flow, Open>,
-    closed: Vec<(Flow, Open)>,
+    episodes: Episodes,
     causes: Vec<FloodCause>,
     causes_dropped: u64,
     /// `FLOOD_FLOWS` (filled by the br_flood hook) at the start.
     bridge_base: BTreeMap<FloodKey, FloodCount>,
+    /// Which bridges and namespaces the kernel keeps FDB and neighbour
+    /// events of.
+    scope: Scope,
+    fdb_at_start: BTreeMap<[u8; 6], FdbEntry>,
+    pods_at_start: BTreeMap<[u8; 6], u32>,
 }
 
 impl FloodCollector {
-    /// Takes the cause ring out of `ebpf`; `start_ns` is the trace's start
-    /// (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns).
-    pub fn new(ebpf: &mut Ebpf, start_ns: u64) -> Result<Self, FloodError> {
+    /// Takes the cause ring out of `ebpf`, limits the cause events to the
+    /// node (`traced` interfaces, `pods`' namespaces) and reads the traced
+    /// bridges' FDB. `start_ns` is the trace's start (CLOCK_MONOTONIC, the
+    /// clock of bpf_ktime_get_ns); `pod_macs` the pods' MACs by host port.
+    pub async fn start(
+        ebpf: &mut Ebpf,
+        start_ns: u64,
+        traced: &[Interface],
+        pods: &PodIndex,
+        pod_macs: &[(u32, [u8; 6])],
+    ) -> Result<Self, FloodError> {
+        let traced: Vec<&Interface> = traced.iter().collect();
+        let scope = Scope::of_node(&traced, pods)?;
+        scope.apply(ebpf, &Scope::default())?;
+        // After the scope: a removal from now on is seen as an event.
+        let fdb_at_start = fdb::snapshot(&scope.bridges).await.unwrap_or_else(|err| {
+            tracing::warn!("reading the bridges' FDB: {err}");
+            BTreeMap::new()
+        });
         let ring = ebpf
             .take_map("FLOOD_CAUSES")
             .ok_or(FloodError::MissingMap("FLOOD_CAUSES"))?;
@@ -73,18 +81,37 @@ impl FloodCollector {
             ring: Ring::new(ring).map_err(|e| FloodError::Ring(e.to_string()))?,
             start_ns,
             ports_base: read_ports(ebpf)?,
-            seen: BTreeMap::new(),
-            open: BTreeMap::new(),
-            closed: Vec::new(),
+            episodes: Episodes::default(),
             causes: Vec::new(),
             causes_dropped: 0,
-            bridge_base: read_flows(ebpf, "FLOOD_FLOWS")?.into_iter().collect(),
+            bridge_base: read_flows(ebpf, "FLOOD_FLOWS")?
+                .into_iter()
+                .map(|(k, slots)| (k, sum(&slots)))
+                .collect(),
+            scope,
+            fdb_at_start,
+            pods_at_start: pod_macs.iter().map(|&(port, mac)| (mac, port)).collect(),
         };
         // What was flooded before the trace is the baseline, not an episode.
-        for (key, count) in read_flows(ebpf, "FLOOD_VICTIM_FLOWS")? {
-            collector.seen.insert((Flow::from(&key), key.port), count);
+        for (key, slots) in read_flows(ebpf, "FLOOD_VICTIM_FLOWS")? {
+            collector
+                .episodes
+                .baseline(Flow::from(&key), key.port, &slots);
         }
         Ok(collector)
+    }
+
+    /// Follows the node's bridges and pods as they come and go.
+    pub fn rescope(
+        &mut self,
+        ebpf: &mut Ebpf,
+        traced: &[&Interface],
+        pods: &PodIndex,
+    ) -> Result<(), FloodError> {
+        let scope = Scope::of_node(traced, pods)?;
+        scope.apply(ebpf, &self.scope)?;
+        self.scope = scope;
+        Ok(())
     }
 
     /// Waits for cause events and keeps them.
@@ -107,73 +134,43 @@ impl FloodCollector {
             });
     }
 
-    /// Advances episodes: a flow with new flooded copies since the last tick
-    /// opens or extends an episode; one without closes it.
-    pub fn tick(&mut self, ebpf: &Ebpf) -> Result<(), FloodError> {
-        let mut active: BTreeSet<Flow> = BTreeSet::new();
-        for (key, count) in read_flows(ebpf, "FLOOD_VICTIM_FLOWS")? {
-            let flow = Flow::from(&key);
-            let before = self
-                .seen
-                .insert((flow, key.port), count)
-                .unwrap_or_default();
-            let new = count.packets.saturating_sub(before.packets);
-            if new == 0 {
-                continue;
-            }
-            active.insert(flow);
-            let episode = self.open.entry(flow).or_insert_with(|| Open {
-                // A flow never seen before started at its first packet; one
-                // seen before restarted after the previous tick.
-                start_ns: if before.packets == 0 {
-                    count.first_ns
-                } else {
-                    before.last_ns
-                },
-                ..Open::default()
-            });
-            *episode.copies.entry(key.port).or_default() += new;
-            episode.bytes += count.bytes.saturating_sub(before.bytes);
-            episode.last_ns = episode.last_ns.max(count.last_ns);
+    /// Advances episodes to `now_ns` (CLOCK_MONOTONIC): new flooded copies
+    /// open or extend one, a flow silent for the episode gap closes it.
+    pub fn tick(&mut self, ebpf: &Ebpf, now_ns: u64) -> Result<(), FloodError> {
+        for (key, slots) in read_flows(ebpf, "FLOOD_VICTIM_FLOWS")? {
+            self.episodes.observe(Flow::from(&key), key.port, &slots);
         }
-        let ended: Vec<Flow> = self
-            .open
-            .keys()
-            .filter(|f| !active.contains(f))
-            .copied()
-            .collect();
-        for flow in ended {
-            if let Some(open) = self.open.remove(&flow) {
-                self.closed.push((flow, open));
-            }
-        }
+        self.episodes.close_quiet(now_ns);
         Ok(())
     }
 
-    /// The flood section of the report.
+    /// The flood section of the report, at `now_ns`.
     pub fn report(
         &mut self,
         ebpf: &Ebpf,
+        now_ns: u64,
         hooks: Vec<HookStatus>,
         name_of: &dyn Fn(u32) -> String,
     ) -> Result<FloodReport, FloodError> {
         self.drain();
-        self.tick(ebpf)?;
-        let mut episodes: Vec<(Flow, Open, bool)> = self
-            .closed
-            .iter()
-            .map(|(f, o)| (*f, o.clone(), false))
-            .collect();
-        episodes.extend(self.open.iter().map(|(f, o)| (*f, o.clone(), true)));
-        episodes.sort_by_key(|(_, o, _)| o.start_ns);
+        self.tick(ebpf, now_ns)?;
         let secs = |ns: u64| ns.saturating_sub(self.start_ns) as f64 / 1e9;
-        let episodes = episodes
+        let evidence = Evidence {
+            causes: &self.causes,
+            start_ns: self.start_ns,
+            fdb_at_start: &self.fdb_at_start,
+            pods_at_start: &self.pods_at_start,
+            name_of,
+        };
+        let episodes = self
+            .episodes
+            .all()
             .into_iter()
             .map(|(flow, open, ongoing)| {
                 // Each flooded frame reaches every victim port once: the
                 // busiest port's count is the number of frames flooded.
                 let packets = open.copies.values().copied().max().unwrap_or(0);
-                let duration = open.last_ns.saturating_sub(open.start_ns) as f64 / 1e9;
+                let duration_s = open.last_ns.saturating_sub(open.start_ns) as f64 / 1e9;
                 FloodEpisode {
                     src_mac: mac(&flow.src_mac),
                     dst_mac: mac(&flow.dst_mac),
@@ -183,17 +180,14 @@ impl FloodCollector {
                     dport: flow.dport,
                     start_s: secs(open.start_ns),
                     end_s: secs(open.last_ns),
+                    duration_s,
                     ongoing,
                     packets,
                     copies: open.copies.values().sum(),
                     bytes_copied: open.bytes,
-                    pps: if duration > 0.0 {
-                        packets as f64 / duration
-                    } else {
-                        packets as f64
-                    },
+                    pps: rate(packets, duration_s),
                     victims: open.copies.keys().map(|&p| name_of(p)).collect(),
-                    cause: self.cause_of(&flow, open.start_ns, open.last_ns, name_of),
+                    cause: evidence.explain(&flow, open.start_ns, open.last_ns),
                 }
             })
             .collect();
@@ -232,7 +226,8 @@ impl FloodCollector {
         let count = |kind| self.causes.iter().filter(|c| c.kind == kind).count() as u64;
         let mut bridge_floods: Vec<BridgeFlood> = read_flows(ebpf, "FLOOD_FLOWS")?
             .into_iter()
-            .filter_map(|(key, count)| {
+            .filter_map(|(key, slots)| {
+                let count = sum(&slots);
                 let base = self.bridge_base.get(&key).copied().unwrap_or_default();
                 let frames = count.packets.saturating_sub(base.packets);
                 (frames > 0).then(|| BridgeFlood {
@@ -259,98 +254,34 @@ impl FloodCollector {
             fdb_learns: count(cause::FDB_UPDATE),
             neighbour_updates: count(cause::NEIGH_UPDATE),
             cause_events_dropped: self.causes_dropped,
+            fdb_entries_at_start: self.fdb_at_start.len() as u64,
         })
-    }
-
-    /// Why a flood of `flow` started at `start_ns`: the latest FDB removal
-    /// of its destination MAC, else a failed neighbour resolution of its
-    /// destination IP, before the start.
-    fn cause_of(
-        &self,
-        flow: &Flow,
-        start_ns: u64,
-        end_ns: u64,
-        name_of: &dyn Fn(u32) -> String,
-    ) -> FloodCauseReport {
-        // The bridge floods as soon as an entry has *expired*, but deletes it
-        // (and fires fdb_delete) only when its garbage collection runs, up to
-        // an ageing interval later: a delete before the episode ends counts.
-        let before =
-            |c: &&FloodCause| c.ts_ns <= end_ns.max(start_ns.saturating_add(1_000_000_000));
-        let fdb = self
-            .causes
-            .iter()
-            .filter(before)
-            .filter(|c| c.kind == cause::FDB_DELETE && c.mac == flow.dst_mac)
-            .max_by_key(|c| c.ts_ns);
-        if let Some(c) = fdb {
-            return FloodCauseReport {
-                kind: "fdb_entry_removed",
-                at_s: Some(c.ts_ns.saturating_sub(self.start_ns) as f64 / 1e9),
-                detail: format!(
-                    "the bridge forgot {} (was on {}): aged out or flushed; it floods until the MAC is learned again",
-                    mac(&c.mac),
-                    name_of(c.ifindex)
-                ),
-            };
-        }
-        let dead = self
-            .causes
-            .iter()
-            .filter(before)
-            .filter(|c| {
-                (c.kind == cause::NEIGH_DEAD || c.kind == cause::NEIGH_FAILED)
-                    && c.family == 2
-                    && c.addr[..4] == flow.dst_ip
-            })
-            .max_by_key(|c| c.ts_ns);
-        if let Some(c) = dead {
-            return FloodCauseReport {
-                kind: "neighbour_failed",
-                at_s: Some(c.ts_ns.saturating_sub(self.start_ns) as f64 / 1e9),
-                detail: format!("ARP for {} failed", ip(c)),
-            };
-        }
-        let relearned = self
-            .causes
-            .iter()
-            .any(|c| c.kind == cause::FDB_UPDATE && c.mac == flow.dst_mac);
-        FloodCauseReport {
-            kind: if relearned {
-                "not_learned_yet"
-            } else {
-                "never_learned"
-            },
-            at_s: None,
-            detail: format!(
-                "{} was not in the bridge's FDB when the flood started (no removal seen during the trace)",
-                mac(&flow.dst_mac)
-            ),
-        }
     }
 }
 
-fn read_flows(ebpf: &Ebpf, name: &'static str) -> Result<Vec<(FloodKey, FloodCount)>, FloodError> {
+/// Packets and bytes of a flow over CPUs.
+fn sum(slots: &[FloodCount]) -> FloodCount {
+    slots
+        .iter()
+        .fold(FloodCount::default(), |acc, s| FloodCount {
+            packets: acc.packets + s.packets,
+            bytes: acc.bytes + s.bytes,
+            ..acc
+        })
+}
+
+/// Unknown-unicast flows of `name` with their per-CPU slots.
+fn read_flows(
+    ebpf: &Ebpf,
+    name: &'static str,
+) -> Result<Vec<(FloodKey, Vec<FloodCount>)>, FloodError> {
     let map = ebpf.map(name).ok_or(FloodError::MissingMap(name))?;
     let map: PerCpuHashMap<_, FloodKey, FloodCount> = PerCpuHashMap::try_from(map)?;
     let mut out = Vec::new();
     for entry in map.iter() {
         let (key, per_cpu) = entry?;
-        let mut total = FloodCount::default();
-        for v in per_cpu.iter() {
-            total.packets += v.packets;
-            total.bytes += v.bytes;
-            if v.packets > 0 {
-                total.first_ns = if total.first_ns == 0 {
-                    v.first_ns
-                } else {
-                    total.first_ns.min(v.first_ns)
-                };
-                total.last_ns = total.last_ns.max(v.last_ns);
-            }
-        }
         if key.pkt_type == pkt_type::UNICAST {
-            out.push((key, total));
+            out.push((key, per_cpu.iter().copied().collect()));
         }
     }
     Ok(out)
@@ -368,13 +299,6 @@ fn protocol(ip_proto: u8) -> String {
 /// IP protocol numbers (include/uapi/linux/in.h).
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
-
-fn mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
 
 fn ip(c: &FloodCause) -> String {
     if c.family == 10 {
@@ -406,6 +330,9 @@ pub struct FloodReport {
     pub fdb_learns: u64,
     pub neighbour_updates: u64,
     pub cause_events_dropped: u64,
+    /// Learned and static entries of the traced bridges' FDB when the trace
+    /// started (what `deleted_before_trace` and `never_learned` rest on).
+    pub fdb_entries_at_start: u64,
 }
 
 /// One flooded flow as `br_flood` saw it.
@@ -433,23 +360,20 @@ pub struct FloodEpisode {
     /// Seconds since the trace started.
     pub start_s: f64,
     pub end_s: f64,
+    /// From the first to the last flooded frame, seconds.
+    pub duration_s: f64,
     pub ongoing: bool,
     /// Frames flooded (copies reaching the busiest victim port).
     pub packets: u64,
     /// Copies delivered to all victim ports together.
     pub copies: u64,
     pub bytes_copied: u64,
+    /// Frames per second over the episode, measured over at least
+    /// `episode::MIN_RATE_SPAN_S` (a burst shorter than that is its frame
+    /// count per second, never an extrapolated rate).
     pub pps: f64,
     pub victims: Vec<String>,
     pub cause: FloodCauseReport,
-}
-
-#[derive(Debug, Serialize)]
-pub struct FloodCauseReport {
-    /// `fdb_entry_removed`, `neighbour_failed`, `not_learned_yet` or `never_learned`.
-    pub kind: &'static str,
-    pub at_s: Option<f64>,
-    pub detail: String,
 }
 
 #[derive(Debug, Serialize)]

@@ -1,6 +1,10 @@
 //! Bridge flooding: the collector side of `tracer-ebpf/src/flood.rs`.
 
+pub mod cause;
 pub mod collector;
+pub mod episode;
+pub mod fdb;
+pub mod scope;
 
 use std::collections::BTreeMap;
 
@@ -28,6 +32,10 @@ pub enum FloodError {
     Map(#[from] MapError),
     #[error("flood cause events: {0}")]
     Ring(String),
+    #[error("network namespace or netlink: {0}")]
+    Netns(#[source] std::io::Error),
+    #[error("reading the bridges' FDB: {0}")]
+    Fdb(String),
 }
 
 /// Tells the victim counter which MAC each port's pod has.

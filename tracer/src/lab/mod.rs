@@ -4,6 +4,8 @@
 //! both, traced by the same probes, and compared.
 
 pub mod dns;
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod topology;
 pub mod traffic;
 pub mod verify;
@@ -108,6 +110,24 @@ pub struct DatapathRun {
     pub pod_to_pod: Option<PodToPodFigures>,
     /// The verdicts tracer gave on this node, scenario by scenario.
     pub findings: Vec<(String, crate::verdict::Finding)>,
+    /// The raw data behind the figures, for `--plot` (not in the JSON).
+    #[serde(skip)]
+    pub samples: Samples,
+}
+
+/// What `tracer lab --plot` draws (`plot.rs`), kept from the run.
+#[derive(Debug, Default)]
+pub struct Samples {
+    /// tracer's DNS latency buckets of every interface, `[low_ns, high_ns, count]`.
+    pub dns_buckets: Vec<[u64; 3]>,
+    /// Each successful getent's wall time (ms).
+    pub getent_ms: Vec<f64>,
+    /// Flood episodes: start and end (s into the trace), frames flooded,
+    /// victim ports.
+    pub flood_episodes: Vec<(f64, f64, u64, Vec<String>)>,
+    /// Pod-to-pod request/response round trips (µs).
+    pub udp_rtt_us: Vec<f64>,
+    pub tcp_rtt_us: Vec<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -344,6 +364,15 @@ impl LabNode {
                     parallel_pairs: x.tally.parallel_pairs,
                     getent_p99_ms: traffic::percentile(&ok, 0.99),
                 });
+                // As the clients' veths saw them (a query also crosses the
+                // server's veth: counted once).
+                run.samples.dns_buckets = dnsr
+                    .latency
+                    .iter()
+                    .filter(|l| c.iter().any(|p| p.host_if == l.interface))
+                    .flat_map(|l| l.buckets.clone())
+                    .collect();
+                run.samples.getent_ms = ok;
                 keep_findings(run, "dns", &report, Symptom::DnsLatency);
             }
             Scenario::Conntrack => {
@@ -436,8 +465,13 @@ impl LabNode {
                     frames_flooded: f.episodes.iter().map(|e| e.packets).sum(),
                     copies_to_victims: f.victims.iter().map(|v| v.victim_packets).sum(),
                     victim_ports: f.victims.iter().filter(|v| v.victim_packets > 0).count() as u64,
-                    cause: f.episodes.first().map(|e| e.cause.kind.to_owned()),
+                    cause: f.episodes.first().map(|e| e.cause.kind.name().to_owned()),
                 });
+                run.samples.flood_episodes = f
+                    .episodes
+                    .iter()
+                    .map(|e| (e.start_s, e.end_s, e.packets, e.victims.clone()))
+                    .collect();
                 keep_findings(run, "flood", &report, Symptom::UdpFlooding);
             }
             Scenario::PodToPod => {
@@ -481,6 +515,8 @@ impl LabNode {
                     tcp_mbit_s: mbit,
                     first_packet_ms: first.first().map_or(0.0, |us| us / 1000.0),
                 });
+                run.samples.udp_rtt_us = rtts;
+                run.samples.tcp_rtt_us = tcp_rtts;
             }
         }
         Ok(())

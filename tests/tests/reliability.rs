@@ -92,7 +92,22 @@ impl PodWire {
     fn open(node: &str, pod: &Pod, to: &str) -> Self {
         let src = mac_of(&pod.netns, "eth0");
         let dst = mac_of(node, to);
-        let fd = netns::run_in(&pod.netns, || {
+        Self::bound(&pod.netns, "eth0", src, dst)
+    }
+
+    /// The other way: a socket on the host-side veth `host_if` in `node`,
+    /// sending to the pod. What it sends leaves through the veth's TC egress,
+    /// as an answer to the pod does.
+    fn to_pod(node: &str, pod: &Pod) -> Self {
+        let src = mac_of(node, &pod.host_if);
+        let dst = mac_of(&pod.netns, "eth0");
+        Self::bound(node, &pod.host_if, src, dst)
+    }
+
+    fn bound(netns: &str, iface: &str, src: [u8; 6], dst: [u8; 6]) -> Self {
+        let iface = std::ffi::CString::new(iface).expect("interface name");
+        let where_ = netns.to_owned();
+        let fd = netns::run_in(netns, move || {
             // SAFETY: plain syscalls on values we own; the fd is checked.
             unsafe {
                 let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
@@ -102,8 +117,8 @@ impl PodWire {
                     std::io::Error::last_os_error()
                 );
                 let fd = OwnedFd::from_raw_fd(fd);
-                let ifindex = libc::if_nametoindex(c"eth0".as_ptr());
-                assert!(ifindex > 0, "eth0 in the pod");
+                let ifindex = libc::if_nametoindex(iface.as_ptr());
+                assert!(ifindex > 0, "{iface:?} in {where_}");
                 let mut addr: libc::sockaddr_ll = std::mem::zeroed();
                 addr.sll_family = libc::AF_PACKET as u16;
                 addr.sll_ifindex = ifindex as i32;
@@ -490,11 +505,14 @@ fn malformed_frames_through_a_real_veth_land_in_named_outcomes() {
     for len in 34..=85 {
         let frame = tcp_query(t.id()).truncate(len).build();
         let outcomes: &[DnsStat] = match len {
-            34..=53 => &[ShortHeaders],         // TCP header cut
-            54 => &[],                          // no payload: like a bare ACK
-            55..=67 => &[TcpNoHeader],          // split mid-header
-            68 => &[Queries, Malformed],        // header, no question
-            69..=82 => &[Queries, QuestionCut], // name or qtype cut
+            34..=53 => &[ShortHeaders], // TCP header cut
+            54 => &[],                  // no payload: like a bare ACK
+            55..=67 => &[TcpNoHeader],  // split mid-header
+            // From here the length prefix says more than the segment
+            // holds: a message running past its segment.
+            68 => &[Queries, Malformed, TcpSplitMessages], // header, no question
+            69..=82 => &[Queries, QuestionCut, TcpSplitMessages], // name or qtype cut
+            83..=84 => &[Queries, TcpSplitMessages],       // qclass cut
             _ => &[Queries],
         };
         t.send(frame, outcomes);
@@ -801,6 +819,9 @@ fn full_pending_lru_and_ring_are_counted_and_memory_stays_bounded() {
     let topo = Topology::build(Datapath::Transparent, 1).expect("topology");
     let pod = &topo.pods[0];
     let mut wire = PodWire::open(&topo.node, pod, &pod.host_if);
+    // Answers travel to the pod: through the veth's TC egress, where tracer
+    // expects an answer to a query its ingress saw.
+    let mut answers = PodWire::to_pod(&topo.node, pod);
     // Unanswered after 1.5 s; no answer is slow (so re-sends are the only
     // events); names left out of the JSON (the default).
     let tracer = Proc::start(
@@ -833,7 +854,7 @@ fn full_pending_lru_and_ring_are_counted_and_memory_stays_bounded() {
     }
     // 3. Every query answered: evicted ones find nothing.
     for n in 1..=BLAST {
-        wire.send(&answer_to(client_a, n));
+        answers.send(&answer_to(client_a, n));
     }
     // 4. 20000 more distinct queries that no one answers.
     for n in 1..=BLAST {

@@ -102,15 +102,21 @@ fn add_evil_veth(node: &str) {
     assert!(status.success(), "the kernel takes ESC/BEL in a name");
 }
 
-/// Every control byte in `pty` except tracer's own screen clearing
-/// (`ESC [2J ESC [H`) and line ends.
+/// Every control byte in `pty` except tracer's own screen control and line
+/// ends.
 fn foreign_controls(pty: &[u8]) -> Vec<(usize, u8)> {
-    let own = b"\x1b[2J\x1b[H";
+    // tracer's own: clear-and-home per frame, and entering/leaving the
+    // alternate screen with the cursor hidden (tracer/src/live.rs).
+    let own: [&[u8]; 3] = [
+        b"\x1b[2J\x1b[H",
+        b"\x1b[?1049h\x1b[?25l",
+        b"\x1b[?25h\x1b[?1049l",
+    ];
     let mut out = Vec::new();
     let mut i = 0;
     while i < pty.len() {
-        if pty[i..].starts_with(own) {
-            i += own.len();
+        if let Some(seq) = own.iter().find(|seq| pty[i..].starts_with(seq)) {
+            i += seq.len();
             continue;
         }
         let b = pty[i];

@@ -77,6 +77,7 @@ const NEUTRAL: &[&str] = &[
     "remedies",
     "fdb_learns",
     "fdb_deletes",
+    "fdb_entries_at_start",
     "low_ns",
     "high_ns",
     "buckets",
@@ -512,6 +513,8 @@ mod tests {
             Direction::Neutral
         );
         assert_eq!(direction("flood.episodes.count_rows"), Direction::UpIsWorse);
+        // The bridge's FDB size when the trace began is context.
+        assert_eq!(direction("flood.fdb_entries_at_start"), Direction::Neutral);
     }
 
     #[test]

@@ -543,3 +543,24 @@ impl Rng {
         &items[self.below(items.len())]
     }
 }
+
+/// Sets the node bridge's FDB ageing time (centiseconds, as `ip link`
+/// takes it): a silent receiver's entry then expires during the test and
+/// the bridge floods the frames addressed to it.
+pub fn set_fdb_ageing(topo: &tracer::lab::topology::Topology, centiseconds: u32) {
+    let ageing = centiseconds.to_string();
+    topo.exec(
+        &topo.node,
+        "ip",
+        &[
+            "link",
+            "set",
+            &topo.bridge,
+            "type",
+            "bridge",
+            "ageing_time",
+            &ageing,
+        ],
+    )
+    .expect("bridge ageing_time");
+}

@@ -45,20 +45,7 @@ fn quiet_node_is_ok_and_flooding_node_is_a_problem() {
 
     // A silent receiver whose FDB entry ages out while the check runs: the
     // bridge floods.
-    topo.exec(
-        &topo.node,
-        "ip",
-        &[
-            "link",
-            "set",
-            "azure0",
-            "type",
-            "bridge",
-            "ageing_time",
-            "100",
-        ],
-    )
-    .expect("ageing");
+    tracer_tests::set_fdb_ageing(&topo, 100);
     let node = topo.node.clone();
     let checker = std::thread::spawn(move || check(&node, "7"));
     std::thread::sleep(Duration::from_secs(2));
@@ -110,20 +97,7 @@ fn live_view_on_a_terminal() {
         .collect();
     // A silent receiver whose FDB entry ages out: the bridge floods the
     // stream to the third pod (and the uplink).
-    topo.exec(
-        &topo.node,
-        "ip",
-        &[
-            "link",
-            "set",
-            "azure0",
-            "type",
-            "bridge",
-            "ageing_time",
-            "100",
-        ],
-    )
-    .expect("ageing");
+    tracer_tests::set_fdb_ageing(&topo, 100);
     let (a, b) = (topo.pods[0].clone(), topo.pods[1].clone());
     let rx = Receiver::start(&b.netns, b.ip, 9100);
     let to = SocketAddrV4::new(b.ip, 9100);

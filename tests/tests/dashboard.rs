@@ -149,20 +149,7 @@ fn traffic(topo: &Topology) {
     assert!(getent_ahosts(&client.netns, LOST_NAME).ok());
     // The receiver never answers; its FDB entry ages out after 1 s and the
     // bridge floods the stream to every other port.
-    topo.exec(
-        &topo.node,
-        "ip",
-        &[
-            "link",
-            "set",
-            "azure0",
-            "type",
-            "bridge",
-            "ageing_time",
-            "100",
-        ],
-    )
-    .expect("ageing");
+    tracer_tests::set_fdb_ageing(topo, 100);
     let rx = Receiver::start(&receiver.netns, receiver.ip, 9100);
     let to = SocketAddrV4::new(receiver.ip, 9100);
     warm_up(&third.netns, &rx, to, 9100);

@@ -459,20 +459,7 @@ fn npd_rule_on_a_flooding_node_is_a_problem() {
     let victim = KubePod::name(&topo.pods[2].netns, "shop", "bystander-1");
     // A silent receiver whose FDB entry ages out while the check runs: the
     // bridge floods (as in check.rs) to the third pod.
-    topo.exec(
-        &topo.node,
-        "ip",
-        &[
-            "link",
-            "set",
-            "azure0",
-            "type",
-            "bridge",
-            "ageing_time",
-            "100",
-        ],
-    )
-    .expect("ageing");
+    tracer_tests::set_fdb_ageing(&topo, 100);
     let node = topo.node.clone();
     let checker = std::thread::spawn(move || run_rule(&rule, &node, false));
     std::thread::sleep(Duration::from_secs(3));

@@ -67,20 +67,7 @@ fn a_flood_is_a_regression_and_its_end_is_not() {
     tracer::lab::traffic::udp_stream(&a.netns, to, 200, Duration::from_secs(1));
     let quiet = quiet.stop(Signal::SIGINT);
 
-    topo.exec(
-        &topo.node,
-        "ip",
-        &[
-            "link",
-            "set",
-            "azure0",
-            "type",
-            "bridge",
-            "ageing_time",
-            "100",
-        ],
-    )
-    .expect("ageing");
+    tracer_tests::set_fdb_ageing(&topo, 100);
     let flooded = TracerRun::start(&topo.node, &[]);
     std::thread::sleep(Duration::from_secs(2));
     tracer::lab::traffic::udp_stream(&a.netns, to, 1000, Duration::from_secs(3));

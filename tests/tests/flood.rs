@@ -58,20 +58,7 @@ fn flood_run(datapath: Datapath) -> (Topology, Value, u64, u64) {
     let (a, b, c) = (&topo.pods[0], &topo.pods[1], &topo.pods[2]);
     if datapath == Datapath::Bridge {
         // Age FDB entries after 2 s (ageing_time is in centiseconds).
-        topo.exec(
-            &topo.node,
-            "ip",
-            &[
-                "link",
-                "set",
-                "azure0",
-                "type",
-                "bridge",
-                "ageing_time",
-                "200",
-            ],
-        )
-        .expect("ageing_time");
+        tracer_tests::set_fdb_ageing(&topo, 200);
     }
     // Tracing first: the FDB entry learned during the warm-up must age out
     // under our eyes for the episode to name its cause.

@@ -37,25 +37,23 @@ fn filter_ids(node: &str, ifaces: &[String]) -> BTreeSet<u32> {
 }
 
 fn packets(report: &Value, iface: &str, dir: &str) -> u64 {
-    report["interfaces"]
-        .as_array()
-        .expect("interfaces")
-        .iter()
-        .find(|r| r["name"] == iface)
-        .unwrap_or_else(|| panic!("{iface} in report"))[dir]["packets"]
-        .as_u64()
-        .expect("packets")
+    interface_count(report, iface, dir, "packets")
 }
 
 fn bytes(report: &Value, iface: &str, dir: &str) -> u64 {
+    interface_count(report, iface, dir, "bytes")
+}
+
+/// `interfaces[name == iface][dir][field]` of a JSON report.
+fn interface_count(report: &Value, iface: &str, dir: &str, field: &str) -> u64 {
     report["interfaces"]
         .as_array()
         .expect("interfaces")
         .iter()
         .find(|r| r["name"] == iface)
-        .unwrap_or_else(|| panic!("{iface} in report"))[dir]["bytes"]
+        .unwrap_or_else(|| panic!("{iface} in report"))[dir][field]
         .as_u64()
-        .expect("bytes")
+        .unwrap_or_else(|| panic!("{iface} {dir} {field}"))
 }
 
 /// A bridge node with two pods, a receiver on B and warmed-up paths.

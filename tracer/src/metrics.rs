@@ -1186,6 +1186,7 @@ mod tests {
                 unconfirmed_drops: 1,
             }],
             events: Vec::new(),
+            events_not_listed: BTreeMap::new(),
             events_in_other_namespaces: 0,
             ring_full: 0,
             read_failed: 0,

@@ -78,6 +78,7 @@ pub struct ConntrackCollector {
     other_netns: u64,
     clients: BTreeMap<(String, bool), ClientTally>,
     events: Vec<CtEventRecord>,
+    events_not_listed: BTreeMap<&'static str, u64>,
     undecodable: u64,
 }
 
@@ -97,6 +98,7 @@ impl ConntrackCollector {
             other_netns: 0,
             clients: BTreeMap::new(),
             events: Vec::new(),
+            events_not_listed: BTreeMap::new(),
             undecodable: 0,
         })
     }
@@ -143,7 +145,9 @@ impl ConntrackCollector {
             CtKind::UnconfirmedDrop => tally.unconfirmed_drops += 1,
             CtKind::ClashDropped => {}
         }
-        if self.events.len() < MAX_EVENTS {
+        if self.events.len() >= MAX_EVENTS {
+            *self.events_not_listed.entry(kind.name()).or_default() += 1;
+        } else {
             self.events.push(CtEventRecord {
                 kind: kind.name(),
                 cpu: event.cpu,
@@ -193,6 +197,7 @@ impl ConntrackCollector {
             kernel,
             clients,
             events: self.events.clone(),
+            events_not_listed: self.events_not_listed.clone(),
             events_in_other_namespaces: self.other_netns,
             ring_full: stat(CT_STAT_RING_FULL),
             read_failed: stat(CT_STAT_READ_FAILED),
@@ -215,7 +220,11 @@ pub struct ConntrackReport {
     /// The kernel's own counters over the trace, for the traced namespace.
     pub kernel: Option<ConntrackDelta>,
     pub clients: Vec<ClientTally>,
+    /// At most `MAX_EVENTS` events are listed; the counts above include
+    /// every one.
     pub events: Vec<CtEventRecord>,
+    /// Per kind, the events beyond `MAX_EVENTS` that `events` leaves out.
+    pub events_not_listed: BTreeMap<&'static str, u64>,
     pub events_in_other_namespaces: u64,
     pub ring_full: u64,
     pub read_failed: u64,

@@ -29,9 +29,9 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd, RawFd},
 };
 
-use aya::{Ebpf, maps::Map};
+use aya::Ebpf;
 
-use crate::sys::{owned, sys_bpf, zeroed_attr};
+use crate::sys::{map_fd, owned, sys_bpf, zeroed_attr};
 use aya_obj::{
     Object,
     generated::{bpf_attach_type, bpf_btf_info, bpf_cmd, bpf_insn, bpf_prog_type},
@@ -216,44 +216,6 @@ fn obj_map_missing(message: &str, obj: &Object, ebpf: &Ebpf) -> Option<ModAttach
         .keys()
         .find(|name| ebpf.map(name).is_none() && message.contains(name.as_str()))
         .map(|name| ModAttachError::MapTaken(name.clone()))
-}
-
-/// The fd of a map aya created. aya 0.14 has no accessor on [`Map`] itself,
-/// only on the [`aya::maps::MapData`] every variant wraps.
-fn map_fd(map: &Map) -> BorrowedFd<'_> {
-    let data = match map {
-        Map::Array(m)
-        | Map::ArrayOfMaps(m)
-        | Map::BloomFilter(m)
-        | Map::CgroupArray(m)
-        | Map::CgroupStorage(m)
-        | Map::CgrpStorage(m)
-        | Map::CpuMap(m)
-        | Map::DevMap(m)
-        | Map::DevMapHash(m)
-        | Map::HashMap(m)
-        | Map::HashOfMaps(m)
-        | Map::InodeStorage(m)
-        | Map::LpmTrie(m)
-        | Map::LruHashMap(m)
-        | Map::PerCpuArray(m)
-        | Map::PerCpuCgroupStorage(m)
-        | Map::PerCpuHashMap(m)
-        | Map::PerCpuLruHashMap(m)
-        | Map::PerfEventArray(m)
-        | Map::ProgramArray(m)
-        | Map::Queue(m)
-        | Map::ReusePortSockArray(m)
-        | Map::RingBuf(m)
-        | Map::SockHash(m)
-        | Map::SockMap(m)
-        | Map::SkStorage(m)
-        | Map::Stack(m)
-        | Map::StackTraceMap(m)
-        | Map::Unsupported(m)
-        | Map::XskMap(m) => m,
-    };
-    data.fd().as_fd()
 }
 
 fn prog_load(

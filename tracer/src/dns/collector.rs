@@ -367,15 +367,14 @@ impl DnsCollector {
     /// (what bpf_ktime_get_ns reads).
     pub fn sweep(&mut self, ebpf: &mut Ebpf, now_ns: u64) -> Result<(), DnsError> {
         let timeout = u64::try_from(self.settings.unanswered_after.as_nanos()).unwrap_or(u64::MAX);
+        let stale: Vec<(DnsKey, DnsPending)> = pending_entries(ebpf)?
+            .into_iter()
+            .filter(|(_, p)| now_ns.saturating_sub(p.last_ns) >= timeout)
+            .collect();
         let map = ebpf
             .map_mut("DNS_PENDING")
             .ok_or(DnsError::MissingMap("DNS_PENDING"))?;
         let mut pending: BpfHashMap<_, DnsKey, DnsPending> = BpfHashMap::try_from(map)?;
-        let stale: Vec<(DnsKey, DnsPending)> = pending
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, p)| now_ns.saturating_sub(p.last_ns) >= timeout)
-            .collect();
         for (key, p) in stale {
             // The answer may have removed it meanwhile: then it was answered.
             if pending.remove(&key).is_err() {
@@ -646,14 +645,24 @@ fn addrs(key: &DnsKey) -> (String, String) {
     )
 }
 
-/// Entries in the pending-query LRU (bounded walk: the map is bounded).
+/// Entries in the pending-query LRU.
 fn count_pending(ebpf: &Ebpf) -> Result<u64, DnsError> {
+    Ok(pending_entries(ebpf)?.len() as u64)
+}
+
+/// The pending-query LRU's entries (bounded: the map is). One batched read
+/// where the kernel has it (5.6+), else a walk of two calls per entry.
+fn pending_entries(ebpf: &Ebpf) -> Result<Vec<(DnsKey, DnsPending)>, DnsError> {
     let map = ebpf
         .map("DNS_PENDING")
         .ok_or(DnsError::MissingMap("DNS_PENDING"))?;
-    let pending: BpfHashMap<_, DnsKey, DnsPending> = BpfHashMap::try_from(map)?;
+    // Entries come and go during a walk; bound it all the same.
     let limit = 4 * tracer_common::dns::PENDING_MAX_ENTRIES as usize;
-    Ok(pending.keys().take(limit).filter(Result::is_ok).count() as u64)
+    if let Ok(entries) = crate::sys::lookup_batch(map, limit) {
+        return Ok(entries);
+    }
+    let pending: BpfHashMap<_, DnsKey, DnsPending> = BpfHashMap::try_from(map)?;
+    Ok(pending.iter().take(limit).filter_map(Result::ok).collect())
 }
 
 /// The kernel's DNS outcome counters (`DnsStat` indices, then rcodes), summed

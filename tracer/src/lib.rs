@@ -12,6 +12,7 @@ pub mod flood;
 pub mod hooks;
 pub mod interfaces;
 pub mod kernel;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod live;
 pub mod loss;

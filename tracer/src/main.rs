@@ -2,6 +2,8 @@
 
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode, time::Duration};
 
+// The lab's cancellation flag and signal handling.
+#[cfg(feature = "lab")]
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
@@ -11,6 +13,7 @@ use std::io::Write as _;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+#[cfg(feature = "lab")]
 use tokio::signal::unix::{SignalKind, signal};
 use tracer::{netns, privileges, watch};
 use tracing_subscriber::EnvFilter;
@@ -52,7 +55,15 @@ enum Command {
     Check(CheckArgs),
     /// Build bridge and transparent nodes in network namespaces, run the same
     /// traffic through both, and compare.
+    #[cfg(feature = "lab")]
     Lab(LabArgs),
+    /// Not in this build: the node image leaves the lab out.
+    #[cfg(not(feature = "lab"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Lab {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        _args: Vec<String>,
+    },
     /// Compare two JSON reports (lab or watch) figure by figure; exit 1
     /// when a figure got significantly worse, 0 otherwise, 2 on error.
     Diff(DiffArgs),
@@ -75,6 +86,7 @@ struct DiffArgs {
     all: bool,
 }
 
+#[cfg(feature = "lab")]
 #[derive(Debug, clap::Args)]
 struct LabArgs {
     /// Workload pods per node (two DNS backend pods come on top).
@@ -341,6 +353,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        #[cfg(not(feature = "lab"))]
+        Command::Lab { .. } => anyhow::bail!(
+            "lab: this tracer was built without the `lab` feature (the node image leaves it out); \
+             build it from source: cargo build --release -p tracer"
+        ),
+        #[cfg(feature = "lab")]
         Command::Lab(args) => {
             let cancel = Arc::new(AtomicBool::new(false));
             let opts = tracer::lab::LabOptions {
@@ -434,7 +452,7 @@ fn write_report(text: &str) -> anyhow::Result<()> {
         .context("writing the report to stdout")
 }
 
-#[cfg(feature = "plot")]
+#[cfg(all(feature = "lab", feature = "plot"))]
 fn plot_lab(
     report: &tracer::lab::LabReport,
     dir: &std::path::Path,
@@ -446,7 +464,7 @@ fn plot_lab(
     Ok(())
 }
 
-#[cfg(not(feature = "plot"))]
+#[cfg(all(feature = "lab", not(feature = "plot")))]
 fn plot_lab(_: &tracer::lab::LabReport, _: &std::path::Path, _: f64) -> anyhow::Result<()> {
     anyhow::bail!(
         "--plot: this tracer was built without the `plot` feature (cargo build -p tracer --features plot)"

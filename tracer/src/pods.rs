@@ -1584,214 +1584,218 @@ mod tests {
     }
 
     // -- privileged: real namespaces -----------------------------------------
+    // They build their nodes with the lab's topology.
+    #[cfg(feature = "lab")]
+    mod in_namespaces {
+        use super::*;
 
-    use crate::{
-        interfaces,
-        lab::topology::{Datapath, Topology},
-        netns,
-        privileges::{self, Cap},
-    };
-
-    fn privileged(test: &str) -> bool {
-        let Some(reason) = privileges::check(&[Cap::NetAdmin, Cap::SysAdmin]) else {
-            return true;
+        use crate::{
+            interfaces,
+            lab::topology::{Datapath, Topology},
+            netns,
+            privileges::{self, Cap},
         };
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test} cannot run: {reason}. Under CI=true a skipped privileged test is a failure."
-        );
-        eprintln!("SKIPPED {test}: {reason}");
-        false
-    }
 
-    /// Reads links and routes inside `node` and builds the index there.
-    fn detect_in(node: &str, sources: Sources) -> (DatapathInfo, PodIndex, Vec<Interface>) {
-        netns::run_in(node, move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let all = interfaces::list().await.unwrap();
-                let routes = read_routes().await.unwrap();
-                let info = detect_datapath(&all, &routes);
-                let index = PodIndex::build(&all, &routes, &sources).await;
-                (info, index, all)
+        fn privileged(test: &str) -> bool {
+            let Some(reason) = privileges::check(&[Cap::NetAdmin, Cap::SysAdmin]) else {
+                return true;
+            };
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{test} cannot run: {reason}. Under CI=true a skipped privileged test is a failure."
+            );
+            eprintln!("SKIPPED {test}: {reason}");
+            false
+        }
+
+        /// Reads links and routes inside `node` and builds the index there.
+        fn detect_in(node: &str, sources: Sources) -> (DatapathInfo, PodIndex, Vec<Interface>) {
+            netns::run_in(node, move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let all = interfaces::list().await.unwrap();
+                    let routes = read_routes().await.unwrap();
+                    let info = detect_datapath(&all, &routes);
+                    let index = PodIndex::build(&all, &routes, &sources).await;
+                    (info, index, all)
+                })
             })
-        })
-        .unwrap()
-    }
-
-    fn no_azure(dir: &TempDir) -> Sources {
-        Sources {
-            azure_state: dir.0.join("azure-vnet.json"),
-            pods_log_root: dir.0.join("pods"),
-            ..Sources::default()
-        }
-    }
-
-    /// A process in a pod's namespace; killed (by its PID) on drop.
-    struct PodProcess(std::process::Child);
-
-    impl PodProcess {
-        fn start(netns: &str) -> Self {
-            let child = std::process::Command::new("ip")
-                .args(["netns", "exec", netns, "sleep", "30"])
-                .spawn()
-                .unwrap();
-            let pid = child.id();
-            let me = PodProcess(child);
-            // `ip netns exec` enters the namespace, then execs sleep in the
-            // same process: wait for the exec.
-            let comm = format!("/proc/{pid}/comm");
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while fs::read_to_string(&comm)
-                .map(|c| c.trim() != "sleep")
-                .unwrap_or(true)
-            {
-                assert!(std::time::Instant::now() < deadline, "sleep never started");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            me
-        }
-
-        fn pid(&self) -> u32 {
-            self.0.id()
-        }
-    }
-
-    impl Drop for PodProcess {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    #[test]
-    fn lab_transparent_node_is_detected_and_routed_veths_map_to_pod_ips() {
-        if !privileged("lab_transparent_node_is_detected_and_routed_veths_map_to_pod_ips") {
-            return;
-        }
-        let topo = Topology::build(Datapath::Transparent, 2).unwrap();
-        let dir = TempDir::new("lab-t");
-        let (info, index, all) = detect_in(&topo.node, no_azure(&dir));
-        assert_eq!(info.mode, NodeDatapath::Transparent, "{info:?}");
-        assert!(info.bridges.is_empty());
-        let mut expected: Vec<String> = topo.pods.iter().map(|p| p.host_if.clone()).collect();
-        expected.sort();
-        let mut routed = info.routed_veths.clone();
-        routed.sort();
-        assert_eq!(routed, expected, "eth0 (the uplink veth) has no /32");
-        let uplink = all.iter().find(|i| i.name == "eth0").unwrap();
-        assert!(index.pod_of_ifindex(uplink.index).is_none(), "the uplink");
-        for pod in &topo.pods {
-            let host = all.iter().find(|i| i.name == pod.host_if).unwrap();
-            let by_if = index.pod_of_ifindex(host.index).unwrap();
-            assert_eq!(by_if.source, SOURCE_INTERFACE, "no pods here: {by_if:?}");
-            assert_eq!(by_if.label(), pod.host_if);
-            assert_eq!(
-                by_if.ips,
-                [IpAddr::V4(pod.ip)],
-                "route and pod address agree"
-            );
-            assert_eq!(index.pod_of_ip(IpAddr::V4(pod.ip)), Some(by_if));
-            // The pod namespace is named (ip netns), though empty of processes.
-            let link = by_if.netns.as_ref().expect("namespace found");
-            assert_eq!(link.name.as_deref(), Some(pod.netns.as_str()));
-        }
-        assert!(index.warnings().is_empty(), "{:?}", index.warnings());
-    }
-
-    #[test]
-    fn lab_bridge_node_is_detected_and_pod_ips_come_from_the_peers() {
-        if !privileged("lab_bridge_node_is_detected_and_pod_ips_come_from_the_peers") {
-            return;
-        }
-        let topo = Topology::build(Datapath::Bridge, 2).unwrap();
-        let dir = TempDir::new("lab-b");
-        let (info, index, all) = detect_in(&topo.node, no_azure(&dir));
-        assert_eq!(info.mode, NodeDatapath::Bridge, "{info:?}");
-        assert_eq!(info.bridges.len(), 1);
-        let bridge = &info.bridges[0];
-        assert_eq!(bridge.name, "azure0");
-        // The pods' veths, and the node's eth0 (a veth to the uplink here).
-        assert_eq!(bridge.veth_ports, 3);
-        for pod in &topo.pods {
-            assert!(bridge.ports.contains(&pod.host_if));
-            let host = all.iter().find(|i| i.name == pod.host_if).unwrap();
-            let by_if = index.pod_of_ifindex(host.index).unwrap();
-            assert_eq!(
-                by_if.ips,
-                [IpAddr::V4(pod.ip)],
-                "read from the pod side; warnings: {:?}",
-                index.warnings()
-            );
-            assert_eq!(
-                index.pod_of_ip(IpAddr::V4(pod.ip)).unwrap().host_if,
-                Some(pod.host_if.clone())
-            );
-        }
-        assert!(info.routed_veths.is_empty());
-        let uplink = all.iter().find(|i| i.name == "eth0").unwrap();
-        assert!(index.pod_of_ifindex(uplink.index).is_none(), "the uplink");
-    }
-
-    #[test]
-    fn lab_processes_in_a_pod_namespace_are_found() {
-        if !privileged("lab_processes_in_a_pod_namespace_are_found") {
-            return;
-        }
-        let topo = Topology::build(Datapath::Transparent, 2).unwrap();
-        let pod = &topo.pods[1];
-        let sleeper = PodProcess::start(&pod.netns);
-        let dir = TempDir::new("lab-p");
-
-        // Real /proc: the sleeper's cgroup is not kubepods, so the pod
-        // stays its interface, with the namespace and process linked.
-        let (_, index, all) = detect_in(&topo.node, no_azure(&dir));
-        let host = all.iter().find(|i| i.name == pod.host_if).unwrap();
-        let found = index.pod_of_ifindex(host.index).unwrap();
-        assert_eq!(found.source, SOURCE_INTERFACE);
-        assert_eq!(found.label(), pod.host_if);
-        let link = found
-            .netns
-            .as_ref()
-            .unwrap_or_else(|| panic!("no namespace; warnings: {:?}", index.warnings()));
-        assert_eq!(link.nsid, host.peer.unwrap().1);
-        assert!(link.pids.contains(&sleeper.pid()), "{link:?}");
-        assert_eq!(link.name.as_deref(), Some(pod.netns.as_str()));
-        let inode = fs::metadata(format!("/proc/{}/ns/net", sleeper.pid()))
             .unwrap()
-            .ino();
-        assert_eq!(link.inode, inode);
-        let other = index.pod_of_ifindex(
-            all.iter()
-                .find(|i| i.name == topo.pods[0].host_if)
-                .unwrap()
-                .index,
-        );
-        assert!(
-            !other
-                .unwrap()
+        }
+
+        fn no_azure(dir: &TempDir) -> Sources {
+            Sources {
+                azure_state: dir.0.join("azure-vnet.json"),
+                pods_log_root: dir.0.join("pods"),
+                ..Sources::default()
+            }
+        }
+
+        /// A process in a pod's namespace; killed (by its PID) on drop.
+        struct PodProcess(std::process::Child);
+
+        impl PodProcess {
+            fn start(netns: &str) -> Self {
+                let child = std::process::Command::new("ip")
+                    .args(["netns", "exec", netns, "sleep", "30"])
+                    .spawn()
+                    .unwrap();
+                let pid = child.id();
+                let me = PodProcess(child);
+                // `ip netns exec` enters the namespace, then execs sleep in the
+                // same process: wait for the exec.
+                let comm = format!("/proc/{pid}/comm");
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while fs::read_to_string(&comm)
+                    .map(|c| c.trim() != "sleep")
+                    .unwrap_or(true)
+                {
+                    assert!(std::time::Instant::now() < deadline, "sleep never started");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                me
+            }
+
+            fn pid(&self) -> u32 {
+                self.0.id()
+            }
+        }
+
+        impl Drop for PodProcess {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+
+        #[test]
+        fn lab_transparent_node_is_detected_and_routed_veths_map_to_pod_ips() {
+            if !privileged("lab_transparent_node_is_detected_and_routed_veths_map_to_pod_ips") {
+                return;
+            }
+            let topo = Topology::build(Datapath::Transparent, 2).unwrap();
+            let dir = TempDir::new("lab-t");
+            let (info, index, all) = detect_in(&topo.node, no_azure(&dir));
+            assert_eq!(info.mode, NodeDatapath::Transparent, "{info:?}");
+            assert!(info.bridges.is_empty());
+            let mut expected: Vec<String> = topo.pods.iter().map(|p| p.host_if.clone()).collect();
+            expected.sort();
+            let mut routed = info.routed_veths.clone();
+            routed.sort();
+            assert_eq!(routed, expected, "eth0 (the uplink veth) has no /32");
+            let uplink = all.iter().find(|i| i.name == "eth0").unwrap();
+            assert!(index.pod_of_ifindex(uplink.index).is_none(), "the uplink");
+            for pod in &topo.pods {
+                let host = all.iter().find(|i| i.name == pod.host_if).unwrap();
+                let by_if = index.pod_of_ifindex(host.index).unwrap();
+                assert_eq!(by_if.source, SOURCE_INTERFACE, "no pods here: {by_if:?}");
+                assert_eq!(by_if.label(), pod.host_if);
+                assert_eq!(
+                    by_if.ips,
+                    [IpAddr::V4(pod.ip)],
+                    "route and pod address agree"
+                );
+                assert_eq!(index.pod_of_ip(IpAddr::V4(pod.ip)), Some(by_if));
+                // The pod namespace is named (ip netns), though empty of processes.
+                let link = by_if.netns.as_ref().expect("namespace found");
+                assert_eq!(link.name.as_deref(), Some(pod.netns.as_str()));
+            }
+            assert!(index.warnings().is_empty(), "{:?}", index.warnings());
+        }
+
+        #[test]
+        fn lab_bridge_node_is_detected_and_pod_ips_come_from_the_peers() {
+            if !privileged("lab_bridge_node_is_detected_and_pod_ips_come_from_the_peers") {
+                return;
+            }
+            let topo = Topology::build(Datapath::Bridge, 2).unwrap();
+            let dir = TempDir::new("lab-b");
+            let (info, index, all) = detect_in(&topo.node, no_azure(&dir));
+            assert_eq!(info.mode, NodeDatapath::Bridge, "{info:?}");
+            assert_eq!(info.bridges.len(), 1);
+            let bridge = &info.bridges[0];
+            assert_eq!(bridge.name, "azure0");
+            // The pods' veths, and the node's eth0 (a veth to the uplink here).
+            assert_eq!(bridge.veth_ports, 3);
+            for pod in &topo.pods {
+                assert!(bridge.ports.contains(&pod.host_if));
+                let host = all.iter().find(|i| i.name == pod.host_if).unwrap();
+                let by_if = index.pod_of_ifindex(host.index).unwrap();
+                assert_eq!(
+                    by_if.ips,
+                    [IpAddr::V4(pod.ip)],
+                    "read from the pod side; warnings: {:?}",
+                    index.warnings()
+                );
+                assert_eq!(
+                    index.pod_of_ip(IpAddr::V4(pod.ip)).unwrap().host_if,
+                    Some(pod.host_if.clone())
+                );
+            }
+            assert!(info.routed_veths.is_empty());
+            let uplink = all.iter().find(|i| i.name == "eth0").unwrap();
+            assert!(index.pod_of_ifindex(uplink.index).is_none(), "the uplink");
+        }
+
+        #[test]
+        fn lab_processes_in_a_pod_namespace_are_found() {
+            if !privileged("lab_processes_in_a_pod_namespace_are_found") {
+                return;
+            }
+            let topo = Topology::build(Datapath::Transparent, 2).unwrap();
+            let pod = &topo.pods[1];
+            let sleeper = PodProcess::start(&pod.netns);
+            let dir = TempDir::new("lab-p");
+
+            // Real /proc: the sleeper's cgroup is not kubepods, so the pod
+            // stays its interface, with the namespace and process linked.
+            let (_, index, all) = detect_in(&topo.node, no_azure(&dir));
+            let host = all.iter().find(|i| i.name == pod.host_if).unwrap();
+            let found = index.pod_of_ifindex(host.index).unwrap();
+            assert_eq!(found.source, SOURCE_INTERFACE);
+            assert_eq!(found.label(), pod.host_if);
+            let link = found
                 .netns
                 .as_ref()
+                .unwrap_or_else(|| panic!("no namespace; warnings: {:?}", index.warnings()));
+            assert_eq!(link.nsid, host.peer.unwrap().1);
+            assert!(link.pids.contains(&sleeper.pid()), "{link:?}");
+            assert_eq!(link.name.as_deref(), Some(pod.netns.as_str()));
+            let inode = fs::metadata(format!("/proc/{}/ns/net", sleeper.pid()))
                 .unwrap()
-                .pids
-                .contains(&sleeper.pid())
-        );
+                .ino();
+            assert_eq!(link.inode, inode);
+            let other = index.pod_of_ifindex(
+                all.iter()
+                    .find(|i| i.name == topo.pods[0].host_if)
+                    .unwrap()
+                    .index,
+            );
+            assert!(
+                !other
+                    .unwrap()
+                    .netns
+                    .as_ref()
+                    .unwrap()
+                    .pids
+                    .contains(&sleeper.pid())
+            );
 
-        // A proc root where that process sits in a kubepods cgroup (its
-        // ns/net links to the real one), and the kubelet's log directory:
-        // the full veth → netns → process → cgroup → pod chain.
-        let proc = TempDir::new("lab-proc");
-        let fake_pid = proc.0.join("4242");
-        fs::create_dir_all(fake_pid.join("ns")).unwrap();
-        std::os::unix::fs::symlink(
-            format!("/proc/{}/ns/net", sleeper.pid()),
-            fake_pid.join("ns/net"),
-        )
-        .unwrap();
-        fs::write(
+            // A proc root where that process sits in a kubepods cgroup (its
+            // ns/net links to the real one), and the kubelet's log directory:
+            // the full veth → netns → process → cgroup → pod chain.
+            let proc = TempDir::new("lab-proc");
+            let fake_pid = proc.0.join("4242");
+            fs::create_dir_all(fake_pid.join("ns")).unwrap();
+            std::os::unix::fs::symlink(
+                format!("/proc/{}/ns/net", sleeper.pid()),
+                fake_pid.join("ns/net"),
+            )
+            .unwrap();
+            fs::write(
             fake_pid.join("cgroup"),
             format!(
                 "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-1.scope\n",
@@ -1799,63 +1803,64 @@ mod tests {
             ),
         )
         .unwrap();
-        fs::create_dir_all(dir.0.join("pods").join(format!("shop_web-0_{UID_WEB}"))).unwrap();
-        let sources = Sources {
-            proc_root: proc.0.clone(),
-            netns_dir: dir.0.join("no-named-namespaces"),
-            ..no_azure(&dir)
-        };
-        let (_, index, all) = detect_in(&topo.node, sources);
-        let host = all.iter().find(|i| i.name == pod.host_if).unwrap();
-        let web = index.pod_of_ifindex(host.index).unwrap();
-        assert_eq!(web.label(), "shop/web-0");
-        assert_eq!(web.source, SOURCE_CGROUP);
-        assert_eq!(web.uid.as_deref(), Some(UID_WEB));
-        assert_eq!(web.netns.as_ref().unwrap().pids, [4242]);
-        assert_eq!(
-            index.pod_of_ip(IpAddr::V4(pod.ip)).unwrap().label(),
-            "shop/web-0"
-        );
-        drop(sleeper);
-    }
-
-    #[test]
-    fn lab_azure_state_names_the_pods() {
-        if !privileged("lab_azure_state_names_the_pods") {
-            return;
-        }
-        let topo = Topology::build(Datapath::Transparent, 2).unwrap();
-        let dir = TempDir::new("lab-a");
-        // Pod 0 by HostIfName; pod 1 by its netns path only.
-        let state = serde_json::json!({"Network": {"ExternalInterfaces": {"eth0": {
-        "Name": "eth0", "BridgeName": "",
-        "Networks": {"azure": {"Id": "azure", "Mode": "transparent", "Endpoints": {
-            "aaaa-eth0": {"Id": "aaaa-eth0", "HostIfName": topo.pods[0].host_if,
-                "IPAddresses": [{"IP": topo.pods[0].ip.to_string(), "Mask": "//8AAA=="}],
-                "PODName": "coredns-abc", "PODNameSpace": "kube-system"},
-            "bbbb-eth0": {"Id": "bbbb-eth0",
-                "NetworkNameSpace": format!("/var/run/netns/{}", topo.pods[1].netns),
-                "IPAddresses": [{"IP": topo.pods[1].ip.to_string(), "Mask": "//8AAA=="}],
-                "PODName": "web-0", "PODNameSpace": "shop"}
-        }}}}}}});
-        let sources = Sources {
-            azure_state: dir.0.join("azure-vnet.json"),
-            ..no_azure(&dir)
-        };
-        fs::write(&sources.azure_state, state.to_string()).unwrap();
-        let (_, index, all) = detect_in(&topo.node, sources);
-        for (pod, label) in topo
-            .pods
-            .iter()
-            .zip(["kube-system/coredns-abc", "shop/web-0"])
-        {
+            fs::create_dir_all(dir.0.join("pods").join(format!("shop_web-0_{UID_WEB}"))).unwrap();
+            let sources = Sources {
+                proc_root: proc.0.clone(),
+                netns_dir: dir.0.join("no-named-namespaces"),
+                ..no_azure(&dir)
+            };
+            let (_, index, all) = detect_in(&topo.node, sources);
             let host = all.iter().find(|i| i.name == pod.host_if).unwrap();
-            let found = index.pod_of_ifindex(host.index).unwrap();
+            let web = index.pod_of_ifindex(host.index).unwrap();
+            assert_eq!(web.label(), "shop/web-0");
+            assert_eq!(web.source, SOURCE_CGROUP);
+            assert_eq!(web.uid.as_deref(), Some(UID_WEB));
+            assert_eq!(web.netns.as_ref().unwrap().pids, [4242]);
             assert_eq!(
-                (found.label().as_str(), found.source),
-                (label, SOURCE_AZURE)
+                index.pod_of_ip(IpAddr::V4(pod.ip)).unwrap().label(),
+                "shop/web-0"
             );
-            assert_eq!(index.pod_of_ip(IpAddr::V4(pod.ip)).unwrap().label(), label);
+            drop(sleeper);
+        }
+
+        #[test]
+        fn lab_azure_state_names_the_pods() {
+            if !privileged("lab_azure_state_names_the_pods") {
+                return;
+            }
+            let topo = Topology::build(Datapath::Transparent, 2).unwrap();
+            let dir = TempDir::new("lab-a");
+            // Pod 0 by HostIfName; pod 1 by its netns path only.
+            let state = serde_json::json!({"Network": {"ExternalInterfaces": {"eth0": {
+            "Name": "eth0", "BridgeName": "",
+            "Networks": {"azure": {"Id": "azure", "Mode": "transparent", "Endpoints": {
+                "aaaa-eth0": {"Id": "aaaa-eth0", "HostIfName": topo.pods[0].host_if,
+                    "IPAddresses": [{"IP": topo.pods[0].ip.to_string(), "Mask": "//8AAA=="}],
+                    "PODName": "coredns-abc", "PODNameSpace": "kube-system"},
+                "bbbb-eth0": {"Id": "bbbb-eth0",
+                    "NetworkNameSpace": format!("/var/run/netns/{}", topo.pods[1].netns),
+                    "IPAddresses": [{"IP": topo.pods[1].ip.to_string(), "Mask": "//8AAA=="}],
+                    "PODName": "web-0", "PODNameSpace": "shop"}
+            }}}}}}});
+            let sources = Sources {
+                azure_state: dir.0.join("azure-vnet.json"),
+                ..no_azure(&dir)
+            };
+            fs::write(&sources.azure_state, state.to_string()).unwrap();
+            let (_, index, all) = detect_in(&topo.node, sources);
+            for (pod, label) in topo
+                .pods
+                .iter()
+                .zip(["kube-system/coredns-abc", "shop/web-0"])
+            {
+                let host = all.iter().find(|i| i.name == pod.host_if).unwrap();
+                let found = index.pod_of_ifindex(host.index).unwrap();
+                assert_eq!(
+                    (found.label().as_str(), found.source),
+                    (label, SOURCE_AZURE)
+                );
+                assert_eq!(index.pod_of_ip(IpAddr::V4(pod.ip)).unwrap().label(), label);
+            }
         }
     }
 }

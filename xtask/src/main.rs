@@ -106,6 +106,18 @@ fn host_suite() -> anyhow::Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])
         .context("cargo fmt --check (run `cargo fmt --all`)")?;
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]).context("clippy (userspace)")?;
+    // The node binary's build (`cargo xtask dist`): no lab, no plotting.
+    cargo(&[
+        "clippy",
+        "-p",
+        "tracer",
+        "--all-targets",
+        "--no-default-features",
+        "--",
+        "-D",
+        "warnings",
+    ])
+    .context("clippy (node build, no default features)")?;
     clippy_ebpf().context("clippy (eBPF target)")?;
     // The integration tests run the real binary.
     cargo(&["build", "-p", "tracer"])?;

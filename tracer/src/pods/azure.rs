@@ -1,8 +1,9 @@
 //! Azure CNI's state file (`/var/run/azure-vnet.json`): endpoints with pod
 //! names, IPs and host veths.
 
-use std::{fs, io, net::IpAddr, path::Path};
+use std::{collections::BTreeMap, fs, io, net::IpAddr, path::Path};
 
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 use serde_json::Value;
 
 use super::{AZURE_STATE_MAX_BYTES, AzureStateError, PodsError};
@@ -59,41 +60,147 @@ pub fn parse_azure_state(text: &str) -> Result<Vec<AzureEndpoint>, AzureStateErr
             ));
         }
     };
+    // Owned from here on: the typed view takes the members it knows.
+    let externals: BTreeMap<String, Lenient<ExternalInterface>> =
+        serde_json::from_value(Value::Object(externals.clone()))?;
     let mut out = Vec::new();
-    for ext in externals.values() {
-        let bridge = text_field(ext, &["BridgeName"]);
-        let Some(networks) = ext.get("Networks").and_then(Value::as_object) else {
-            continue;
-        };
-        for (network_id, net) in networks {
-            let mode = text_field(net, &["Mode"]);
-            let Some(endpoints) = net.get("Endpoints").and_then(Value::as_object) else {
-                continue;
-            };
-            for (id, ep) in endpoints {
-                if !ep.is_object() {
-                    continue;
-                }
-                out.push(AzureEndpoint {
-                    id: text_field(ep, &["Id"]).unwrap_or_else(|| id.clone()),
-                    network: text_field(net, &["Id"]).unwrap_or_else(|| network_id.clone()),
-                    mode: mode.clone(),
-                    bridge: bridge.clone(),
-                    host_if: text_field(ep, &["HostIfName"]),
-                    ips: ep
-                        .get("IPAddresses")
-                        .and_then(Value::as_array)
-                        .map(|list| list.iter().filter_map(ip_of).collect())
-                        .unwrap_or_default(),
-                    pod_name: text_field(ep, &["PODName", "PodName"]),
-                    pod_namespace: text_field(ep, &["PODNameSpace", "PodNamespace"]),
-                    container_id: text_field(ep, &["ContainerID"]),
-                    netns_path: text_field(ep, &["NetworkNameSpace", "NetNsPath", "NetNs"]),
-                });
+    for ext in externals.into_values().filter_map(|e| e.0) {
+        for (network_id, net) in ext.networks.0.unwrap_or_default() {
+            let Some(mut net) = net.0 else { continue };
+            for (id, ep) in net.endpoints.0.take().unwrap_or_default() {
+                let Some(ep) = ep.0 else { continue };
+                out.push(ep.into_endpoint(id, &net, &network_id, &ext.bridge_name));
             }
         }
     }
     Ok(out)
+}
+
+/// `Network.ExternalInterfaces.<if>` (Azure CNI's `externalInterface`).
+#[derive(Deserialize)]
+struct ExternalInterface {
+    #[serde(rename = "BridgeName", default)]
+    bridge_name: Text,
+    #[serde(rename = "Networks", default)]
+    networks: Lenient<BTreeMap<String, Lenient<Network>>>,
+}
+
+/// `….Networks.<id>` (Azure CNI's `network`).
+#[derive(Deserialize)]
+struct Network {
+    #[serde(rename = "Id", default)]
+    id: Text,
+    #[serde(rename = "Mode", default)]
+    mode: Text,
+    #[serde(rename = "Endpoints", default)]
+    endpoints: Lenient<BTreeMap<String, Lenient<Endpoint>>>,
+}
+
+/// `….Endpoints.<id>` (Azure CNI's `endpoint`). Older and newer releases
+/// spell some members differently; each spelling is its own field so that
+/// a file carrying both is not a duplicate-key error.
+#[derive(Deserialize)]
+struct Endpoint {
+    #[serde(rename = "Id", default)]
+    id: Text,
+    #[serde(rename = "HostIfName", default)]
+    host_if: Text,
+    #[serde(rename = "IPAddresses", default)]
+    ips: Lenient<Vec<Lenient<IpEntry>>>,
+    #[serde(rename = "PODName", default)]
+    pod_name: Text,
+    #[serde(rename = "PodName", default)]
+    pod_name_alt: Text,
+    #[serde(rename = "PODNameSpace", default)]
+    pod_namespace: Text,
+    #[serde(rename = "PodNamespace", default)]
+    pod_namespace_alt: Text,
+    #[serde(rename = "ContainerID", default)]
+    container_id: Text,
+    #[serde(rename = "NetworkNameSpace", default)]
+    netns: Text,
+    #[serde(rename = "NetNsPath", default)]
+    netns_alt: Text,
+    #[serde(rename = "NetNs", default)]
+    netns_alt2: Text,
+}
+
+impl Endpoint {
+    fn into_endpoint(
+        self,
+        key: String,
+        net: &Network,
+        net_key: &str,
+        bridge: &Text,
+    ) -> AzureEndpoint {
+        AzureEndpoint {
+            id: self.id.0.unwrap_or(key),
+            network: net.id.0.clone().unwrap_or_else(|| net_key.to_owned()),
+            mode: net.mode.0.clone(),
+            bridge: bridge.0.clone(),
+            host_if: self.host_if.0,
+            ips: self
+                .ips
+                .0
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|ip| ip.0.and_then(IpEntry::ip))
+                .collect(),
+            pod_name: self.pod_name.0.or(self.pod_name_alt.0),
+            pod_namespace: self.pod_namespace.0.or(self.pod_namespace_alt.0),
+            container_id: self.container_id.0,
+            netns_path: self.netns.0.or(self.netns_alt.0).or(self.netns_alt2.0),
+        }
+    }
+}
+
+/// A member of the wrong shape is skipped (`None`), not fatal: a field
+/// Azure CNI renames or retypes costs that field, not the whole file.
+struct Lenient<T>(Option<T>);
+
+impl<T> Default for Lenient<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        Ok(Self(T::deserialize(value).ok()))
+    }
+}
+
+/// A string member, trimmed; empty, null or not a string is `None`.
+#[derive(Default)]
+struct Text(Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        let text = value.as_str().map(str::trim).filter(|s| !s.is_empty());
+        Ok(Self(text.map(str::to_owned)))
+    }
+}
+
+/// A Go `net.IPNet` (`{"IP": "10.0.0.5", "Mask": "//8AAA=="}`) or a
+/// `"10.0.0.5/16"` string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IpEntry {
+    Cidr(String),
+    Net {
+        #[serde(rename = "IP")]
+        ip: String,
+    },
+}
+
+impl IpEntry {
+    fn ip(self) -> Option<IpAddr> {
+        let (Self::Cidr(text) | Self::Net { ip: text }) = self;
+        let ip: IpAddr = text.split('/').next()?.trim().parse().ok()?;
+        (!ip.is_unspecified()).then_some(ip)
+    }
 }
 
 /// Reads and parses the state file; `Ok(None)` when there is none.
@@ -151,24 +258,4 @@ pub(super) fn read_capped(path: &Path, cap: u64) -> Result<Option<String>, ReadC
     String::from_utf8(bytes)
         .map(Some)
         .map_err(|err| ReadCapped::Io(io::Error::new(io::ErrorKind::InvalidData, err)))
-}
-
-/// The first of `keys` holding a non-empty string.
-pub(super) fn text_field(v: &Value, keys: &[&str]) -> Option<String> {
-    keys.iter()
-        .filter_map(|k| v.get(*k).and_then(Value::as_str))
-        .map(str::trim)
-        .find(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
-/// A Go `net.IPNet` (`{"IP": "10.0.0.5", "Mask": "//8AAA=="}`) or a
-/// `"10.0.0.5/16"` string.
-pub(super) fn ip_of(v: &Value) -> Option<IpAddr> {
-    let text = match v {
-        Value::String(s) => s.as_str(),
-        _ => v.get("IP")?.as_str()?,
-    };
-    let ip: IpAddr = text.split('/').next()?.trim().parse().ok()?;
-    (!ip.is_unspecified()).then_some(ip)
 }

@@ -235,19 +235,73 @@ pub(super) fn is_uplink(
 
 /// Puts the facts together. Pure.
 pub(super) fn assemble(ifaces: &[Interface], routes: &[Route], facts: Facts) -> PodIndex {
+    let node = Assembly::new(ifaces, routes, &facts);
     let mut index = PodIndex::default();
-    let veths: Vec<&Interface> = ifaces.iter().filter(|i| i.kind == Kind::Veth).collect();
-    // Host routes per output interface: a routed pod's IPs.
-    let mut routed: HashMap<u32, Vec<IpAddr>> = HashMap::new();
-    for route in routes.iter().filter(|r| r.is_pod_route()) {
-        if let Some(oif) = route.oif {
-            routed.entry(oif).or_default().push(route.dst);
+    // 1. Azure CNI endpoints naming a pod.
+    let mut unmatched = Vec::new();
+    for ep in facts.azure.iter().filter(|ep| ep.pod_name.is_some()) {
+        match node.azure_iface(ep) {
+            Some(iface) if !index.by_ifindex.contains_key(&iface.index) => {
+                let pod = PodRef {
+                    namespace: ep.pod_namespace.clone(),
+                    name: ep.pod_name.clone().unwrap_or_default(),
+                    uid: node.uid_of(iface),
+                    ips: node.ips_of(iface, &ep.ips),
+                    host_if: Some(iface.name.clone()),
+                    source: SOURCE_AZURE,
+                    netns: node.link_of(iface),
+                };
+                index.by_ifindex.insert(iface.index, pod);
+            }
+            _ => unmatched.push(ep),
         }
     }
-    let ips_of = |iface: &Interface, extra: &[IpAddr]| {
+    // 2. and 3.: every other veth, by its processes' cgroup or by itself —
+    // except the node's own uplink.
+    for iface in &node.veths {
+        if let std::collections::hash_map::Entry::Vacant(slot) = index.by_ifindex.entry(iface.index)
+            && let Some(pod) = node.other_pod(iface)
+        {
+            slot.insert(pod);
+        }
+    }
+    index_ips(&mut index, &unmatched);
+    index
+}
+
+/// What [`assemble`] looks pods up in.
+struct Assembly<'a> {
+    veths: Vec<&'a Interface>,
+    /// Host routes per output interface: a routed pod's IPs.
+    routed: HashMap<u32, Vec<IpAddr>>,
+    facts: &'a Facts,
+}
+
+impl<'a> Assembly<'a> {
+    fn new(ifaces: &'a [Interface], routes: &[Route], facts: &'a Facts) -> Self {
+        let mut routed: HashMap<u32, Vec<IpAddr>> = HashMap::new();
+        for route in routes.iter().filter(|r| r.is_pod_route()) {
+            if let Some(oif) = route.oif {
+                routed.entry(oif).or_default().push(route.dst);
+            }
+        }
+        Self {
+            veths: ifaces.iter().filter(|i| i.kind == Kind::Veth).collect(),
+            routed,
+            facts,
+        }
+    }
+
+    fn ips_of(&self, iface: &Interface, extra: &[IpAddr]) -> Vec<IpAddr> {
         let mut ips: Vec<IpAddr> = extra.to_vec();
-        ips.extend(routed.get(&iface.index).into_iter().flatten());
-        ips.extend(facts.peer_addrs.get(&iface.index).into_iter().flatten());
+        ips.extend(self.routed.get(&iface.index).into_iter().flatten());
+        ips.extend(
+            self.facts
+                .peer_addrs
+                .get(&iface.index)
+                .into_iter()
+                .flatten(),
+        );
         // Keep the first-seen order (the CNI's own first), drop repeats.
         let mut seen = Vec::new();
         ips.retain(|ip| {
@@ -256,74 +310,56 @@ pub(super) fn assemble(ifaces: &[Interface], routes: &[Route], facts: Facts) -> 
             new
         });
         ips
-    };
-    let link_of = |iface: &Interface| {
-        iface
-            .peer
-            .and_then(|(_, nsid)| facts.netns.get(&nsid))
-            .cloned()
-    };
-    let uid_of = |iface: &Interface| {
-        iface
-            .peer
-            .and_then(|(_, nsid)| facts.uids.get(&nsid))
-            .cloned()
-    };
+    }
 
-    // 1. Azure CNI endpoints naming a pod.
-    let mut unmatched = Vec::new();
-    for ep in facts.azure.iter().filter(|ep| ep.pod_name.is_some()) {
+    fn link_of(&self, iface: &Interface) -> Option<NetnsLink> {
+        let (_, nsid) = iface.peer?;
+        self.facts.netns.get(&nsid).cloned()
+    }
+
+    fn uid_of(&self, iface: &Interface) -> Option<String> {
+        let (_, nsid) = iface.peer?;
+        self.facts.uids.get(&nsid).cloned()
+    }
+
+    /// The live veth of an Azure endpoint: by `HostIfName`, else by its
+    /// network namespace's name, else by a host route to one of its IPs.
+    fn azure_iface(&self, ep: &AzureEndpoint) -> Option<&'a Interface> {
         let by_name = ep
             .host_if
             .as_deref()
-            .and_then(|name| veths.iter().find(|i| i.name == name));
+            .and_then(|name| self.veths.iter().find(|i| i.name == name));
         let by_netns = || {
             let name = Path::new(ep.netns_path.as_deref()?).file_name()?.to_str()?;
-            let nsid = facts
+            let nsid = self
+                .facts
                 .netns
                 .values()
                 .find(|l| l.name.as_deref() == Some(name))?
                 .nsid;
-            veths
+            self.veths
                 .iter()
                 .find(|i| i.peer.is_some_and(|(_, id)| id == nsid))
         };
         let by_route = || {
-            veths.iter().find(|i| {
-                routed
+            self.veths.iter().find(|i| {
+                self.routed
                     .get(&i.index)
                     .is_some_and(|ips| ep.ips.iter().any(|ip| ips.contains(ip)))
             })
         };
-        match by_name.or_else(by_netns).or_else(by_route) {
-            Some(iface) if !index.by_ifindex.contains_key(&iface.index) => {
-                let pod = PodRef {
-                    namespace: ep.pod_namespace.clone(),
-                    name: ep.pod_name.clone().unwrap_or_default(),
-                    uid: uid_of(iface),
-                    ips: ips_of(iface, &ep.ips),
-                    host_if: Some(iface.name.clone()),
-                    source: SOURCE_AZURE,
-                    netns: link_of(iface),
-                };
-                index.by_ifindex.insert(iface.index, pod);
-            }
-            _ => unmatched.push(ep),
-        }
+        by_name.or_else(by_netns).or_else(by_route).copied()
     }
 
-    // 2. and 3.: every other veth, by its processes' cgroup or by itself —
-    // except the node's own uplink.
-    for iface in &veths {
-        if index.by_ifindex.contains_key(&iface.index) {
-            continue;
+    /// A veth no Azure endpoint claimed: its pod by cgroup, else the
+    /// interface itself; `None` for the node's own uplink.
+    fn other_pod(&self, iface: &Interface) -> Option<PodRef> {
+        let uid = self.uid_of(iface);
+        if uid.is_none() && is_uplink(iface, &self.routed, self.facts) {
+            return None;
         }
-        let uid = uid_of(iface);
-        if uid.is_none() && is_uplink(iface, &routed, &facts) {
-            continue;
-        }
-        let known = uid.as_ref().and_then(|uid| facts.pod_logs.get(uid));
-        let pod = PodRef {
+        let known = uid.as_ref().and_then(|uid| self.facts.pod_logs.get(uid));
+        Some(PodRef {
             namespace: known.map(|(namespace, _)| namespace.clone()),
             name: known.map_or_else(|| iface.name.clone(), |(_, name)| name.clone()),
             source: if uid.is_some() {
@@ -332,15 +368,16 @@ pub(super) fn assemble(ifaces: &[Interface], routes: &[Route], facts: Facts) -> 
                 SOURCE_INTERFACE
             },
             uid,
-            ips: ips_of(iface, &[]),
+            ips: self.ips_of(iface, &[]),
             host_if: Some(iface.name.clone()),
-            netns: link_of(iface),
-        };
-        index.by_ifindex.insert(iface.index, pod);
+            netns: self.link_of(iface),
+        })
     }
+}
 
-    // IPs: live interfaces first (lowest ifindex wins a conflict), then
-    // Azure endpoints whose interface is gone or unknown.
+/// IPs: live interfaces first (lowest ifindex wins a conflict), then Azure
+/// endpoints whose interface is gone or unknown.
+fn index_ips(index: &mut PodIndex, unmatched: &[&AzureEndpoint]) {
     let mut indices: Vec<u32> = index.by_ifindex.keys().copied().collect();
     indices.sort_unstable();
     for ifindex in indices {
@@ -365,5 +402,4 @@ pub(super) fn assemble(ifaces: &[Interface], routes: &[Route], facts: Facts) -> 
             index.by_ip.entry(*ip).or_insert_with(|| pod.clone());
         }
     }
-    index
 }

@@ -1452,10 +1452,10 @@ fn phase_programs(b: &mut Bench) -> Result<()> {
          - Non-DNS packets: {udp_ns:.0} ns, of which {arp_ns:.0} ns reach the end of the \
          Ethernet header (one `bpf_skb_load_bytes`); IPv4 and UDP headers (two more helper \
          calls) add {:.0} ns, about {:.0} ns per call. The counter's single per-CPU hash \
-         update costs {:.0} ns; flood_tc_egress's hash lookup plus one load {:.0} ns.\n\
+         update costs {:.0} ns; flood_tc_egress's array lookup plus one load {:.0} ns.\n\
          - New query: {new_q:.0} ns. Copying and walking the question is {:.0} ns of it; \
-         the rest ({:.0} ns more than a packet whose DNS header is cut, which stops before any map) is the per-socket and pending \
-         LRU hash maps (lookups, then the insert of a {}-byte pending entry).\n\
+         the rest ({:.0} ns more than a packet whose DNS header is cut, which stops before any map) is the per-socket \
+         LRU lookup and the pending LRU's insert of a {}-byte entry.\n\
          - Matched answer: {matched_a:.0} ns, {:.0} ns more than an answer with no query: \
          the pending hit, the per-CPU histogram update and the LRU delete.\n",
         udp_ns - arp_ns,

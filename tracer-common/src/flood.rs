@@ -28,8 +28,18 @@ pub const SCOPE_MAX_ENTRIES: u32 = 4096;
 /// least 1 s in practice, 300 s by default) is a new one.
 pub const EPISODE_GAP_NS: u64 = 1_000_000_000;
 
-/// Value of `FLOOD_PORT_MACS`, keyed by the host-side port's ifindex: the
-/// MAC of the pod behind it (the veth peer's address).
+/// Ports whose pod MAC is kept in `FLOOD_PORT_MAC_SLOTS`, an array indexed
+/// by ifindex: the flood check runs on every frame a pod port delivers, and
+/// an array lookup is a bounds check and an add (the verifier inlines it,
+/// v4.x+) where a hash lookup was ~25 ns. Ports with a larger ifindex (a
+/// node whose namespace has churned through this many interfaces) use the
+/// `FLOOD_PORT_MACS` hash.
+pub const PORT_MAC_SLOTS: u32 = 4096;
+
+/// Value of `FLOOD_PORT_MAC_SLOTS` (index: the host-side port's ifindex)
+/// and of `FLOOD_PORT_MACS` (key: the ifindex): the MAC of the pod behind
+/// it (the veth peer's address). In the array, an all-zero MAC is an empty
+/// slot (no pod MAC is all zeros).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortMac {

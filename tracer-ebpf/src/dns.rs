@@ -326,32 +326,12 @@ fn message(ctx: &TcContext, l4: &parse::L4, dir: u8, dns_off: usize) {
     }
 }
 
+/// A query: one insert when it is new (the common case), a lookup only for
+/// a re-send (the insert found its key). Looking up first would cost every
+/// new query a hash walk of its 48-byte key for nothing.
 #[inline(always)]
 fn query(ctx: &TcContext, key: &DnsKey, header: &Header, question_off: usize, now: u64) {
     stat(DnsStat::Queries);
-
-    if let Some(pending) = PENDING.get_ptr_mut(key) {
-        // The same key while still pending: a retransmission.
-        // SAFETY: pointer from the map; integers only.
-        let pending = unsafe { &mut *pending };
-        pending.sends += 1;
-        pending.last_ns = now;
-        stat(DnsStat::Resent);
-        // A re-send is never half of a parallel pair: glibc re-sends one
-        // query at a time once it has fallen back to single-request mode.
-        emit(
-            key,
-            pending,
-            reason::RESENT,
-            now.wrapping_sub(pending.first_ns),
-            0,
-            0,
-            0,
-            now,
-        );
-        return;
-    }
-
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -362,29 +342,74 @@ fn query(ctx: &TcContext, key: &DnsKey, header: &Header, question_off: usize, no
     pending.sends = 1;
     pending.qtype = 0;
     pending.question_len = 0;
-    let mut cut = false;
-    let mut name_len = 0;
-    if header.qdcount == 1 {
-        (cut, name_len) = read_question(ctx, question_off, pending);
+    let question = if header.qdcount == 1 {
+        read_question(ctx, question_off, pending)
     } else {
-        stat(DnsStat::BogusCounts);
-    }
-    if cut {
-        stat(DnsStat::QuestionCut);
-    }
-    let seen = socket_seen(key, &mut *pending, name_len, now);
+        Question::BogusCount
+    };
     // By reference: a by-value DnsPending would be copied onto the 512-byte
-    // BPF stack.
+    // BPF stack. BPF_NOEXIST: a key still pending is a re-send, which must
+    // not reset its first send's time.
     #[expect(
         clippy::needless_borrows_for_generic_args,
         reason = "keep the 152-byte value off the BPF stack"
     )]
-    let inserted = PENDING.insert(key, &*pending, 0);
-    if inserted.is_err() {
-        count_loss(Loss::DnsPendingInsert);
-    } else {
-        stat(DnsStat::PendingInserted);
+    let inserted = PENDING.insert(key, &*pending, u64::from(BPF_NOEXIST));
+    match inserted {
+        Ok(()) => stat(DnsStat::PendingInserted),
+        Err(err) if err == -EEXIST => return resent(key, now),
+        Err(_) => count_loss(Loss::DnsPendingInsert),
     }
+    new_query(key, pending, question, now);
+}
+
+/// A query whose key is still pending: a retransmission.
+#[inline(always)]
+fn resent(key: &DnsKey, now: u64) {
+    let Some(pending) = PENDING.get_ptr_mut(key) else {
+        // Answered or evicted between our insert and this lookup: the
+        // insert was refused, so this send is in no entry.
+        return count_loss(Loss::DnsPendingInsert);
+    };
+    // SAFETY: pointer from the map; integers only.
+    let pending = unsafe { &mut *pending };
+    pending.sends += 1;
+    pending.last_ns = now;
+    stat(DnsStat::Resent);
+    // A re-send is never half of a parallel pair: glibc re-sends one
+    // query at a time once it has fallen back to single-request mode.
+    emit(
+        key,
+        pending,
+        reason::RESENT,
+        now.wrapping_sub(pending.first_ns),
+        0,
+        0,
+        0,
+        now,
+    );
+}
+
+/// The first send of a query: what its question and its socket's previous
+/// queries say.
+#[inline(always)]
+fn new_query(key: &DnsKey, pending: &mut DnsPending, question: Question, now: u64) {
+    let (cut, name_len) = match question {
+        Question::Read { name_len } => (false, name_len),
+        Question::Cut { name_len } => (true, name_len),
+        Question::Malformed { name_len } => {
+            stat(DnsStat::Malformed);
+            (false, name_len)
+        }
+        Question::BogusCount => {
+            stat(DnsStat::BogusCounts);
+            (false, 0)
+        }
+    };
+    if cut {
+        stat(DnsStat::QuestionCut);
+    }
+    let seen = socket_seen(key, &mut *pending, name_len, now);
     let flags = if cut { flag::QUESTION_CUT } else { 0 };
     match seen {
         Seen::Pair { other_id, gap } => {
@@ -406,6 +431,19 @@ fn query(ctx: &TcContext, key: &DnsKey, header: &Header, question_off: usize, no
         }
         Seen::Nothing => {}
     }
+}
+
+/// What [`read_question`] found. Counted by the caller once it knows the
+/// query is new (a re-send's question was counted with its first send).
+enum Question {
+    /// The name's length in bytes (wire format, root label included).
+    Read { name_len: usize },
+    /// The name did not fit in [`QUESTION_CAP`] bytes.
+    Cut { name_len: usize },
+    /// No question bytes, or a compression pointer in the name.
+    Malformed { name_len: usize },
+    /// QDCOUNT is not 1: no question read.
+    BogusCount,
 }
 
 /// What the client socket's previous queries say about a new one.
@@ -497,16 +535,14 @@ fn socket_seen(key: &DnsKey, pending: &mut DnsPending, name_len: usize, now: u64
     seen
 }
 
-/// Copies the question into `pending` and finds its qtype. Returns whether
-/// the name did not fit in [`QUESTION_CAP`] bytes, and the name's length in
-/// bytes (wire format, root label included).
+/// Copies the question into `pending` and finds its qtype and the name's
+/// length.
 #[inline(always)]
-fn read_question(ctx: &TcContext, off: usize, pending: &mut DnsPending) -> (bool, usize) {
+fn read_question(ctx: &TcContext, off: usize, pending: &mut DnsPending) -> Question {
     let skb_len = ctx.len() as usize;
     let available = skb_len.saturating_sub(off);
     if available == 0 {
-        stat(DnsStat::Malformed);
-        return (false, 0);
+        return Question::Malformed { name_len: 0 };
     }
     // From here on `len` is the copied length as load_var hands it back:
     // [1, QUESTION_CAP] to the verifier whichever way the headers were laid
@@ -514,7 +550,7 @@ fn read_question(ctx: &TcContext, off: usize, pending: &mut DnsPending) -> (bool
     // (v5.10 ran out of its 1 M instructions otherwise).
     let Ok(len) = parse::load_var(ctx, off, &mut pending.question, available.min(QUESTION_CAP))
     else {
-        return (false, 0);
+        return Question::Read { name_len: 0 };
     };
     // Walk the labels to the root label; qtype follows it.
     let mut pos = 0usize;
@@ -536,20 +572,19 @@ fn read_question(ctx: &TcContext, off: usize, pending: &mut DnsPending) -> (bool
             {
                 pending.qtype = u16::from_be_bytes([hi, lo]);
                 pending.question_len = (qtype_at + 4).min(len) as u16;
-                return (false, qtype_at);
+                return Question::Read { name_len: qtype_at };
             }
             break;
         }
         if label & DNS_LABEL_POINTER != 0 {
             // A compression pointer has no place in a question we send.
-            stat(DnsStat::Malformed);
             pending.question_len = pos as u16;
-            return (false, pos);
+            return Question::Malformed { name_len: pos };
         }
         pos += label + 1;
     }
     pending.question_len = len as u16;
-    (true, len)
+    Question::Cut { name_len: len }
 }
 
 /// `buf[i]`, with a bound the verifier is sure to see.
@@ -679,6 +714,8 @@ fn spill(key: &DnsHistKey, zero: &DnsHist, bucket: usize) {
 
 /// The errno a full BPF hash map's update returns.
 const E2BIG: i32 = 7;
+/// The errno of a BPF_NOEXIST update whose key exists.
+const EEXIST: i32 = 17;
 
 #[expect(clippy::too_many_arguments, reason = "flat fields of one event")]
 #[inline(always)]

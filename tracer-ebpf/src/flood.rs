@@ -3,20 +3,21 @@
 //! `flood_tc_egress` runs on every host-side pod port: the bridge hands a
 //! port each frame it forwards *or floods* to it, so a unicast frame for a
 //! MAC other than the pod's is a flooded copy this pod pays for. The pod's
-//! MAC per port comes from userspace (`FLOOD_PORT_MACS`); ports without one
+//! MAC per port comes from userspace (`FLOOD_PORT_MAC_SLOTS`, `FLOOD_PORT_MACS`); ports without one
 //! (not a pod veth, or not known yet) count nothing.
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
     helpers::{bpf_jiffies64, bpf_ktime_get_ns},
     macros::{btf_tracepoint, classifier, fentry, kprobe, map},
-    maps::{HashMap, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuHashMap, RingBuf},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TcContext},
 };
 use tracer_common::{
     flood::{
         BridgeKey, CAUSES_RING_BYTES, FLOWS_MAX_ENTRIES, FloodCause, FloodCount, FloodKey,
-        NUD_FAILED, PORTS_MAX_ENTRIES, PortFlood, PortMac, SCOPE_MAX_ENTRIES, cause, fdb_reason,
+        NUD_FAILED, PORT_MAC_SLOTS as PORT_MAC_SLOTS_LEN, PORTS_MAX_ENTRIES, PortFlood, PortMac,
+        SCOPE_MAX_ENTRIES, cause, fdb_reason,
     },
     loss::Loss,
 };
@@ -35,8 +36,22 @@ const ETH_ALEN: usize = 6;
 const MAC_GROUP_BIT: u8 = 1;
 const BROADCAST_MAC: [u8; ETH_ALEN] = [0xff; ETH_ALEN];
 
+#[map(name = "FLOOD_PORT_MAC_SLOTS")]
+static PORT_MAC_SLOTS: Array<PortMac> = Array::with_max_entries(PORT_MAC_SLOTS_LEN, 0);
+
 #[map(name = "FLOOD_PORT_MACS")]
 static PORT_MACS: HashMap<u32, PortMac> = HashMap::with_max_entries(PORTS_MAX_ENTRIES, 0);
+
+/// The MAC of the pod behind port `ifindex`, if userspace has told us.
+#[inline(always)]
+fn port_mac(ifindex: u32) -> Option<[u8; ETH_ALEN]> {
+    if ifindex < PORT_MAC_SLOTS_LEN {
+        let mac = PORT_MAC_SLOTS.get(ifindex)?.mac;
+        return (mac != [0; ETH_ALEN]).then_some(mac);
+    }
+    // SAFETY: plain lookup; the value is 8 bytes of integers.
+    unsafe { PORT_MACS.get(ifindex) }.map(|own| own.mac)
+}
 
 #[map(name = "FLOOD_PORTS")]
 static PORTS: PerCpuHashMap<u32, PortFlood> = PerCpuHashMap::with_max_entries(PORTS_MAX_ENTRIES, 0);
@@ -51,8 +66,7 @@ pub fn flood_tc_egress(ctx: TcContext) -> i32 {
 pub(crate) fn victim(ctx: &TcContext) {
     // SAFETY: ctx.skb.skb is the __sk_buff the kernel passed us.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // SAFETY: plain lookup; the value is 8 bytes of integers.
-    let Some(own) = (unsafe { PORT_MACS.get(ifindex) }) else {
+    let Some(own) = port_mac(ifindex) else {
         return;
     };
     let Ok(dst) = parse::read::<[u8; ETH_ALEN]>(ctx, 0) else {
@@ -65,7 +79,7 @@ pub(crate) fn victim(ctx: &TcContext) {
         } else {
             add.multicast_packets = 1;
         }
-    } else if dst != own.mac {
+    } else if dst != own {
         add.victim_packets = 1;
         add.victim_bytes = u64::from(ctx.len());
         victim_flow(ctx, ifindex, dst);

@@ -1261,13 +1261,15 @@ fn phase_programs(b: &mut Bench) -> Result<()> {
         ("malformed DNS", &malformed),
         ("DNS answer, no query", &unmatched),
     ];
-    // Stateful paths: the deployed programs, and DNS's own (same code both
-    // ways, so ingress only).
-    let dns_names: Vec<&'static str> = deployed
-        .iter()
-        .map(|p| p.name)
-        .chain([dns::PROGRAMS[0].name])
-        .collect();
+    // Stateful paths: (query's program, answer's program). An answer leaves
+    // the way its query came (the kernel matches by the query's direction):
+    // a client pod's query is its host veth's ingress, the answer its
+    // egress; a server pod's the other way round. DNS's own programs once.
+    let dns_pairs: [(&str, &str); 3] = [
+        (watch::TC_PROGRAMS[0].name, watch::TC_PROGRAMS[1].name),
+        (watch::TC_PROGRAMS[1].name, watch::TC_PROGRAMS[0].name),
+        (dns::PROGRAMS[0].name, dns::PROGRAMS[1].name),
+    ];
 
     // ns per program run, net of the empty program's figure.
     let mut cost: BTreeMap<(String, &'static str), Series> = BTreeMap::new();
@@ -1298,13 +1300,13 @@ fn phase_programs(b: &mut Bench) -> Result<()> {
         // A new query and its matched answer, a new id and one of 1024
         // source ports each time; then queries whose QDCOUNT (2) makes the
         // probe skip copying the question (diagnostic).
-        for name in &dns_names {
+        for (name, answer_name) in dns_pairs {
             let (mut q_ns, mut a_ns, mut q2_ns) = (0.0, 0.0, 0.0);
             for k in 0..DNS_LOOP {
                 id = id.wrapping_add(1);
                 let sport = 30000 + (k % 1024) as u16;
                 q_ns += test_run(&ebpf, name, &query_frame(id, sport), 1)?;
-                a_ns += test_run(&ebpf, name, &answer_frame(id, sport), 1)?;
+                a_ns += test_run(&ebpf, answer_name, &answer_frame(id, sport), 1)?;
             }
             for k in 0..DNS_LOOP {
                 id = id.wrapping_add(1);
@@ -1321,15 +1323,15 @@ fn phase_programs(b: &mut Bench) -> Result<()> {
                 )
                 .build();
                 q2_ns += test_run(&ebpf, name, &f, 1)?;
-                test_run(&ebpf, name, &answer_frame(id, sport), 1)?;
+                test_run(&ebpf, answer_name, &answer_frame(id, sport), 1)?;
             }
             let n = DNS_LOOP as f64;
-            for (path, total) in [
-                ("DNS query (new)", q_ns),
-                ("DNS answer (matched)", a_ns),
-                ("DNS query (new), question not copied", q2_ns),
+            for (path, prog, total) in [
+                ("DNS query (new)", name, q_ns),
+                ("DNS answer (matched)", answer_name, a_ns),
+                ("DNS query (new), question not copied", name, q2_ns),
             ] {
-                cost.entry((path.into(), name))
+                cost.entry((path.into(), prog))
                     .or_default()
                     .push(total / n - base1);
             }
@@ -1337,6 +1339,12 @@ fn phase_programs(b: &mut Bench) -> Result<()> {
     }
     let stats = dns::collector::read_stats(&ebpf)?;
     let matched = stats[tracer_common::dns::DnsStat::Matched as usize];
+    // A "matched answer" that found no query would time the unmatched path.
+    let expected = (runs * dns_pairs.len() * 2 * DNS_LOOP) as u64;
+    ensure!(
+        matched == expected,
+        "{matched} of {expected} test-run answers matched their query"
+    );
 
     // Table per path: each program, worst program against the target.
     let paths = [
@@ -1414,9 +1422,10 @@ fn phase_programs(b: &mut Bench) -> Result<()> {
         med("DNS query (new)", d),
         med("DNS query (new), question not copied", d),
     );
+    // The answer to a query seen on ingress is timed in the egress program.
     let (matched_a, unmatched_a) = (
-        med("DNS answer (matched)", d),
-        med("DNS answer, no query", d),
+        med("DNS answer (matched)", dns::PROGRAMS[1].name),
+        med("DNS answer, no query", dns::PROGRAMS[1].name),
     );
     let malformed_ns = med("malformed DNS", d);
     let parts = |path: &str| {
@@ -1443,10 +1452,10 @@ fn phase_programs(b: &mut Bench) -> Result<()> {
          - Non-DNS packets: {udp_ns:.0} ns, of which {arp_ns:.0} ns reach the end of the \
          Ethernet header (one `bpf_skb_load_bytes`); IPv4 and UDP headers (two more helper \
          calls) add {:.0} ns, about {:.0} ns per call. The counter's single per-CPU hash \
-         update costs {:.0} ns; flood_tc_egress's hash lookup plus one load {:.0} ns.\n\
+         update costs {:.0} ns; flood_tc_egress's array lookup plus one load {:.0} ns.\n\
          - New query: {new_q:.0} ns. Copying and walking the question is {:.0} ns of it; \
-         the rest ({:.0} ns more than a packet whose DNS header is cut, which stops before any map) is the per-socket and pending \
-         LRU hash maps (lookups, then the insert of a {}-byte pending entry).\n\
+         the rest ({:.0} ns more than a packet whose DNS header is cut, which stops before any map) is the per-socket \
+         LRU lookup and the pending LRU's insert of a {}-byte entry.\n\
          - Matched answer: {matched_a:.0} ns, {:.0} ns more than an answer with no query: \
          the pending hit, the per-CPU histogram update and the LRU delete.\n",
         udp_ns - arp_ns,

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapError, PerCpuHashMap},
+    maps::{Array, HashMap as BpfHashMap, MapError, PerCpuHashMap},
     programs::TcAttachType,
 };
-use tracer_common::flood::{PortFlood, PortMac};
+use tracer_common::flood::{PORT_MAC_SLOTS, PortFlood, PortMac};
 
 use crate::attach::TcProgram;
 
@@ -38,14 +38,24 @@ pub enum FloodError {
     Fdb(String),
 }
 
-/// Tells the victim counter which MAC each port's pod has.
+/// Tells the victim counter which MAC each port's pod has: in the array
+/// slot of its ifindex, or the hash past [`PORT_MAC_SLOTS`].
 pub fn set_port_macs(ebpf: &mut Ebpf, macs: &[(u32, [u8; 6])]) -> Result<(), FloodError> {
+    let (low, high): (Vec<_>, Vec<_>) = macs.iter().partition(|(i, _)| *i < PORT_MAC_SLOTS);
+    let value = |mac: [u8; 6]| PortMac { mac, _pad: [0; 2] };
+    let map = ebpf
+        .map_mut("FLOOD_PORT_MAC_SLOTS")
+        .ok_or(FloodError::MissingMap("FLOOD_PORT_MAC_SLOTS"))?;
+    let mut slots: Array<_, PortMac> = Array::try_from(map)?;
+    for &(ifindex, mac) in low {
+        slots.set(ifindex, value(mac), 0)?;
+    }
     let map = ebpf
         .map_mut("FLOOD_PORT_MACS")
         .ok_or(FloodError::MissingMap("FLOOD_PORT_MACS"))?;
     let mut map: BpfHashMap<_, u32, PortMac> = BpfHashMap::try_from(map)?;
-    for &(ifindex, mac) in macs {
-        map.insert(ifindex, PortMac { mac, _pad: [0; 2] }, 0)?;
+    for &(ifindex, mac) in high {
+        map.insert(ifindex, value(mac), 0)?;
     }
     Ok(())
 }

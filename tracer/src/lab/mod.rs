@@ -6,6 +6,7 @@
 pub mod dns;
 #[cfg(feature = "plot")]
 pub mod plot;
+pub mod stats;
 pub mod topology;
 pub mod traffic;
 pub mod verify;

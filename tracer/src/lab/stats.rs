@@ -123,9 +123,9 @@ pub fn quasi_poisson_test(a: u64, exposure_a: f64, b: u64, exposure_b: f64, phi:
 
 /// Pearson's dispersion of per-run counts around each group's Poisson
 /// expectation (exposure × the group's rate), pooled over the groups:
-/// Σ (x − e)² / e over Σ (runs − 1). 1 for Poisson counts; `None` when no
-/// group has two runs.
-pub fn dispersion(groups: &[(&[f64], &[f64])]) -> Option<f64> {
+/// (Σ (x − e)² / e, over df = Σ (runs − 1)) and df. ~1 for Poisson counts;
+/// `None` when no group has two runs.
+pub fn dispersion(groups: &[(&[f64], &[f64])]) -> Option<(f64, usize)> {
     let mut chi2 = 0.0;
     let mut df = 0usize;
     for (counts, exposures) in groups {
@@ -141,27 +141,43 @@ pub fn dispersion(groups: &[(&[f64], &[f64])]) -> Option<f64> {
             }
         }
     }
-    (df > 0).then(|| chi2 / df as f64)
+    (df > 0).then(|| (chi2 / df as f64, df))
 }
 
-/// The Mann–Whitney U test of two independent samples, two-sided, as
-/// scipy's `mannwhitneyu(x, y)` (method "auto"): the exact distribution
-/// when both samples have at most 8 values and there are no ties, else the
-/// normal approximation with the tie correction and a continuity
-/// correction. Returns (U of `x`, p).
+/// Upper tail of the chi-square distribution with `df` degrees of freedom.
+pub fn chi_square_sf(x: f64, df: f64) -> f64 {
+    1.0 - gamma_p(df / 2.0, x / 2.0)
+}
+
+/// Largest pooled sample for which [`mann_whitney`] enumerates every
+/// split (C(20, 10) = 184 756 of them).
+const EXACT_MAX: usize = 20;
+
+/// The Mann–Whitney U test of two independent samples, two-sided. Up to
+/// [`EXACT_MAX`] values in all: the exact permutation distribution of U
+/// given the pooled ranks, ties included (what scipy's `mannwhitneyu`
+/// computes with `method="exact"` for untied data, and its permutation test
+/// for tied); above: the normal approximation with the tie correction and
+/// a continuity correction (scipy's `method="asymptotic"`). Returns (U of
+/// `x`, p).
 pub fn mann_whitney(x: &[f64], y: &[f64]) -> (f64, f64) {
     let (m, n) = (x.len(), y.len());
     if m == 0 || n == 0 {
         return (0.0, 1.0);
     }
     let (ranks, ties) = ranks(x.iter().chain(y).copied().collect());
-    let r1: f64 = ranks[..m].iter().sum();
-    let u1 = r1 - (m * (m + 1)) as f64 / 2.0;
     let (mf, nf) = (m as f64, n as f64);
-    // The larger of U1 and U2 = m·n − U1, as scipy tests it.
-    let u = u1.max(mf * nf - u1);
-    let p = if m <= 8 && n <= 8 && ties.is_empty() {
-        2.0 * mann_whitney_exact_sf(u as usize, m, n)
+    let u_of = |rank_sum: f64| rank_sum - mf * (mf + 1.0) / 2.0;
+    let u1 = u_of(ranks[..m].iter().sum());
+    let center = mf * nf / 2.0;
+    let p = if m + n <= EXACT_MAX {
+        let observed = (u1 - center).abs() - 1e-9;
+        let (mut extreme, mut all) = (0u64, 0u64);
+        for_each_rank_sum(&ranks, m, 0.0, &mut |sum| {
+            all += 1;
+            extreme += u64::from((u_of(sum) - center).abs() >= observed);
+        });
+        extreme as f64 / all as f64
     } else {
         let total = mf + nf;
         let tie_term: f64 = ties.iter().map(|&t| t.powi(3) - t).sum::<f64>();
@@ -169,10 +185,23 @@ pub fn mann_whitney(x: &[f64], y: &[f64]) -> (f64, f64) {
         if sd == 0.0 {
             1.0
         } else {
-            2.0 * normal_sf((u - mf * nf / 2.0 - 0.5) / sd)
+            2.0 * normal_sf(((u1 - center).abs() - 0.5) / sd)
         }
     };
     (u1, p.min(1.0))
+}
+
+/// Calls `f` with the rank sum of every choice of `pick` of `ranks`.
+fn for_each_rank_sum(ranks: &[f64], pick: usize, sum: f64, f: &mut impl FnMut(f64)) {
+    if pick == 0 {
+        f(sum);
+        return;
+    }
+    if ranks.len() < pick {
+        return;
+    }
+    for_each_rank_sum(&ranks[1..], pick - 1, sum + ranks[0], f);
+    for_each_rank_sum(&ranks[1..], pick, sum, f);
 }
 
 /// Average ranks (1-based) of `values`, and the sizes of the groups of
@@ -198,32 +227,6 @@ fn ranks(values: Vec<f64>) -> (Vec<f64>, Vec<f64>) {
         i = j + 1;
     }
     (ranks, ties)
-}
-
-/// P(U ≥ u) under the null hypothesis: the number of arrangements of m and
-/// n values with U = k, by the recurrence f(m, n, k) = f(m − 1, n, k − n) +
-/// f(m, n − 1, k), over C(m + n, m).
-fn mann_whitney_exact_sf(u: usize, m: usize, n: usize) -> f64 {
-    // counts[j][k]: arrangements of i x-values and j y-values with U = k,
-    // built up over i.
-    let max = m * n;
-    let mut counts = vec![vec![0.0_f64; max + 1]; n + 1];
-    for row in &mut counts {
-        row[0] = 1.0;
-    }
-    for _ in 1..=m {
-        let mut next = vec![vec![0.0_f64; max + 1]; n + 1];
-        next[0][0] = 1.0;
-        for j in 1..=n {
-            for k in 0..=max {
-                let from_x = if k >= j { counts[j][k - j] } else { 0.0 };
-                next[j][k] = from_x + next[j - 1][k];
-            }
-        }
-        counts = next;
-    }
-    let all: f64 = counts[n].iter().sum();
-    counts[n][u.min(max)..].iter().sum::<f64>() / all
 }
 
 /// Holm's step-down adjustment of p-values for testing them together
@@ -492,10 +495,12 @@ mod tests {
         // Poisson counts disperse ~1; equal counts do not disperse at all.
         let runs = [3.0, 3.0, 3.0];
         let ones = [1.0, 1.0, 1.0];
-        assert_eq!(dispersion(&[(&runs, &ones)]), Some(0.0));
+        assert_eq!(dispersion(&[(&runs, &ones)]), Some((0.0, 2)));
         let runs = [0.0, 10.0];
         // (0−5)²/5 + (10−5)²/5 over 1 degree of freedom.
-        assert_eq!(dispersion(&[(&runs, &ones[..2])]), Some(10.0));
+        assert_eq!(dispersion(&[(&runs, &ones[..2])]), Some((10.0, 1)));
+        // chi2.sf(3.841459, 1) = 0.05 (the chi-square table).
+        close(chi_square_sf(3.841_458_820_694_124, 1.0), 0.05, 1e-9);
     }
 
     #[test]
@@ -521,13 +526,23 @@ mod tests {
     }
 
     #[test]
-    fn mann_whitney_with_ties_is_asymptotic() {
-        // Five zeros against five positives: U = 25, σ² = 25/12 · (11 −
-        // 120/90), z = (12.5 − 0.5)/σ → p = 0.00749495751693525 (erfc,
-        // Python math; scipy's asymptotic method computes the same).
+    fn mann_whitney_with_ties() {
+        // Small and tied: the exact permutation test. Five zeros against
+        // five positives are still 2 of the C(10, 5) = 252 splits.
         let (u, p) = mann_whitney(&[4.0, 5.0, 6.0, 7.0, 8.0], &[0.0; 5]);
         assert_eq!(u, 25.0);
-        close(p, 0.007_494_957_516_935_25, 1e-9);
+        close(p, 2.0 / 252.0, 1e-12);
+        // Three ones against three zeros: 2 of C(6, 3) = 20 splits (the
+        // normal approximation would say 0.047).
+        close(mann_whitney(&[1.0; 3], &[0.0; 3]).1, 0.1, 1e-12);
+        // Large and tied: normal with tie and continuity correction. 11
+        // zeros against 4..=14: U = 121, σ² = 121/12 · (23 − 1320/462),
+        // z = 60/σ → p = 2.553e-5 (erfc, Python math; scipy's asymptotic
+        // method computes the same).
+        let high: Vec<f64> = (4..=14).map(f64::from).collect();
+        let (u, p) = mann_whitney(&high, &[0.0; 11]);
+        assert_eq!(u, 121.0);
+        close(p, 2.552_988_611_111_557_4e-5, 1e-9);
         // Everything equal: no evidence.
         assert_eq!(mann_whitney(&[1.0, 1.0], &[1.0, 1.0]).1, 1.0);
     }

@@ -179,13 +179,15 @@ impl Runs {
         if n == 0 {
             return None;
         }
-        let t = stats::t_interval(&self.values);
+        // Every lab figure is ≥ 0: a t interval that reaches below is cut
+        // at 0.
+        let t = stats::t_interval(&self.values).map(|(lo, hi)| (lo.max(0.0), hi));
         let ci = if kind == Kind::Count {
             // The exact Poisson interval, widened to Student's t interval
             // when the runs vary more than Poisson counts would.
             let (lo, hi) = stats::poisson_interval(self.total());
             let (lo, hi) = (lo / n as f64, hi / n as f64);
-            Some(t.map_or((lo, hi), |(a, b)| (lo.min(a.max(0.0)), hi.max(b))))
+            Some(t.map_or((lo, hi), |(a, b)| (lo.min(a), hi.max(b))))
         } else {
             t
         };
@@ -329,16 +331,17 @@ fn num(v: f64) -> String {
 /// Shown under the table: what the numbers are.
 pub fn legend(repeat: usize) -> String {
     format!(
-        "Each value: mean per run [95 % interval] over {repeat} runs per datapath (run in \
-         alternating order).\n\
-         Counts: exact Poisson (Garwood) interval, widened to Student's t when runs vary \
-         more than Poisson; P: exact conditional Poisson test of the two totals (per \
-         lookup, round or frame sent where the rate matters), quasi-Poisson score test \
-         when Pearson's dispersion test rejects Poisson variation.\n\
-         Measures: Student's t interval; P: Mann–Whitney U on the per-run values \
-         (needs 4+ runs per datapath to reach 5 %).\n\
-         RESOLVED: only from P < 0.05 after Holm's adjustment over the judged rows \
-         (their P is the adjusted one): yes / partly / no / no (worse) / not shown.\n"
+        "BRIDGE, TRANSPARENT: mean per run [95 % interval, cut at 0] over {repeat} runs per
+  datapath, the two nodes taking turns.
+Counts: exact Poisson (Garwood) interval, widened to Student's t when the runs vary more;
+  P: exact conditional Poisson test of the two totals (per lookup, round or frame sent
+  where the amount of traffic differs), a quasi-Poisson score test when Pearson's
+  dispersion test rejects Poisson variation between runs.
+Measures and volumes: Student's t interval; P (measures): Mann-Whitney U on the per-run
+  values, exact up to 20 runs in all (4+ runs per datapath can reach 5 %).
+RESOLVED: yes / partly / no / no (worse) / not shown, from P < 0.05 after Holm's
+  adjustment over the judged rows (their P is the adjusted one).
+"
     )
 }
 

@@ -46,55 +46,29 @@ pub struct Metric {
 }
 
 impl Metric {
-    fn new(
+    /// A figure of `kind`, read from each run by `value` (`None`: this run
+    /// has no such figure, e.g. its scenario did not run).
+    pub fn new(
         symptom: &'static str,
         figure: &'static str,
         kind: Kind,
-        judged: bool,
         value: impl Fn(&DatapathRun) -> Option<f64> + 'static,
     ) -> Self {
         Self {
             symptom,
             figure,
             kind,
-            judged,
+            judged: false,
             value: Box::new(value),
             exposure: None,
         }
     }
 
-    /// A symptom's count: the row that says whether transparent resolves it.
-    pub fn symptom(
-        symptom: &'static str,
-        figure: &'static str,
-        value: impl Fn(&DatapathRun) -> Option<f64> + 'static,
-    ) -> Self {
-        Self::new(symptom, figure, Kind::Count, true, value)
-    }
-
-    /// A count shown and tested, but not judged.
-    pub fn count(
-        symptom: &'static str,
-        figure: &'static str,
-        value: impl Fn(&DatapathRun) -> Option<f64> + 'static,
-    ) -> Self {
-        Self::new(symptom, figure, Kind::Count, false, value)
-    }
-
-    pub fn measure(
-        symptom: &'static str,
-        figure: &'static str,
-        value: impl Fn(&DatapathRun) -> Option<f64> + 'static,
-    ) -> Self {
-        Self::new(symptom, figure, Kind::Measure, false, value)
-    }
-
-    pub fn volume(
-        symptom: &'static str,
-        figure: &'static str,
-        value: impl Fn(&DatapathRun) -> Option<f64> + 'static,
-    ) -> Self {
-        Self::new(symptom, figure, Kind::Volume, false, value)
+    /// Makes the row answer "resolved by transparent?" (a symptom's count).
+    #[must_use]
+    pub fn judged(mut self) -> Self {
+        self.judged = true;
+        self
     }
 
     /// Compares the count per `name` (each run's `exposure`) instead of
@@ -228,7 +202,7 @@ pub fn rows(metrics: &[Metric], runs: &[DatapathRun]) -> Vec<ComparisonRow> {
         runs.iter().filter(|r| r.datapath == Some(d)).collect()
     };
     let (bridge, transparent) = (of(Datapath::Bridge), of(Datapath::Transparent));
-    let mut rows: Vec<(ComparisonRow, Option<(f64, f64, u64)>)> = metrics
+    let mut rows: Vec<(ComparisonRow, Option<Rates>)> = metrics
         .iter()
         .filter_map(|m| row(m, &bridge, &transparent))
         .collect();
@@ -240,20 +214,46 @@ pub fn rows(metrics: &[Metric], runs: &[DatapathRun]) -> Vec<ComparisonRow> {
     for (&i, adjusted) in judged.iter().zip(stats::holm(&p)) {
         let (row, rates) = &mut rows[i];
         row.p_holm = Some(adjusted);
-        if let Some((rate_b, rate_t, total_t)) = *rates {
-            row.resolved = resolved(adjusted, rate_b, rate_t, total_t);
+        if let Some(rates) = rates {
+            row.resolved = rates.resolved(adjusted);
         }
     }
     rows.into_iter().map(|(row, _)| row).collect()
 }
 
-/// A row, and for a judged row the rates and transparent's total its
-/// verdict needs.
+/// What a judged row's verdict needs besides its p-value.
+struct Rates {
+    bridge: f64,
+    transparent: f64,
+    transparent_total: u64,
+}
+
+impl Rates {
+    fn resolved(&self, p: f64) -> String {
+        let significant = p < stats::ALPHA;
+        if significant && self.bridge > self.transparent {
+            if self.transparent_total == 0 {
+                "yes".to_owned()
+            } else {
+                let change = 100.0 * (self.transparent / self.bridge - 1.0);
+                format!("partly ({change:+.0} %)")
+            }
+        } else if significant {
+            "no (worse)".to_owned()
+        } else if self.bridge > 0.0 && self.transparent > 0.0 {
+            "no".to_owned()
+        } else {
+            "not shown".to_owned()
+        }
+    }
+}
+
+/// A row, and for a judged row what its verdict needs.
 fn row(
     metric: &Metric,
     bridge: &[&DatapathRun],
     transparent: &[&DatapathRun],
-) -> Option<(ComparisonRow, Option<(f64, f64, u64)>)> {
+) -> Option<(ComparisonRow, Option<Rates>)> {
     let (b, t) = (Runs::of(metric, bridge), Runs::of(metric, transparent));
     if b.values.is_empty() && t.values.is_empty() {
         return None;
@@ -268,7 +268,11 @@ fn row(
         _ => None,
     };
     let (bs, ts) = (b.summary(metric.kind), t.summary(metric.kind));
-    let judged = (metric.judged && test.is_some()).then(|| (b.rate(), t.rate(), t.total()));
+    let judged = (metric.judged && test.is_some()).then(|| Rates {
+        bridge: b.rate(),
+        transparent: t.rate(),
+        transparent_total: t.total(),
+    });
     let resolved = if metric.judged { "not shown" } else { "-" };
     Some((
         ComparisonRow {
@@ -286,24 +290,6 @@ fn row(
         },
         judged,
     ))
-}
-
-fn resolved(p: f64, rate_bridge: f64, rate_transparent: f64, total_transparent: u64) -> String {
-    let significant = p < stats::ALPHA;
-    if significant && rate_bridge > rate_transparent {
-        if total_transparent == 0 {
-            "yes".to_owned()
-        } else {
-            let change = 100.0 * (rate_transparent / rate_bridge - 1.0);
-            format!("partly ({change:+.0} %)")
-        }
-    } else if significant {
-        "no (worse)".to_owned()
-    } else if rate_bridge > 0.0 && rate_transparent > 0.0 {
-        "no".to_owned()
-    } else {
-        "not shown".to_owned()
-    }
 }
 
 /// "mean [low, high]" with as many digits as the size calls for.
@@ -367,11 +353,12 @@ mod tests {
 
     fn metrics() -> Vec<Metric> {
         vec![
-            Metric::symptom("flood", "frames flooded", |r| {
+            Metric::new("flood", "frames flooded", Kind::Count, |r| {
                 Some(r.flood.as_ref()?.frames_flooded as f64)
             })
+            .judged()
             .per("frame sent", |r| Some(r.flood.as_ref()?.sent as f64)),
-            Metric::measure("flood", "episodes", |r| {
+            Metric::new("flood", "episodes", Kind::Measure, |r| {
                 Some(r.flood.as_ref()?.episodes as f64)
             }),
         ]

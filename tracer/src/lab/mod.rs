@@ -628,85 +628,95 @@ fn trace<T: Send>(node: &str, traffic: impl FnOnce() -> T + Send) -> Result<(Rep
     })
 }
 
+/// Reads one figure of a scenario's figures.
+type Read<F, T = f64> = fn(&F) -> T;
+
 /// The compared figures, scenario by scenario: each reads its value from
 /// one run; [`compare::rows`] does the statistics.
 fn metrics() -> Vec<Metric> {
-    let lookups = move |r: &DatapathRun| Some(r.dns.as_ref()?.lookups as f64);
-    let rounds = move |r: &DatapathRun| Some(r.conntrack.as_ref()?.rounds as f64);
-    vec![
-        Metric::volume("dns", "lookups", lookups),
-        Metric::symptom("dns", "lookups failed", move |r| {
-            Some(r.dns.as_ref()?.lookups_failed as f64)
-        })
-        .per("lookup", lookups),
-        Metric::measure("dns", "answer p50 ms", move |r| {
-            Some(r.dns.as_ref()?.p50_ms)
+    use compare::Kind::{Count, Measure, Volume};
+    let lookups = |r: &DatapathRun| Some(r.dns.as_ref()?.lookups as f64);
+    let rounds = |r: &DatapathRun| Some(r.conntrack.as_ref()?.rounds as f64);
+    let sent = |r: &DatapathRun| Some(r.flood.as_ref()?.sent as f64);
+    // (figure, kind, judged, value): failed lookups and lost queries are
+    // the symptom.
+    let dns: [(_, _, _, Read<DnsFigures>); 5] = [
+        ("answer p50 ms", Measure, false, |f| f.p50_ms),
+        ("answer p99 ms", Measure, false, |f| f.p99_ms),
+        ("lookups failed", Count, true, |f| f.lookups_failed as f64),
+        ("unanswered sends", Count, true, |f| {
+            f.unanswered_sends as f64
         }),
-        Metric::measure("dns", "answer p99 ms", move |r| {
-            Some(r.dns.as_ref()?.p99_ms)
+        ("5 s retries", Count, false, |f| f.retries_5s as f64),
+    ];
+    let conntrack: [(_, Read<ConntrackFigures, Option<f64>>); 3] = [
+        ("clashes resolved by the kernel", |f| {
+            f.clash_resolved.map(|c| c as f64)
         }),
-        Metric::symptom("dns", "unanswered sends", move |r| {
-            Some(r.dns.as_ref()?.unanswered_sends as f64)
-        })
-        .per("lookup", lookups),
-        Metric::count("dns", "5 s retries", move |r| {
-            Some(r.dns.as_ref()?.retries_5s as f64)
-        })
-        .per("lookup", lookups),
-        Metric::volume("dns", "parallel A/AAAA pairs", move |r| {
-            Some(r.dns.as_ref()?.parallel_pairs as f64)
+        ("race queries never answered", |f| {
+            Some(f.answers_missing as f64)
         }),
-        Metric::volume("conntrack", "race rounds", rounds),
-        Metric::symptom("conntrack", "clashes resolved by the kernel", move |r| {
-            r.conntrack.as_ref()?.clash_resolved.map(|c| c as f64)
+        ("insert failures (packets dropped)", |f| {
+            Some(f.insert_failed as f64)
+        }),
+    ];
+    let flood: [(_, _, Read<FloodFigures>); 3] = [
+        ("episodes", Count, |f| f.episodes as f64),
+        ("copies to victim ports", Count, |f| {
+            f.copies_to_victims as f64
+        }),
+        ("victim ports", Measure, |f| f.victim_ports as f64),
+    ];
+    let pod_to_pod: [(_, Read<PodToPodFigures>); 8] = [
+        ("UDP RTT p50 µs", |f| f.udp_rtt_p50_us),
+        ("UDP RTT p99 µs", |f| f.udp_rtt_p99_us),
+        ("UDP 64 B pps received", |f| f.udp_pps),
+        ("UDP loss %", |f| f.udp_loss_percent),
+        ("TCP RTT p50 µs", |f| f.tcp_rtt_p50_us),
+        ("TCP RTT p99 µs", |f| f.tcp_rtt_p99_us),
+        ("TCP Mbit/s", |f| f.tcp_mbit_s),
+        ("first packet to a new peer ms", |f| f.first_packet_ms),
+    ];
+    let mut metrics = vec![Metric::new("dns", "lookups", Volume, lookups)];
+    metrics.extend(dns.map(|(figure, kind, judged, get)| {
+        let m = Metric::new("dns", figure, kind, move |r| Some(get(r.dns.as_ref()?)));
+        // Counts per lookup: the datapaths complete different numbers.
+        let m = if kind == Count {
+            m.per("lookup", lookups)
+        } else {
+            m
+        };
+        if judged { m.judged() } else { m }
+    }));
+    metrics.push(Metric::new("dns", "parallel A/AAAA pairs", Volume, |r| {
+        Some(r.dns.as_ref()?.parallel_pairs as f64)
+    }));
+    metrics.push(Metric::new("conntrack", "race rounds", Volume, rounds));
+    metrics.extend(conntrack.map(|(figure, get)| {
+        Metric::new("conntrack", figure, Count, move |r| {
+            get(r.conntrack.as_ref()?)
         })
-        .per("round", rounds),
-        Metric::symptom("conntrack", "race queries never answered", move |r| {
-            Some(r.conntrack.as_ref()?.answers_missing as f64)
-        })
-        .per("round", rounds),
-        Metric::symptom("conntrack", "insert failures (packets dropped)", move |r| {
-            Some(r.conntrack.as_ref()?.insert_failed as f64)
-        })
-        .per("round", rounds),
-        Metric::symptom("flood", "frames flooded", move |r| {
+        .judged()
+        .per("round", rounds)
+    }));
+    metrics.push(
+        Metric::new("flood", "frames flooded", Count, |r| {
             Some(r.flood.as_ref()?.frames_flooded as f64)
         })
-        .per("frame sent", move |r| Some(r.flood.as_ref()?.sent as f64)),
-        Metric::count("flood", "episodes", move |r| {
-            Some(r.flood.as_ref()?.episodes as f64)
-        }),
-        Metric::count("flood", "copies to victim ports", move |r| {
-            Some(r.flood.as_ref()?.copies_to_victims as f64)
-        }),
-        Metric::measure("flood", "victim ports", move |r| {
-            Some(r.flood.as_ref()?.victim_ports as f64)
-        }),
-        Metric::measure("pod-to-pod", "UDP RTT p50 µs", move |r| {
-            Some(r.pod_to_pod.as_ref()?.udp_rtt_p50_us)
-        }),
-        Metric::measure("pod-to-pod", "UDP RTT p99 µs", move |r| {
-            Some(r.pod_to_pod.as_ref()?.udp_rtt_p99_us)
-        }),
-        Metric::measure("pod-to-pod", "UDP 64 B pps received", move |r| {
-            Some(r.pod_to_pod.as_ref()?.udp_pps)
-        }),
-        Metric::measure("pod-to-pod", "UDP loss %", move |r| {
-            Some(r.pod_to_pod.as_ref()?.udp_loss_percent)
-        }),
-        Metric::measure("pod-to-pod", "TCP RTT p50 µs", move |r| {
-            Some(r.pod_to_pod.as_ref()?.tcp_rtt_p50_us)
-        }),
-        Metric::measure("pod-to-pod", "TCP RTT p99 µs", move |r| {
-            Some(r.pod_to_pod.as_ref()?.tcp_rtt_p99_us)
-        }),
-        Metric::measure("pod-to-pod", "TCP Mbit/s", move |r| {
-            Some(r.pod_to_pod.as_ref()?.tcp_mbit_s)
-        }),
-        Metric::measure("pod-to-pod", "first packet to a new peer ms", move |r| {
-            Some(r.pod_to_pod.as_ref()?.first_packet_ms)
-        }),
-    ]
+        .judged()
+        .per("frame sent", sent),
+    );
+    metrics.extend(flood.map(|(figure, kind, get)| {
+        Metric::new("flood", figure, kind, move |r| {
+            Some(get(r.flood.as_ref()?))
+        })
+    }));
+    metrics.extend(pod_to_pod.map(|(figure, get)| {
+        Metric::new("pod-to-pod", figure, Measure, move |r| {
+            Some(get(r.pod_to_pod.as_ref()?))
+        })
+    }));
+    metrics
 }
 
 impl LabReport {

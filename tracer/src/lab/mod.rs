@@ -235,31 +235,9 @@ pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
         nodes.push(LabNode::build(datapath, opts.pods)?);
     }
     for repeat in 1..=opts.repeat {
-        if repeat % 2 == 0 {
-            nodes.reverse();
-        }
-        for node in &nodes {
-            let mut run = DatapathRun {
-                datapath: Some(node.topo.datapath),
-                repeat,
-                ..DatapathRun::default()
-            };
-            for &scenario in &opts.scenarios {
-                if opts.cancel.load(Ordering::Relaxed) {
-                    return Err(LabError::Cancelled);
-                }
-                progress.start(node.topo.datapath, scenario, opts.duration, repeat);
-                node.scenario(scenario, opts, &mut run, &mut verify_rows)?;
-                progress.done();
-            }
-            if repeat > 1 {
-                // `--plot` draws the first run of each datapath.
-                run.samples = Samples::default();
-            }
-            runs.push(run);
-        }
-        if repeat % 2 == 0 {
-            nodes.reverse();
+        let order = if repeat % 2 == 1 { [0, 1] } else { [1, 0] };
+        for i in order {
+            runs.push(nodes[i].run(repeat, opts, &progress, &mut verify_rows)?);
         }
     }
     progress.finish();
@@ -306,6 +284,35 @@ impl LabNode {
             _dns: dns,
             _resolv: resolv,
         })
+    }
+
+    /// Run `repeat` of every scenario on this node.
+    fn run(
+        &self,
+        repeat: usize,
+        opts: &LabOptions,
+        progress: &Progress,
+        verify_rows: &mut Vec<VerifyRow>,
+    ) -> Result<DatapathRun, LabError> {
+        let datapath = self.topo.datapath;
+        let mut run = DatapathRun {
+            datapath: Some(datapath),
+            repeat,
+            ..DatapathRun::default()
+        };
+        for &scenario in &opts.scenarios {
+            if opts.cancel.load(Ordering::Relaxed) {
+                return Err(LabError::Cancelled);
+            }
+            progress.start(datapath, scenario, opts.duration, repeat);
+            self.scenario(scenario, opts, &mut run, verify_rows)?;
+            progress.done();
+        }
+        if repeat > 1 {
+            // `--plot` draws the first run of each datapath.
+            run.samples = Samples::default();
+        }
+        Ok(run)
     }
 
     fn clients(&self) -> &[topology::Pod] {

@@ -3,8 +3,11 @@
 //! Poisson interval of Garwood 1936), the exact conditional test of two
 //! Poisson counts (a binomial test on one count given their sum), and the
 //! Mann–Whitney U rank test. Each definition follows scipy's where scipy has
-//! one (`scipy.stats.binomtest`, `mannwhitneyu`, `t.ppf`, `chi2.ppf`), and
-//! the unit tests hold values from scipy's documentation and textbooks.
+//! one (`scipy.stats.binomtest`, `mannwhitneyu`, `t.ppf`, `chi2.ppf`) —
+//! except that small samples with ties get the exact permutation
+//! distribution where scipy falls back to the normal approximation — and
+//! the unit tests hold values from scipy's documentation, textbook tables
+//! and mpmath.
 //!
 //! The special functions (log-gamma, regularized incomplete gamma and beta)
 //! are the Lanczos approximation and the series / continued fractions of

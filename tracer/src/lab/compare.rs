@@ -64,7 +64,8 @@ impl Metric {
         }
     }
 
-    /// Makes the row answer "resolved by transparent?" (a symptom's count).
+    /// Makes the row answer "resolved by transparent?": for a symptom's
+    /// count ([`Kind::Count`]); other kinds stay unjudged.
     #[must_use]
     pub fn judged(mut self) -> Self {
         self.judged = true;
@@ -268,12 +269,13 @@ fn row(
         _ => None,
     };
     let (bs, ts) = (b.summary(metric.kind), t.summary(metric.kind));
-    let judged = (metric.judged && test.is_some()).then(|| Rates {
+    // Only a count has a rate to judge; `judged()` on another kind is inert.
+    let judged = (metric.judged && metric.kind == Kind::Count && test.is_some()).then(|| Rates {
         bridge: b.rate(),
         transparent: t.rate(),
         transparent_total: t.total(),
     });
-    let resolved = if metric.judged { "not shown" } else { "-" };
+    let resolved = if judged.is_some() { "not shown" } else { "-" };
     Some((
         ComparisonRow {
             symptom: metric.symptom,

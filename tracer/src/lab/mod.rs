@@ -648,9 +648,9 @@ fn metrics() -> Vec<Metric> {
     // (figure, kind, judged, value): failed lookups and lost queries are
     // the symptom.
     let dns: [(_, _, _, Read<DnsFigures>); 5] = [
+        ("lookups failed", Count, true, |f| f.lookups_failed as f64),
         ("answer p50 ms", Measure, false, |f| f.p50_ms),
         ("answer p99 ms", Measure, false, |f| f.p99_ms),
-        ("lookups failed", Count, true, |f| f.lookups_failed as f64),
         ("unanswered sends", Count, true, |f| {
             f.unanswered_sends as f64
         }),

@@ -1,6 +1,6 @@
 //! `tracer lab` end to end (short scenarios): the flood shows in bridge mode
-//! and not in transparent mode, tracer's figure equals tcpdump's, and nothing
-//! is left behind.
+//! and not in transparent mode in every run, the verdict is a significant
+//! difference, tracer's figure equals tcpdump's, and nothing is left behind.
 
 use std::process::Command;
 
@@ -20,6 +20,8 @@ fn lab_flood_scenario_side_by_side_and_verified() {
             "flood",
             "--duration",
             "4",
+            "--repeat",
+            "2",
             "--verify",
             "-o",
             "json",
@@ -30,21 +32,40 @@ fn lab_flood_scenario_side_by_side_and_verified() {
     assert!(out.status.success(), "tracer lab failed: {stderr}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let runs = report["runs"].as_array().expect("runs");
-    let flood = |dp: &str| {
+    let flood = |dp: &str| -> Vec<u64> {
         runs.iter()
-            .find(|r| r["datapath"] == dp)
+            .filter(|r| r["datapath"] == dp)
             .map(|r| r["flood"]["frames_flooded"].as_u64().unwrap())
-            .unwrap()
+            .collect()
     };
-    assert!(flood("bridge") > 1000, "bridge mode floods: {report:#}");
-    assert_eq!(flood("transparent"), 0, "transparent mode cannot flood");
-    let resolved = report["comparison"]
+    // Every run is kept, not only the aggregate.
+    assert_eq!(flood("bridge").len(), 2, "{report:#}");
+    assert!(
+        flood("bridge").iter().all(|&f| f > 1000),
+        "bridge mode floods in every run: {report:#}"
+    );
+    assert_eq!(
+        flood("transparent"),
+        [0, 0],
+        "transparent mode cannot flood"
+    );
+    let row = report["comparison"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["figure"] == "frames flooded (episodes)")
+        .find(|r| r["figure"] == "frames flooded")
         .expect("comparison row");
-    assert_eq!(resolved["resolved"], "yes");
+    assert_eq!(row["resolved"], "yes", "{row:#}");
+    assert!(row["p_holm"].as_f64().unwrap() < 0.05, "{row:#}");
+    let bridge = &row["bridge_stats"];
+    assert_eq!(bridge["runs"], 2);
+    let mean = bridge["mean"].as_f64().unwrap();
+    assert!(
+        bridge["ci_low"].as_f64().unwrap() <= mean && mean <= bridge["ci_high"].as_f64().unwrap()
+    );
+    // None in two runs: the exact Poisson interval's upper end, 3.689 / 2.
+    let upper = row["transparent_stats"]["ci_high"].as_f64().unwrap();
+    assert!((upper - 3.688_879 / 2.0).abs() < 1e-3, "{row:#}");
     for v in report["verify"].as_array().unwrap() {
         assert_eq!(v["difference"], "+0", "tracer vs tcpdump: {v:#}");
     }
@@ -82,6 +103,7 @@ fn lab_plot_draws_the_run() {
     let dir = std::env::temp_dir().join(format!("tracer-lab-plot-{}", std::process::id()));
     let out = Command::new(tracer_bin())
         .args(["--log", "warn", "lab", "--pods", "3", "--duration", "2"])
+        .args(["--repeat", "1"])
         .args([
             "--scenario",
             "dns",

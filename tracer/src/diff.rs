@@ -54,6 +54,7 @@ const DOWN_IS_WORSE: &[&str] = &["_pps", "_mbit_s", "_per_second"];
 /// …and these are context, whatever their value.
 const NEUTRAL: &[&str] = &[
     "schema_version",
+    "repeat",
     "answers",
     "pods",
     "lookups",
@@ -92,7 +93,10 @@ pub fn direction(figure: &str) -> Direction {
         .find(|s| !s.is_empty())
         .unwrap_or(figure);
     let last = last.trim_start_matches('[');
+    // A lab's comparison rows are statistics of its runs, which are
+    // compared themselves.
     if NEUTRAL.contains(&last)
+        || figure.starts_with("comparison[")
         || figure.contains(".buckets")
         || figure.contains("ingress.")
         || figure.contains("egress.")
@@ -277,7 +281,11 @@ pub fn diff(old: &Value, new: &Value, limits: Thresholds) -> Result<Vec<Row>, Di
             new: new_kind,
         });
     }
-    let (old, new) = (figures(old), figures(new));
+    let (mut old, mut new) = (figures(old), figures(new));
+    if old_kind == "lab" {
+        old = mean_of_runs(old);
+        new = mean_of_runs(new);
+    }
     let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
     names.sort_unstable();
     names.dedup();
@@ -293,6 +301,28 @@ pub fn diff(old: &Value, new: &Value, limits: Thresholds) -> Result<Vec<Row>, Di
             }
         })
         .collect())
+}
+
+/// A lab report with `--repeat N` has N runs per datapath (`runs[bridge]`,
+/// `runs[bridge#1]`, …): each of their figures becomes its mean over the
+/// runs, so reports with different numbers of runs compare, and one noisy
+/// run is not a regression.
+fn mean_of_runs(figures: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for (name, value) in figures {
+        let name = match name.strip_prefix("runs[").and_then(|r| r.split_once(']')) {
+            Some((key, rest)) => {
+                let datapath = key.split_once('#').map_or(key, |(d, _)| d);
+                format!("runs[{datapath}]{rest}")
+            }
+            None => name,
+        };
+        let sum = sums.entry(name).or_default();
+        *sum = (sum.0 + value, sum.1 + 1.0);
+    }
+    sums.into_iter()
+        .map(|(name, (sum, n))| (name, sum / n))
+        .collect()
 }
 
 fn judge(figure: &str, old: Option<f64>, new: Option<f64>, limits: Thresholds) -> Verdict {
@@ -480,6 +510,31 @@ mod tests {
         assert_eq!(
             verdict("runs[bridge].findings[flood udp_flooding].severity"),
             Verdict::Worse
+        );
+    }
+
+    #[test]
+    fn repeated_runs_compare_by_their_mean() {
+        let old = lab(2.0, 0, 9000.0);
+        let mut new = old.clone();
+        let runs = new["runs"].as_array_mut().expect("runs");
+        let mut second = runs[1].clone();
+        second["repeat"] = json!(2);
+        second["dns"]["p99_ms"] = json!(5.0);
+        runs[1]["repeat"] = json!(1);
+        runs.push(second);
+        // Bridge p99 2 and 5 ms over two runs: mean 3.5, +75 % of 2 ms.
+        let rows = diff(&old, &new, Thresholds::default()).expect("diff");
+        let row = rows
+            .iter()
+            .find(|r| r.figure == "runs[bridge].dns.p99_ms")
+            .expect("folded");
+        assert_eq!(row.new, Some(3.5));
+        assert_eq!(row.verdict, Verdict::Worse);
+        assert!(rows.iter().all(|r| !r.figure.contains('#')), "{rows:#?}");
+        assert_eq!(
+            direction("comparison[dns answer p99 ms].bridge_stats.mean"),
+            Direction::Neutral
         );
     }
 

@@ -98,6 +98,12 @@ struct LabArgs {
     /// Run only these scenarios (repeatable; default: all).
     #[arg(long, value_enum)]
     scenario: Vec<tracer::lab::Scenario>,
+    /// Runs of every scenario per datapath: each figure's mean and 95 %
+    /// interval come from them, and "resolved by transparent" needs a
+    /// significant difference. 5 is the fewest at which a rank test on
+    /// per-run values can reach p < 0.05 with room (4 can, just).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    repeat: usize,
     /// Also capture with tcpdump/tshark and read the kernel's counters:
     /// tracer's figure, the ground truth and their difference.
     #[arg(long)]
@@ -370,6 +376,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     args.scenario
                 },
                 verify: args.verify,
+                repeat: args.repeat,
                 cancel: Arc::clone(&cancel),
             };
             // The lab blocks; Ctrl-C/SIGTERM only raise the flag, so the lab

@@ -3,9 +3,11 @@
 //! DNS service with two real dnsmasq backends), the same scenarios run on
 //! both, traced by the same probes, and compared.
 
+pub mod compare;
 pub mod dns;
 #[cfg(feature = "plot")]
 pub mod plot;
+pub mod stats;
 pub mod topology;
 pub mod traffic;
 pub mod verify;
@@ -23,7 +25,9 @@ use std::{
 
 use serde::Serialize;
 
+pub use self::compare::ComparisonRow;
 use self::{
+    compare::Metric,
     dns::{DnsServer, ResolvConf},
     topology::{Datapath, Topology, TopologyError},
     verify::VerifyRow,
@@ -73,6 +77,8 @@ pub struct LabOptions {
     /// Seconds of traffic per scenario.
     pub duration: Duration,
     pub scenarios: Vec<Scenario>,
+    /// Runs of every scenario per datapath (the statistics need several).
+    pub repeat: usize,
     /// Also capture with tcpdump/tshark and compare every figure.
     pub verify: bool,
     /// Set from a signal handler: stop between steps and clean up.
@@ -98,12 +104,16 @@ pub enum LabError {
     Cancelled,
     #[error("need at least 3 workload pods, got {0}")]
     TooFewPods(usize),
+    #[error("--repeat must be at least 1")]
+    NoRuns,
 }
 
-/// Figures of one datapath.
+/// Figures of one run of one datapath.
 #[derive(Debug, Default, Serialize)]
 pub struct DatapathRun {
     pub datapath: Option<Datapath>,
+    /// Which run of this datapath, from 1.
+    pub repeat: usize,
     pub dns: Option<DnsFigures>,
     pub conntrack: Option<ConntrackFigures>,
     pub flood: Option<FloodFigures>,
@@ -195,6 +205,9 @@ pub struct LabReport {
     pub schema_version: u32,
     pub kernel: String,
     pub pods: usize,
+    /// Runs per datapath.
+    pub repeat: usize,
+    /// Every run of every datapath, in the order they ran.
     pub runs: Vec<DatapathRun>,
     /// One row per compared figure: bridge, transparent, resolved?
     pub comparison: Vec<ComparisonRow>,
@@ -202,49 +215,38 @@ pub struct LabReport {
     pub verify: Vec<VerifyRow>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct ComparisonRow {
-    pub symptom: &'static str,
-    pub figure: &'static str,
-    pub bridge: String,
-    pub transparent: String,
-    /// Did transparent mode resolve it on this kernel? (`-` when neither
-    /// showed the symptom, or for plain comparisons.)
-    pub resolved: String,
-}
-
-/// Runs the lab: both datapaths in turn; every namespace is gone when this
-/// returns, also on error or interruption.
+/// Runs the lab: `repeat` runs of every scenario on each datapath, the two
+/// nodes alternating (bridge first, then transparent first, …) so a change
+/// of the machine's load over time falls on both alike; every namespace is
+/// gone when this returns, also on error or interruption.
 pub fn run(opts: &LabOptions) -> Result<LabReport, LabError> {
     if opts.pods < 3 {
         return Err(LabError::TooFewPods(opts.pods));
     }
+    if opts.repeat == 0 {
+        return Err(LabError::NoRuns);
+    }
     let mut runs = Vec::new();
     let mut verify_rows = Vec::new();
-    let progress = Progress::new(2 * opts.scenarios.len());
+    let progress = Progress::new(2 * opts.scenarios.len() * opts.repeat);
+    let mut nodes = Vec::new();
     for datapath in [Datapath::Bridge, Datapath::Transparent] {
-        let mut run = DatapathRun {
-            datapath: Some(datapath),
-            ..DatapathRun::default()
-        };
         progress.note(datapath, "building the node");
-        let node = LabNode::build(datapath, opts.pods)?;
-        for &scenario in &opts.scenarios {
-            if opts.cancel.load(Ordering::Relaxed) {
-                return Err(LabError::Cancelled);
-            }
-            progress.start(datapath, scenario, opts.duration);
-            node.scenario(scenario, opts, &mut run, &mut verify_rows)?;
-            progress.done();
+        nodes.push(LabNode::build(datapath, opts.pods)?);
+    }
+    for repeat in 1..=opts.repeat {
+        let order = if repeat % 2 == 1 { [0, 1] } else { [1, 0] };
+        for i in order {
+            runs.push(nodes[i].run(repeat, opts, &progress, &mut verify_rows)?);
         }
-        runs.push(run);
     }
     progress.finish();
     Ok(LabReport {
         schema_version: crate::report::SCHEMA_VERSION,
         kernel: crate::report::kernel_release(),
         pods: opts.pods,
-        comparison: compare(&runs),
+        repeat: opts.repeat,
+        comparison: compare::rows(&metrics(), &runs),
         runs,
         verify: verify_rows,
     })
@@ -284,6 +286,35 @@ impl LabNode {
         })
     }
 
+    /// Run `repeat` of every scenario on this node.
+    fn run(
+        &self,
+        repeat: usize,
+        opts: &LabOptions,
+        progress: &Progress,
+        verify_rows: &mut Vec<VerifyRow>,
+    ) -> Result<DatapathRun, LabError> {
+        let datapath = self.topo.datapath;
+        let mut run = DatapathRun {
+            datapath: Some(datapath),
+            repeat,
+            ..DatapathRun::default()
+        };
+        for &scenario in &opts.scenarios {
+            if opts.cancel.load(Ordering::Relaxed) {
+                return Err(LabError::Cancelled);
+            }
+            progress.start(datapath, scenario, opts.duration, repeat);
+            self.scenario(scenario, opts, &mut run, verify_rows)?;
+            progress.done();
+        }
+        if repeat > 1 {
+            // `--plot` draws the first run of each datapath.
+            run.samples = Samples::default();
+        }
+        Ok(run)
+    }
+
     fn clients(&self) -> &[topology::Pod] {
         &self.topo.pods[2..]
     }
@@ -297,7 +328,14 @@ impl LabNode {
     ) -> Result<(), LabError> {
         let d = opts.duration;
         let c = self.clients();
-        let label = |what: &str| format!("{} {what}", self.topo.datapath.name());
+        let label = |what: &str| {
+            let name = self.topo.datapath.name();
+            if opts.repeat > 1 {
+                format!("{name} run {} {what}", run.repeat)
+            } else {
+                format!("{name} {what}")
+            }
+        };
         match scenario {
             Scenario::Dns => {
                 let capture = if opts.verify {
@@ -440,6 +478,10 @@ impl LabNode {
                 } else {
                     None
                 };
+                // A cold neighbour cache, so B answers ARP and the bridge
+                // learns it anew in every run (a warm one from the run
+                // before would leave B unlearned: flooding from the start).
+                flush_neighbours(&sender.netns);
                 let (report, sent) = trace(&self.topo.node, || {
                     // Learned now, aged out ~2 s later while the stream goes on.
                     traffic::udp_stream(&sender.netns, to, 10, Duration::from_millis(300));
@@ -481,9 +523,7 @@ impl LabNode {
                 let tcp = traffic::tcp_echo(&b.netns, b.ip, 7002, 2)?;
                 let (_report, figures) = trace(&self.topo.node, || {
                     // First packet after a cold neighbour cache.
-                    let _ = std::process::Command::new("ip")
-                        .args(["-n", &a.netns, "neigh", "flush", "all"])
-                        .status();
+                    flush_neighbours(&a.netns);
                     let first = traffic::udp_rtts(&a.netns, SocketAddrV4::new(b.ip, 7000), 1);
                     let rtts = traffic::udp_rtts(&a.netns, SocketAddrV4::new(b.ip, 7000), 2000);
                     let blast_for = (d / 3).max(Duration::from_secs(1));
@@ -533,6 +573,14 @@ fn keep_findings(run: &mut DatapathRun, scenario: &str, report: &Report, symptom
             .filter(|f| f.detected && f.symptom == symptom)
             .map(|f| (scenario.to_owned(), f.clone())),
     );
+}
+
+/// Empties a pod's neighbour cache (best effort: a warm cache only changes
+/// the figures, which show it).
+fn flush_neighbours(netns: &str) {
+    let _ = std::process::Command::new("ip")
+        .args(["-n", netns, "neigh", "flush", "all"])
+        .status();
 }
 
 /// MAC of a pod's `eth0`.
@@ -587,156 +635,95 @@ fn trace<T: Send>(node: &str, traffic: impl FnOnce() -> T + Send) -> Result<(Rep
     })
 }
 
-fn compare(runs: &[DatapathRun]) -> Vec<ComparisonRow> {
-    let (Some(b), Some(t)) = (
-        runs.iter().find(|r| r.datapath == Some(Datapath::Bridge)),
-        runs.iter()
-            .find(|r| r.datapath == Some(Datapath::Transparent)),
-    ) else {
-        return Vec::new();
-    };
-    let mut rows = Vec::new();
-    let mut row = |symptom, figure, bridge: String, transparent: String, resolved: String| {
-        rows.push(ComparisonRow {
-            symptom,
-            figure,
-            bridge,
-            transparent,
-            resolved,
-        });
-    };
-    let symptom_resolved =
-        |bad_bridge: bool, bad_transparent: bool| match (bad_bridge, bad_transparent) {
-            (true, false) => "yes".to_owned(),
-            (true, true) => "no".to_owned(),
-            (false, true) => "no (worse)".to_owned(),
-            (false, false) => "-".to_owned(),
+/// Reads one figure of a scenario's figures.
+type Read<F, T = f64> = fn(&F) -> T;
+
+/// The compared figures, scenario by scenario: each reads its value from
+/// one run; [`compare::rows`] does the statistics.
+fn metrics() -> Vec<Metric> {
+    use compare::Kind::{Count, Measure, Volume};
+    let lookups = |r: &DatapathRun| Some(r.dns.as_ref()?.lookups as f64);
+    let rounds = |r: &DatapathRun| Some(r.conntrack.as_ref()?.rounds as f64);
+    let sent = |r: &DatapathRun| Some(r.flood.as_ref()?.sent as f64);
+    // (figure, kind, judged, value): failed lookups and lost queries are
+    // the symptom.
+    let dns: [(_, _, _, Read<DnsFigures>); 5] = [
+        ("lookups failed", Count, true, |f| f.lookups_failed as f64),
+        ("answer p50 ms", Measure, false, |f| f.p50_ms),
+        ("answer p99 ms", Measure, false, |f| f.p99_ms),
+        ("unanswered sends", Count, true, |f| {
+            f.unanswered_sends as f64
+        }),
+        ("5 s retries", Count, false, |f| f.retries_5s as f64),
+    ];
+    let conntrack: [(_, Read<ConntrackFigures, Option<f64>>); 3] = [
+        ("clashes resolved by the kernel", |f| {
+            f.clash_resolved.map(|c| c as f64)
+        }),
+        ("race queries never answered", |f| {
+            Some(f.answers_missing as f64)
+        }),
+        ("insert failures (packets dropped)", |f| {
+            Some(f.insert_failed as f64)
+        }),
+    ];
+    let flood: [(_, _, Read<FloodFigures>); 3] = [
+        ("episodes", Count, |f| f.episodes as f64),
+        ("copies to victim ports", Count, |f| {
+            f.copies_to_victims as f64
+        }),
+        ("victim ports", Measure, |f| f.victim_ports as f64),
+    ];
+    let pod_to_pod: [(_, Read<PodToPodFigures>); 8] = [
+        ("UDP RTT p50 µs", |f| f.udp_rtt_p50_us),
+        ("UDP RTT p99 µs", |f| f.udp_rtt_p99_us),
+        ("UDP 64 B pps received", |f| f.udp_pps),
+        ("UDP loss %", |f| f.udp_loss_percent),
+        ("TCP RTT p50 µs", |f| f.tcp_rtt_p50_us),
+        ("TCP RTT p99 µs", |f| f.tcp_rtt_p99_us),
+        ("TCP Mbit/s", |f| f.tcp_mbit_s),
+        ("first packet to a new peer ms", |f| f.first_packet_ms),
+    ];
+    let mut metrics = vec![Metric::new("dns", "lookups", Volume, lookups)];
+    metrics.extend(dns.map(|(figure, kind, judged, get)| {
+        let m = Metric::new("dns", figure, kind, move |r| Some(get(r.dns.as_ref()?)));
+        // Counts per lookup: the datapaths complete different numbers.
+        let m = if kind == Count {
+            m.per("lookup", lookups)
+        } else {
+            m
         };
-    if let (Some(x), Some(y)) = (&b.dns, &t.dns) {
-        row(
-            "dns",
-            "lookups (failed)",
-            format!("{} ({})", x.lookups, x.lookups_failed),
-            format!("{} ({})", y.lookups, y.lookups_failed),
-            "-".into(),
-        );
-        row(
-            "dns",
-            "answer p50 / p99 ms",
-            format!("{:.2} / {:.2}", x.p50_ms, x.p99_ms),
-            format!("{:.2} / {:.2}", y.p50_ms, y.p99_ms),
-            "-".into(),
-        );
-        row(
-            "dns",
-            "unanswered sends / 5 s retries",
-            format!("{} / {}", x.unanswered_sends, x.retries_5s),
-            format!("{} / {}", y.unanswered_sends, y.retries_5s),
-            symptom_resolved(x.unanswered_sends > 0, y.unanswered_sends > 0),
-        );
-        row(
-            "dns",
-            "parallel A/AAAA pairs",
-            x.parallel_pairs.to_string(),
-            y.parallel_pairs.to_string(),
-            "-".into(),
-        );
-    }
-    if let (Some(x), Some(y)) = (&b.conntrack, &t.conntrack) {
-        let opt = |v: Option<u64>| v.map_or_else(|| "n/a".into(), |v| v.to_string());
-        row(
-            "conntrack",
-            "race rounds",
-            x.rounds.to_string(),
-            y.rounds.to_string(),
-            "-".into(),
-        );
-        row(
-            "conntrack",
-            "clashes resolved by the kernel",
-            opt(x.clash_resolved),
-            opt(y.clash_resolved),
-            symptom_resolved(
-                x.clash_resolved.unwrap_or(0) > 0,
-                y.clash_resolved.unwrap_or(0) > 0,
-            ),
-        );
-        row(
-            "conntrack",
-            "race queries never answered",
-            x.answers_missing.to_string(),
-            y.answers_missing.to_string(),
-            symptom_resolved(x.answers_missing > 0, y.answers_missing > 0),
-        );
-        row(
-            "conntrack",
-            "insert failures (packets dropped)",
-            x.insert_failed.to_string(),
-            y.insert_failed.to_string(),
-            symptom_resolved(x.insert_failed > 0, y.insert_failed > 0),
-        );
-    }
-    if let (Some(x), Some(y)) = (&b.flood, &t.flood) {
-        row(
-            "flood",
-            "frames flooded (episodes)",
-            format!("{} ({})", x.frames_flooded, x.episodes),
-            format!("{} ({})", y.frames_flooded, y.episodes),
-            symptom_resolved(x.frames_flooded > 0, y.frames_flooded > 0),
-        );
-        row(
-            "flood",
-            "copies to victim ports",
-            format!("{} to {} ports", x.copies_to_victims, x.victim_ports),
-            format!("{} to {} ports", y.copies_to_victims, y.victim_ports),
-            "-".into(),
-        );
-        row(
-            "flood",
-            "cause",
-            x.cause.clone().unwrap_or_else(|| "-".into()),
-            y.cause.clone().unwrap_or_else(|| "-".into()),
-            "-".into(),
-        );
-    }
-    if let (Some(x), Some(y)) = (&b.pod_to_pod, &t.pod_to_pod) {
-        row(
-            "pod-to-pod",
-            "UDP RTT p50 / p99 µs",
-            format!("{:.0} / {:.0}", x.udp_rtt_p50_us, x.udp_rtt_p99_us),
-            format!("{:.0} / {:.0}", y.udp_rtt_p50_us, y.udp_rtt_p99_us),
-            "-".into(),
-        );
-        row(
-            "pod-to-pod",
-            "UDP 64 B pps received (loss %)",
-            format!("{:.0} ({:.1})", x.udp_pps, x.udp_loss_percent),
-            format!("{:.0} ({:.1})", y.udp_pps, y.udp_loss_percent),
-            "-".into(),
-        );
-        row(
-            "pod-to-pod",
-            "TCP RTT p50 / p99 µs",
-            format!("{:.0} / {:.0}", x.tcp_rtt_p50_us, x.tcp_rtt_p99_us),
-            format!("{:.0} / {:.0}", y.tcp_rtt_p50_us, y.tcp_rtt_p99_us),
-            "-".into(),
-        );
-        row(
-            "pod-to-pod",
-            "TCP Mbit/s",
-            format!("{:.0}", x.tcp_mbit_s),
-            format!("{:.0}", y.tcp_mbit_s),
-            "-".into(),
-        );
-        row(
-            "pod-to-pod",
-            "first packet to a new peer ms",
-            format!("{:.1}", x.first_packet_ms),
-            format!("{:.1}", y.first_packet_ms),
-            "-".into(),
-        );
-    }
-    rows
+        if judged { m.judged() } else { m }
+    }));
+    metrics.push(Metric::new("dns", "parallel A/AAAA pairs", Volume, |r| {
+        Some(r.dns.as_ref()?.parallel_pairs as f64)
+    }));
+    metrics.push(Metric::new("conntrack", "race rounds", Volume, rounds));
+    metrics.extend(conntrack.map(|(figure, get)| {
+        Metric::new("conntrack", figure, Count, move |r| {
+            get(r.conntrack.as_ref()?)
+        })
+        .judged()
+        .per("round", rounds)
+    }));
+    metrics.push(
+        Metric::new("flood", "frames flooded", Count, |r| {
+            Some(r.flood.as_ref()?.frames_flooded as f64)
+        })
+        .judged()
+        .per("frame sent", sent),
+    );
+    metrics.extend(flood.map(|(figure, kind, get)| {
+        Metric::new("flood", figure, kind, move |r| {
+            Some(get(r.flood.as_ref()?))
+        })
+    }));
+    metrics.extend(pod_to_pod.map(|(figure, get)| {
+        Metric::new("pod-to-pod", figure, Measure, move |r| {
+            Some(get(r.pod_to_pod.as_ref()?))
+        })
+    }));
+    metrics
 }
 
 impl LabReport {
@@ -750,17 +737,30 @@ impl LabReport {
         );
         let _ = writeln!(
             out,
-            "{:<11} {:<34} {:>22} {:>22}  RESOLVED BY TRANSPARENT?",
-            "SYMPTOM", "FIGURE", "BRIDGE", "TRANSPARENT"
+            "{:<11} {:<30} {:>24} {:>24} {:>7}  RESOLVED BY TRANSPARENT?",
+            "SYMPTOM", "FIGURE", "BRIDGE", "TRANSPARENT", "P"
         );
         for r in &self.comparison {
+            let p = r.p_holm.or(r.p_value).map_or_else(
+                || "-".to_owned(),
+                |p| {
+                    if p < 0.001 {
+                        "<0.001".to_owned()
+                    } else {
+                        format!("{p:.3}")
+                    }
+                },
+            );
             let _ = writeln!(
                 out,
-                "{:<11} {:<34} {:>22} {:>22}  {}",
-                r.symptom, r.figure, r.bridge, r.transparent, r.resolved
+                "{:<11} {:<30} {:>24} {:>24} {:>7}  {}",
+                r.symptom, r.figure, r.bridge, r.transparent, p, r.resolved
             );
         }
-        for run in &self.runs {
+        let _ = write!(out, "\n{}", compare::legend(self.repeat));
+        // The findings of each datapath's first run (every run's are in the
+        // JSON).
+        for run in self.runs.iter().filter(|r| r.repeat == 1) {
             let name = run.datapath.map_or("?", Datapath::name);
             let worst: Vec<String> = run
                 .findings
@@ -769,7 +769,7 @@ impl LabReport {
                 .map(|(s, f)| format!("[{s}] {:?}: {}", f.severity, f.summary))
                 .collect();
             if !worst.is_empty() {
-                let _ = writeln!(out, "\ntracer's findings on the {name} node:");
+                let _ = writeln!(out, "\ntracer's findings on the {name} node, run 1:");
                 for w in worst {
                     let _ = writeln!(out, "  {w}");
                 }
@@ -822,9 +822,9 @@ impl Progress {
         self.line(&format!("{} {:<12} {what}", self.bar(), datapath.name()));
     }
 
-    fn start(&self, datapath: Datapath, scenario: Scenario, duration: Duration) {
+    fn start(&self, datapath: Datapath, scenario: Scenario, duration: Duration, repeat: usize) {
         self.line(&format!(
-            "{} {:<12} {} (~{:.0} s)",
+            "{} {:<12} run {repeat} {} (~{:.0} s)",
             self.bar(),
             datapath.name(),
             scenario.name(),

@@ -111,14 +111,18 @@ fn cdf_chart(title: &str, x: &str, caption: &str, series: Vec<Series>) -> Option
     Some(chart)
 }
 
+/// The first run of each datapath (with `--repeat`, later runs keep no
+/// samples).
+fn first_runs(report: &LabReport) -> impl Iterator<Item = &DatapathRun> {
+    report.runs.iter().filter(|r| r.repeat <= 1)
+}
+
 fn series_of(
     report: &LabReport,
     what: &str,
     points: impl Fn(&Samples) -> Vec<(f64, f64)>,
 ) -> Vec<Series> {
-    report
-        .runs
-        .iter()
+    first_runs(report)
         .map(|run| Series {
             name: format!("{} {what}", datapath(run)),
             points: points(&run.samples),
@@ -146,7 +150,7 @@ fn dns_cdf(report: &LabReport, caption: &str) -> Option<Chart> {
 /// episodes (copies spread evenly over each episode's span).
 fn flood_copies(report: &LabReport, caption: &str, seconds: f64) -> Option<Chart> {
     let mut series = Vec::new();
-    for run in &report.runs {
+    for run in first_runs(report) {
         let mut ports: Vec<&String> = run
             .samples
             .flood_episodes
@@ -176,7 +180,7 @@ fn flood_copies(report: &LabReport, caption: &str, seconds: f64) -> Option<Chart
     }
     // A node that ran the scenario and flooded nothing (transparent mode)
     // gets a flat line, so its absence reads as "none", not "not run".
-    for run in &report.runs {
+    for run in first_runs(report) {
         if run.flood.is_some() && run.samples.flood_episodes.is_empty() {
             series.push(Series {
                 name: format!("{} (no flooding)", datapath(run)),

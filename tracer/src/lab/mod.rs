@@ -495,11 +495,15 @@ impl LabNode {
                     .find(|v| v.interface == bystander.host_if)
                     .map_or(0, |v| v.victim_packets);
                 if let Some(capture) = capture {
-                    verify_rows.push(VerifyRow::new(
-                        &label("flooded copies to a bystander port (tracer vs tcpdump)"),
-                        copies_bystander,
-                        capture.count()?,
-                    ));
+                    let (copies, dropped) = capture.count()?;
+                    verify_rows.push(
+                        VerifyRow::new(
+                            &label("flooded copies to a bystander port (tracer vs tcpdump)"),
+                            copies_bystander,
+                            copies,
+                        )
+                        .capture_dropped(dropped),
+                    );
                 }
                 run.flood = Some(FloodFigures {
                     sent,

@@ -20,6 +20,10 @@ pub struct VerifyRow {
     pub tracer: String,
     pub truth: String,
     pub difference: String,
+    /// The capture lost packets (tcpdump's "dropped by kernel"): the truth
+    /// is then only a lower bound, and the row says so.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truth_lower_bound: bool,
 }
 
 impl VerifyRow {
@@ -29,7 +33,19 @@ impl VerifyRow {
             tracer: tracer.to_string(),
             truth: truth.to_string(),
             difference: format!("{:+}", i128::from(tracer) - i128::from(truth)),
+            truth_lower_bound: false,
         }
+    }
+
+    /// Marks the row when the capture behind its truth lost `dropped`
+    /// packets.
+    #[must_use]
+    pub fn capture_dropped(mut self, dropped: u64) -> Self {
+        if dropped > 0 {
+            self.truth_lower_bound = true;
+            self.figure = format!("{} [tcpdump dropped {dropped}: truth ≥]", self.figure);
+        }
+        self
     }
 
     fn ms(figure: &str, tracer: f64, truth: f64) -> Self {
@@ -43,6 +59,7 @@ impl VerifyRow {
             tracer: format!("{tracer:.3}"),
             truth: format!("{truth:.3}"),
             difference: format!("{pct:+.1}%"),
+            truth_lower_bound: false,
         }
     }
 }
@@ -51,6 +68,8 @@ impl VerifyRow {
 pub struct Capture {
     child: Option<Child>,
     file: PathBuf,
+    /// tcpdump's stderr, read to its end (its closing statistics).
+    stderr: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
 impl Capture {
@@ -82,8 +101,9 @@ impl Capture {
         // tcpdump prints "listening on IFACE" once its filter is in place.
         let stderr = child.stderr.take();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             use std::io::BufRead as _;
+            let mut lines = Vec::new();
             if let Some(stderr) = stderr {
                 for line in std::io::BufReader::new(stderr)
                     .lines()
@@ -92,12 +112,15 @@ impl Capture {
                     if line.contains("listening on") {
                         let _ = tx.send(());
                     }
+                    lines.push(line);
                 }
             }
+            lines
         });
         let capture = Self {
             child: Some(child),
             file,
+            stderr: Some(reader),
         };
         rx.recv_timeout(Duration::from_secs(10))
             .map_err(|_| LabError::Verify(format!("tcpdump on {iface} did not start")))?;
@@ -123,10 +146,27 @@ impl Capture {
         }
     }
 
-    /// Stops and counts the captured packets.
-    pub fn count(mut self) -> Result<u64, LabError> {
+    /// Packets tcpdump says the kernel dropped before it could read them
+    /// (its closing "N packets dropped by kernel"), once it has exited.
+    fn kernel_drops(&mut self) -> u64 {
+        let lines = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        lines
+            .iter()
+            .find_map(|l| l.strip_suffix(" packets dropped by kernel"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Stops and counts the captured packets: (packets, packets the kernel
+    /// dropped before tcpdump read them).
+    pub fn count(mut self) -> Result<(u64, u64), LabError> {
         std::thread::sleep(Duration::from_millis(100));
         self.halt();
+        let dropped = self.kernel_drops();
         let out = Command::new("tcpdump")
             .args(["-r"])
             .arg(&self.file)
@@ -134,7 +174,10 @@ impl Capture {
             .stderr(Stdio::null())
             .output()
             .map_err(|e| LabError::Verify(format!("tcpdump -r: {e}")))?;
-        Ok(String::from_utf8_lossy(&out.stdout).lines().count() as u64)
+        Ok((
+            String::from_utf8_lossy(&out.stdout).lines().count() as u64,
+            dropped,
+        ))
     }
 
     /// Stops and returns (queries, answers' dns.time in ms) via tshark.

@@ -237,6 +237,9 @@ pub enum ServerClass {
     ClusterDns,
     /// In the node's current upstream list.
     NodeList,
+    /// A loopback address: a resolver inside the pod's own namespace (a
+    /// cache sidecar), never the node's.
+    PodLocal,
     /// Neither: a server the node no longer (or never) used.
     NotInNodeList,
 }
@@ -247,6 +250,7 @@ impl ServerClass {
         match self {
             Self::ClusterDns => "cluster_dns",
             Self::NodeList => "node_list",
+            Self::PodLocal => "pod_local",
             Self::NotInNodeList => "not_in_node_list",
         }
     }
@@ -315,6 +319,8 @@ pub fn assess(uses: &[ServerUse], pods: &PodIndex, src: &ListSources) -> DnsServ
             ServerClass::ClusterDns
         } else if node_servers.contains(&ip) {
             ServerClass::NodeList
+        } else if ip.is_loopback() {
+            ServerClass::PodLocal
         } else {
             ServerClass::NotInNodeList
         }
@@ -417,7 +423,7 @@ fn pod_servers(
     let upstreams: Vec<IpAddr> = configured
         .iter()
         .copied()
-        .filter(|&ip| class(ip) != ServerClass::ClusterDns)
+        .filter(|&ip| !matches!(class(ip), ServerClass::ClusterDns | ServerClass::PodLocal))
         .collect();
     let first_only = node_servers.len() > 1 && upstreams == node_servers[..1];
     Some(PodServers {

@@ -4,6 +4,7 @@
 //! both, traced by the same probes, and compared.
 
 pub mod dns;
+pub mod dns_servers;
 #[cfg(feature = "plot")]
 pub mod plot;
 pub mod topology;
@@ -50,10 +51,19 @@ pub enum Scenario {
     Flood,
     /// Pod-to-pod UDP and TCP request/response latency and throughput.
     PodToPod,
+    /// The node's DNS server list changes after the pods' resolv.conf was
+    /// written (`dns_servers.rs`).
+    DnsServers,
 }
 
 impl Scenario {
-    pub const ALL: [Self; 4] = [Self::Dns, Self::Conntrack, Self::Flood, Self::PodToPod];
+    pub const ALL: [Self; 5] = [
+        Self::Dns,
+        Self::Conntrack,
+        Self::Flood,
+        Self::PodToPod,
+        Self::DnsServers,
+    ];
 
     const fn name(self) -> &'static str {
         match self {
@@ -61,6 +71,7 @@ impl Scenario {
             Self::Conntrack => "conntrack",
             Self::Flood => "flood",
             Self::PodToPod => "pod-to-pod",
+            Self::DnsServers => "dns-servers",
         }
     }
 }
@@ -108,6 +119,7 @@ pub struct DatapathRun {
     pub conntrack: Option<ConntrackFigures>,
     pub flood: Option<FloodFigures>,
     pub pod_to_pod: Option<PodToPodFigures>,
+    pub dns_servers: Option<dns_servers::DnsServersFigures>,
     /// The verdicts tracer gave on this node, scenario by scenario.
     pub findings: Vec<(String, crate::verdict::Finding)>,
     /// The raw data behind the figures, for `--plot` (not in the JSON).
@@ -518,6 +530,7 @@ impl LabNode {
                 run.samples.udp_rtt_us = rtts;
                 run.samples.tcp_rtt_us = tcp_rtts;
             }
+            Scenario::DnsServers => dns_servers::run(&self.topo, c, opts, run)?,
         }
         Ok(())
     }
@@ -550,6 +563,15 @@ fn peer_mac(netns: &str) -> Result<String, LabError> {
 /// Runs `traffic` while an in-process tracer session traces `node`; returns
 /// the session's report and what `traffic` returned.
 fn trace<T: Send>(node: &str, traffic: impl FnOnce() -> T + Send) -> Result<(Report, T), LabError> {
+    trace_with(node, None, traffic)
+}
+
+/// [`trace`] reading the DNS server lists from `dns_lists`.
+fn trace_with<T: Send>(
+    node: &str,
+    dns_lists: Option<crate::dns::server_list::ListSources>,
+    traffic: impl FnOnce() -> T + Send,
+) -> Result<(Report, T), LabError> {
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let node = node.to_owned();
@@ -563,6 +585,7 @@ fn trace<T: Send>(node: &str, traffic: impl FnOnce() -> T + Send) -> Result<(Rep
                 interval: Duration::from_millis(500),
                 ready: Some(ready_tx),
                 stop: Some(stop_rx),
+                dns_lists,
                 ..watch::WatchOptions::default()
             };
             runtime.block_on(watch::run(opts)).map_err(LabError::Trace)
@@ -736,6 +759,9 @@ fn compare(runs: &[DatapathRun]) -> Vec<ComparisonRow> {
             "-".into(),
         );
     }
+    if let (Some(x), Some(y)) = (&b.dns_servers, &t.dns_servers) {
+        rows.extend(dns_servers::compare(x, y));
+    }
     rows
 }
 
@@ -759,6 +785,9 @@ impl LabReport {
                 "{:<11} {:<34} {:>22} {:>22}  {}",
                 r.symptom, r.figure, r.bridge, r.transparent, r.resolved
             );
+        }
+        if self.comparison.iter().any(|r| r.symptom == "dns-servers") {
+            let _ = writeln!(out, "\n{}", dns_servers::MODEL_NOTE);
         }
         for run in &self.runs {
             let name = run.datapath.map_or("?", Datapath::name);

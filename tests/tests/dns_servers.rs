@@ -137,7 +137,7 @@ fn pod_row<'a>(report: &'a Value, host_if: &str) -> &'a Value {
         })
 }
 
-fn server<'a>(row: &'a Value, ip: Ipv4Addr) -> &'a Value {
+fn server(row: &Value, ip: Ipv4Addr) -> &Value {
     row["servers"]
         .as_array()
         .expect("servers")

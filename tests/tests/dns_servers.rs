@@ -25,7 +25,10 @@ use std::{
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use tracer::lab::topology::{Datapath, Topology};
+use tracer::lab::{
+    dns_servers,
+    topology::{Datapath, Topology},
+};
 use tracer_tests::{
     TracerRun,
     dns::{Capture, DnsPacket, DnsServer, ResolvConf, allow_aaaa_lookups, getent_ahosts},
@@ -37,7 +40,6 @@ const SERVICE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// The node's second new server: listed, never queried (glibc asks B first).
 const D: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 9);
 const LOOKUPS: usize = 4;
-const OPTIONS: &str = "options timeout:1 attempts:1\n";
 
 /// A directory standing for the node's root; removed when dropped.
 struct NodeRoot(PathBuf);
@@ -60,16 +62,9 @@ impl Drop for NodeRoot {
     }
 }
 
-/// Rewrites a resolv.conf in place (same inode: a bind mount of it, as
-/// `ip netns exec` makes, shows the new text).
 fn write_resolv(path: &Path, servers: &[Ipv4Addr], search: &str) {
-    let mut text: String = servers
-        .iter()
-        .map(|s| format!("nameserver {s}\n"))
-        .collect();
-    text.push_str(search);
-    text.push_str(OPTIONS);
-    fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    dns_servers::write_resolv(path, servers, search)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 fn pod_resolv(netns: &str) -> PathBuf {
@@ -171,7 +166,7 @@ fn stale_and_truncated_server_lists_against_tshark() {
     node.set_list(&[a.ip]);
     let _resolv: Vec<ResolvConf> = clients
         .iter()
-        .map(|p| ResolvConf::write(&p.netns, a.ip, &["timeout:1", "attempts:1"]))
+        .map(|p| ResolvConf::write(&p.netns, a.ip, &["timeout:1", "attempts:2"]))
         .collect();
     write_resolv(
         &pod_resolv(&cluster.netns),

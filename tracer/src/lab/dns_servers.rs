@@ -43,7 +43,7 @@ use super::{
 use crate::{dns::server_list::ListSources, report::Report};
 
 /// Resolver options of the pods (failing lookups end in ~2 s).
-const OPTIONS: &str = "options timeout:1 attempts:2\n";
+pub const OPTIONS: &str = "options timeout:1 attempts:2\n";
 
 /// What the lab's CNI model did, printed with the figures.
 pub const MODEL_NOTE: &str = "dns-servers: the transparent CNI rewriting a pod's resolv.conf when the node's list changes is the lab's model of the AKS FAQ's claim; the datapath does not change which server a pod queries (the unmanaged pod, [OLD] on both datapaths and never rewritten, fails on both)";
@@ -97,9 +97,9 @@ impl PodLookups {
     }
 }
 
-/// Writes a pod's resolv.conf in place (same inode: the bind mounts
-/// `ip netns exec` made of it show the new text).
-fn write_resolv(path: &Path, servers: &[Ipv4Addr], search: &str) -> Result<(), LabError> {
+/// Writes a resolv.conf in place (same inode: the bind mounts
+/// `ip netns exec` made of it show the new text), with [`OPTIONS`].
+pub fn write_resolv(path: &Path, servers: &[Ipv4Addr], search: &str) -> Result<(), LabError> {
     let mut text: String = servers
         .iter()
         .map(|s| format!("nameserver {s}\n"))
@@ -326,6 +326,9 @@ fn figures(
     }
 }
 
+/// Picks one pod's lookups from a datapath's figures.
+type PodOf = fn(&DnsServersFigures) -> &PodLookups;
+
 /// The comparison rows of the scenario.
 pub fn compare(b: &DnsServersFigures, t: &DnsServersFigures) -> Vec<ComparisonRow> {
     let resolved = |x: &PodLookups, y: &PodLookups| match (x.failed > 0, y.failed > 0) {
@@ -347,42 +350,38 @@ pub fn compare(b: &DnsServersFigures, t: &DnsServersFigures) -> Vec<ComparisonRo
             .collect::<Vec<_>>()
             .join(",")
     };
-    vec![
-        row(
-            "managed pod's list at start",
-            ips(&b.managed_list_at_start),
-            ips(&t.managed_list_at_start),
-            "-",
-        ),
-        row(
-            "managed pod lookups (failed) p50",
-            b.managed.cell(),
-            t.managed.cell(),
-            resolved(&b.managed, &t.managed),
-        ),
-        row(
-            "unmanaged pod lookups (failed) p50",
-            b.unmanaged.cell(),
-            t.unmanaged.cell(),
-            resolved(&b.unmanaged, &t.unmanaged),
-        ),
-        row(
-            "ClusterFirst pod lookups (failed) p50",
-            b.cluster_first.cell(),
-            t.cluster_first.cell(),
-            resolved(&b.cluster_first, &t.cluster_first),
-        ),
-        row(
-            "sends to OLD: tracer / tshark",
-            format!("{} / {}", b.sends_to_old_tracer, b.sends_to_old_tshark),
-            format!("{} / {}", t.sends_to_old_tracer, t.sends_to_old_tshark),
-            "-",
-        ),
-        row(
-            "pods flagged stale / first only",
-            format!("{} / {}", b.pods_stale, b.pods_first_only),
-            format!("{} / {}", t.pods_stale, t.pods_first_only),
-            "-",
-        ),
-    ]
+    let mut rows = vec![row(
+        "managed pod's list at start",
+        ips(&b.managed_list_at_start),
+        ips(&t.managed_list_at_start),
+        "-",
+    )];
+    let lookups: [(&'static str, PodOf); 3] = [
+        ("managed pod lookups (failed) p50", |f| &f.managed),
+        ("unmanaged pod lookups (failed) p50", |f| &f.unmanaged),
+        ("ClusterFirst pod lookups (failed) p50", |f| {
+            &f.cluster_first
+        }),
+    ];
+    for (figure, of) in lookups {
+        rows.push(row(
+            figure,
+            of(b).cell(),
+            of(t).cell(),
+            resolved(of(b), of(t)),
+        ));
+    }
+    rows.push(row(
+        "sends to OLD: tracer / tshark",
+        format!("{} / {}", b.sends_to_old_tracer, b.sends_to_old_tshark),
+        format!("{} / {}", t.sends_to_old_tracer, t.sends_to_old_tshark),
+        "-",
+    ));
+    rows.push(row(
+        "pods flagged stale / first only",
+        format!("{} / {}", b.pods_stale, b.pods_first_only),
+        format!("{} / {}", t.pods_stale, t.pods_first_only),
+        "-",
+    ));
+    rows
 }

@@ -1287,7 +1287,27 @@ mod tests {
             findings: Vec::new(),
             interfaces,
             dns,
-            dns_servers: Default::default(),
+            dns_servers: crate::dns::server_list::DnsServersReport {
+                node_servers: vec!["10.1.0.2".parse().unwrap()],
+                pods: vec![crate::dns::server_list::PodServers {
+                    pod: "azv1".into(),
+                    interface: "azv1".into(),
+                    ifindex: 1,
+                    config_source: None,
+                    configured: vec!["10.1.0.9".parse().unwrap()],
+                    servers: vec![crate::dns::server_list::PodServer {
+                        server: "10.1.0.9".parse().unwrap(),
+                        class: crate::dns::server_list::ServerClass::NotInNodeList,
+                        configured: true,
+                        sends: 6,
+                        answered: 0,
+                        unanswered_sends: 6,
+                    }],
+                    stale: true,
+                    first_only: false,
+                }],
+                ..Default::default()
+            },
             conntrack,
             flood,
             kernel_offsets_missing: Vec::new(),
@@ -1420,6 +1440,14 @@ mod tests {
             (
                 "tracer_interface_bytes_total{interface=\"azv2\",direction=\"egress\"}",
                 1200.0,
+            ),
+            (
+                "tracer_dns_server_sends_total{interface=\"azv1\",server=\"10.1.0.9\",class=\"not_in_node_list\"}",
+                6.0,
+            ),
+            (
+                "tracer_dns_server_list_flag{interface=\"azv1\",flag=\"stale\"}",
+                1.0,
             ),
             ("tracer_lost_events_total{reason=\"dns_ring_full\"}", 0.0),
             (

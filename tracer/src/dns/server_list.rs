@@ -32,6 +32,7 @@ use std::{
     fs,
     io::Read as _,
     net::IpAddr,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
@@ -209,12 +210,14 @@ pub struct PodConfig {
 /// else the `ip netns` file of its named namespace.
 pub fn pod_config(pod: &PodRef, proc_root: &Path) -> Option<PodConfig> {
     let netns = pod.netns.as_ref()?;
-    let from_pids = netns.pids.iter().map(|pid| {
-        proc_root
-            .join(pid.to_string())
-            .join("root")
-            .join(RESOLV_CONF)
-    });
+    // The PIDs were listed when the pods were attributed: one reused since
+    // by a process of another namespace must not lend its file.
+    let from_pids = netns
+        .pids
+        .iter()
+        .map(|pid| proc_root.join(pid.to_string()))
+        .filter(|dir| fs::metadata(dir.join("ns/net")).is_ok_and(|m| m.ino() == netns.inode))
+        .map(|dir| dir.join("root").join(RESOLV_CONF));
     let from_name = netns
         .name
         .iter()

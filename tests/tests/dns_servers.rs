@@ -12,15 +12,19 @@
 //!   does): not flagged;
 //! - `first` was rewritten to [B] only (the truncation the AKS FAQ blames
 //!   on bridge mode): flagged `first_only`, not stale;
-//! - `cluster` uses the cluster DNS service (DNAT to B) with a ClusterFirst
-//!   search list: its server is the cluster DNS, not stale.
+//! - `cluster` uses the cluster DNS service with a ClusterFirst search
+//!   list: its server is the cluster DNS, not stale — but the service's
+//!   backend, a CoreDNS stand-in (dnsmasq forwarding to the upstream it
+//!   was given at start, A, as CoreDNS's `forward . /etc/resolv.conf` does
+//!   without re-reading it), is: its lookups fail, and tracer names the
+//!   CoreDNS pod and its queries to A.
 
 use std::{
     fs,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddrV4},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use nix::sys::signal::Signal;
@@ -91,7 +95,7 @@ impl PodProcess {
                 "{} not mounted",
                 root.display()
             );
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(10));
         }
         Self(child)
     }
@@ -147,9 +151,13 @@ fn stale_and_truncated_server_lists_against_tshark() {
         return;
     }
     let started = Instant::now();
-    let topo = Topology::build(Datapath::Bridge, 6).expect("topology");
-    let (a, b) = (topo.pods[0].clone(), topo.pods[1].clone());
-    let clients = &topo.pods[2..];
+    let topo = Topology::build(Datapath::Bridge, 7).expect("topology");
+    let (a, b, coredns) = (
+        topo.pods[0].clone(),
+        topo.pods[1].clone(),
+        topo.pods[6].clone(),
+    );
+    let clients = &topo.pods[2..6];
     let [stale, updated, first, cluster] = [0, 1, 2, 3].map(|i| clients[i].clone());
     let records = [(
         NAME,
@@ -158,7 +166,17 @@ fn stale_and_truncated_server_lists_against_tshark() {
     )];
     let mut server_a = Some(DnsServer::start(&a.netns, a.ip, &records));
     let _server_b = DnsServer::start(&b.netns, b.ip, &records);
-    topo.add_service(SERVICE, 53, &[b.ip]).expect("service");
+    // CoreDNS (dnsPolicy Default) got the node's list at start: [A].
+    let _coredns_resolv = ResolvConf::write(&coredns.netns, a.ip, &[]);
+    let _coredns = DnsServer::start_forwarding(
+        &coredns.netns,
+        coredns.ip,
+        SocketAddrV4::new(a.ip, 53),
+        Duration::ZERO,
+        NAME,
+    );
+    topo.add_service(SERVICE, 53, &[coredns.ip])
+        .expect("service");
 
     // Before the change: the node lists A; every pod was given A (the
     // cluster pod the service, with kubelet's ClusterFirst search list).
@@ -192,20 +210,30 @@ fn stale_and_truncated_server_lists_against_tshark() {
     let tracer = TracerRun::start(&topo.node, &["--node-root", &root, "--dns-timeout", "1"]);
     let cap_a = Capture::start(&a.netns, "eth0");
     let cap_b = Capture::start(&b.netns, "eth0");
+    let cap_coredns = Capture::start(&coredns.netns, "eth0");
     let mut ok = std::collections::BTreeMap::new();
-    for pod in [&stale, &updated, &first, &cluster] {
-        let n = (0..LOOKUPS)
+    // The cluster pod's failing lookups walk its search list (~6 s each):
+    // one is enough.
+    for (pod, lookups) in [
+        (&stale, LOOKUPS),
+        (&updated, LOOKUPS),
+        (&first, LOOKUPS),
+        (&cluster, 1),
+    ] {
+        let n = (0..lookups)
             .filter(|_| getent_ahosts(&pod.netns, NAME).ok())
             .count();
         ok.insert(pod.netns.clone(), n);
     }
-    let (at_a, at_b) = (cap_a.stop(), cap_b.stop());
+    let (at_a, at_b, at_coredns) = (cap_a.stop(), cap_b.stop(), cap_coredns.stop());
     let report = tracer.stop(Signal::SIGINT);
     eprintln!("lookups ok per pod: {ok:?}");
 
-    // Client side: the stale pod's lookups all fail, the others' succeed.
+    // Client side: the stale pod's and the cluster pod's lookups all fail
+    // (the latter through the stale CoreDNS), the others' succeed.
     assert_eq!(ok[&stale.netns], 0);
-    for pod in [&updated, &first, &cluster] {
+    assert_eq!(ok[&cluster.netns], 0);
+    for pod in [&updated, &first] {
         assert_eq!(ok[&pod.netns], LOOKUPS, "{}", pod.netns);
     }
 
@@ -237,13 +265,17 @@ fn stale_and_truncated_server_lists_against_tshark() {
         "read through the pod's process: {s:#}"
     );
 
-    for (pod, via) in [(&updated, b.ip), (&first, b.ip), (&cluster, SERVICE)] {
+    for (pod, via, at) in [
+        (&updated, b.ip, &at_b),
+        (&first, b.ip, &at_b),
+        (&cluster, SERVICE, &at_coredns),
+    ] {
         let row = pod_row(&report, &pod.host_if);
-        let wire = queries_from(&at_b, pod.ip);
-        let answered = answers_to(&at_b, pod.ip);
+        let wire = queries_from(at, pod.ip);
+        let answered = answers_to(at, pod.ip);
         let used = server(row, via);
         eprintln!(
-            "{} → {via}: tracer {} sends / {} answered, tshark at B {wire} / {answered}",
+            "{} → {via}: tracer {} sends / {} answered, tshark at its server {wire} / {answered}",
             pod.netns, used["sends"], used["answered"]
         );
         assert_eq!(used["sends"], wire, "{row:#}");
@@ -261,6 +293,20 @@ fn stale_and_truncated_server_lists_against_tshark() {
     );
     assert_eq!(pod_row(&report, &first.host_if)["first_only"], true);
     assert_eq!(pod_row(&report, &updated.host_if)["first_only"], false);
+
+    // The CoreDNS stand-in forwards to A: stale, every query to A counted.
+    let c = pod_row(&report, &coredns.host_if);
+    let upstream = server(c, a.ip);
+    let wire = queries_from(&at_a, coredns.ip);
+    eprintln!(
+        "coredns → A: tracer {} sends / {} answered, tshark at A {wire}",
+        upstream["sends"], upstream["answered"]
+    );
+    assert!(wire > 0, "the forwarder asked A: {at_a:#?}");
+    assert_eq!(upstream["sends"], wire, "{c:#}");
+    assert_eq!(upstream["answered"], 0);
+    assert_eq!(upstream["configured"], true, "{c:#}");
+    assert_eq!(c["stale"], true, "{c:#}");
 
     let finding = report["findings"]
         .as_array()

@@ -144,6 +144,19 @@ struct DnsArgs {
     /// a query still unanswered 1 s after it is reported as unanswered.
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
     dns_timeout: f64,
+
+    /// The node's root, where its DNS server list is read
+    /// (etc/resolv.conf, run/systemd/resolve/resolv.conf,
+    /// var/lib/kubelet/config.yaml). Default: /host when it holds a node's
+    /// root (a debug pod), else /.
+    #[arg(long, value_name = "DIR")]
+    node_root: Option<PathBuf>,
+
+    /// A cluster DNS address pods may query besides the node's list
+    /// (kube-dns service, NodeLocal DNSCache; repeatable). kubelet's
+    /// clusterDNS and ClusterFirst pods' nameservers are found without it.
+    #[arg(long, value_name = "IP")]
+    cluster_dns: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -422,6 +435,10 @@ fn watch_options(dns: &DnsArgs, netns: Option<String>) -> anyhow::Result<watch::
             ..Default::default()
         },
         progress: true,
+        dns_lists: Some(tracer::dns::server_list::ListSources::detect(
+            dns.node_root.clone(),
+            dns.cluster_dns.clone(),
+        )),
         ..Default::default()
     })
 }

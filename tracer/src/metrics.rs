@@ -296,6 +296,7 @@ impl Collector for Snapshot {
 
 fn encode_report(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     encode_dns(r, e)?;
+    encode_dns_servers(r, e)?;
     encode_conntrack(r, e)?;
     encode_flood(r, e)?;
     encode_interfaces(r, e)?;
@@ -459,6 +460,46 @@ fn encode_dns_exchanges(
         "DNS sends that got no answer, each counted once, by where they were lost \
          (before_server_port, in_server, after_server_port, unknown).",
         &lost,
+    )
+}
+
+/// Per pod and DNS server: sends, answers, and whether the pod is flagged.
+fn encode_dns_servers(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+    let mut sends = Samples::default();
+    let mut answered = Samples::default();
+    let mut flagged = Samples::default();
+    for p in &r.dns_servers.pods {
+        for s in &p.servers {
+            let mut labels = iface_labels(r, &p.interface);
+            labels.push(("server", s.server.to_string()));
+            labels.push(("class", s.class.name().to_owned()));
+            sends.add(labels.clone(), s.sends);
+            answered.add(labels, s.answered);
+        }
+        let mut labels = iface_labels(r, &p.interface);
+        for (flag, on) in [("stale", p.stale), ("first_only", p.first_only)] {
+            labels.push(("flag", flag.to_owned()));
+            flagged.0.insert(labels.clone(), i64::from(on));
+            labels.pop();
+        }
+    }
+    counter(
+        e,
+        "tracer_dns_server_sends",
+        "DNS query packets a pod sent to a server; class: cluster_dns, node_list or not_in_node_list (the node's current resolv.conf and systemd-resolved list).",
+        &sends,
+    )?;
+    counter(
+        e,
+        "tracer_dns_server_answered",
+        "DNS exchanges a server answered for a pod (see tracer_dns_server_sends_total).",
+        &answered,
+    )?;
+    gauge(
+        e,
+        "tracer_dns_server_list_flag",
+        "1 when a pod queries or lists a DNS server outside the node's list (flag=stale), or lists only the first of the node's servers (flag=first_only).",
+        &flagged,
     )
 }
 
@@ -1100,6 +1141,7 @@ mod tests {
             sends: 2,
         };
         let dns = DnsReport {
+            servers: Vec::new(),
             exchanges: DnsExchanges {
                 observed_at: Side::Client,
                 answers: 8,
@@ -1245,6 +1287,27 @@ mod tests {
             findings: Vec::new(),
             interfaces,
             dns,
+            dns_servers: crate::dns::server_list::DnsServersReport {
+                node_servers: vec!["10.1.0.2".parse().unwrap()],
+                pods: vec![crate::dns::server_list::PodServers {
+                    pod: "azv1".into(),
+                    interface: "azv1".into(),
+                    ifindex: 1,
+                    config_source: None,
+                    configured: vec!["10.1.0.9".parse().unwrap()],
+                    servers: vec![crate::dns::server_list::PodServer {
+                        server: "10.1.0.9".parse().unwrap(),
+                        class: crate::dns::server_list::ServerClass::NotInNodeList,
+                        configured: true,
+                        sends: 6,
+                        answered: 0,
+                        unanswered_sends: 6,
+                    }],
+                    stale: true,
+                    first_only: false,
+                }],
+                ..Default::default()
+            },
             conntrack,
             flood,
             kernel_offsets_missing: Vec::new(),
@@ -1377,6 +1440,14 @@ mod tests {
             (
                 "tracer_interface_bytes_total{interface=\"azv2\",direction=\"egress\"}",
                 1200.0,
+            ),
+            (
+                "tracer_dns_server_sends_total{interface=\"azv1\",server=\"10.1.0.9\",class=\"not_in_node_list\"}",
+                6.0,
+            ),
+            (
+                "tracer_dns_server_list_flag{interface=\"azv1\",flag=\"stale\"}",
+                1.0,
             ),
             ("tracer_lost_events_total{reason=\"dns_ring_full\"}", 0.0),
             (

@@ -34,6 +34,9 @@ pub struct Report {
     pub interfaces: Vec<InterfaceReport>,
     /// DNS latency, unanswered queries, retries, parallel pairs.
     pub dns: crate::dns::collector::DnsReport,
+    /// The DNS servers each pod queries and lists, against the node's
+    /// current list and the cluster DNS.
+    pub dns_servers: crate::dns::server_list::DnsServersReport,
     /// conntrack insert drops and clashes.
     pub conntrack: crate::conntrack::ConntrackReport,
     /// Unknown-unicast floods, their victims and causes.
@@ -157,6 +160,7 @@ impl Report {
             );
         }
         self.dns_table(&mut out);
+        self.dns_servers_table(&mut out);
         self.conntrack_table(&mut out);
         self.flood_table(&mut out);
         let losses: Vec<String> = self
@@ -186,6 +190,57 @@ pub fn kernel_release() -> String {
 }
 
 impl Report {
+    /// Per pod: each DNS server it lists or queries, what it is to the
+    /// node, and its sends.
+    fn dns_servers_table(&self, out: &mut String) {
+        let d = &self.dns_servers;
+        let ips = |v: &[std::net::IpAddr]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(
+            out,
+            "\nDNS servers: node list [{}] (from {}), cluster DNS [{}]",
+            ips(&d.node_servers),
+            Shown(&d.node_root),
+            ips(&d.cluster_dns)
+        );
+        if d.pods.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "{:<28} {:<40} {:<17} {:>7} {:>9}  FLAG",
+            "POD", "SERVER", "CLASS", "SENT", "ANSWERED"
+        );
+        for p in &d.pods {
+            let flag = match (p.stale, p.first_only) {
+                (true, true) => "stale, first only",
+                (true, false) => "stale",
+                (false, true) => "first only",
+                (false, false) => "",
+            };
+            for s in &p.servers {
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:<40} {:<17} {:>7} {:>9}  {}",
+                    Shown(&p.pod),
+                    format!(
+                        "{}{}",
+                        s.server,
+                        if s.configured { " (resolv.conf)" } else { "" }
+                    ),
+                    s.class.name(),
+                    s.sends,
+                    s.answered,
+                    flag
+                );
+            }
+        }
+    }
+
     fn dns_table(&self, out: &mut String) {
         let dns = &self.dns;
         let c = |name: &str| dns.counters.get(name).copied().unwrap_or(0);

@@ -16,6 +16,8 @@ pub enum Symptom {
     DnsLatency,
     ConntrackRace,
     UdpFlooding,
+    /// Pods querying or listing DNS servers the node no longer uses.
+    DnsServers,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

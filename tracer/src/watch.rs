@@ -18,7 +18,10 @@ use crate::{
     attach::{self, StaleFilterCleanup, TcAttachMode, TcAttachments, TcProgram},
     conntrack::ConntrackCollector,
     counter,
-    dns::collector::{DnsCollector, DnsSettings},
+    dns::{
+        collector::{DnsCollector, DnsSettings},
+        server_list::{self, ListSources},
+    },
     escape::Shown,
     flood::{self, collector::FloodCollector},
     hooks::{self, HookLinks, HookStatus},
@@ -75,6 +78,9 @@ pub struct WatchOptions {
     /// Where pod attribution reads the node's files (the real paths by
     /// default; tests point them at their own files).
     pub sources: Sources,
+    /// Where the DNS server lists are read (`None`: the node's root, see
+    /// [`ListSources::detect`]).
+    pub dns_lists: Option<ListSources>,
 }
 
 /// Runs a trace and returns its report. Everything attached is detached
@@ -472,6 +478,11 @@ impl Session {
                 traced_pod_ip: &traced_pod_ip,
             },
         )?;
+        let lists = opts
+            .dns_lists
+            .clone()
+            .unwrap_or_else(|| ListSources::detect(None, Vec::new()));
+        let dns_servers = server_list::assess(&dns.servers, &self.pods, &lists);
         let pods = &self.pods;
         let conntrack = self
             .conntrack
@@ -521,6 +532,7 @@ impl Session {
             findings: Vec::new(),
             interfaces,
             dns,
+            dns_servers,
             conntrack,
             flood,
             kernel_offsets_missing: self.kernel.missing.clone(),
@@ -528,6 +540,9 @@ impl Session {
         };
         let slow_ms = opts.probes.dns_slow.as_secs_f64() * 1000.0;
         report.findings = verdict::assess(&verdict::Inputs::from_report(&report, slow_ms));
+        report
+            .findings
+            .push(server_list::finding(&report.dns_servers));
         Ok(report)
     }
 }

@@ -21,6 +21,7 @@ use super::{
     exchanges::{self, DnsExchanges, ExchangeId, LossLocation, LossSign, SideLatency, SideTally},
     question::{self, Question},
     role::{self, Side},
+    server_use::{self, SendKey, SendTallies, ServerUse},
 };
 use crate::ring::{Ring, RingError};
 
@@ -217,6 +218,8 @@ pub struct DnsCollector {
     /// Pending entries at the start, and removed by the sweeper since.
     pending_at_start: u64,
     swept: u64,
+    /// Re-sends and never-answered queries per (port, direction, server).
+    server_sends: SendTallies,
 }
 
 /// How often a name was slow, and its worst latency.
@@ -250,6 +253,7 @@ impl DnsCollector {
             undecodable_events: 0,
             pending_at_start: count_pending(ebpf)?,
             swept: 0,
+            server_sends: SendTallies::new(),
         })
     }
 
@@ -286,6 +290,10 @@ impl DnsCollector {
             slow.max_ms = slow.max_ms.max(ms(elapsed));
         }
         if raw.reasons & reason::RESENT != 0 {
+            self.server_sends
+                .entry(send_key(&raw.key))
+                .or_default()
+                .resent += 1;
             loss = Some(if raw.flags & flag::ANSWERED_HERE != 0 {
                 // Its answer passed here: this send was not lost here
                 // (glibc re-sends A and AAAA when one answer is missing).
@@ -381,6 +389,10 @@ impl DnsCollector {
                 continue;
             }
             self.swept += 1;
+            self.server_sends
+                .entry(send_key(&key))
+                .or_default()
+                .never_answered += 1;
             let tally = self.tally.entry((key.ifindex, key.query_dir)).or_default();
             tally.abandoned += 1;
             // Re-sends of it were counted as they happened; this is the last.
@@ -425,6 +437,7 @@ impl DnsCollector {
             .collect();
 
         let mut latency = Vec::new();
+        let mut answered: BTreeMap<SendKey, u64> = BTreeMap::new();
         let mut side_buckets: BTreeMap<Side, Vec<u64>> = BTreeMap::new();
         for (key, buckets) in read_hists(ebpf)? {
             let base = self.hist_base.get(&key);
@@ -436,6 +449,9 @@ impl DnsCollector {
             if delta.iter().all(|&n| n == 0) {
                 continue;
             }
+            *answered
+                .entry((key.ifindex, key.query_dir, ip_addr(key.family, &key.server)))
+                .or_default() += delta.iter().sum::<u64>();
             let side = side_of(key.ifindex, key.query_dir);
             side_buckets
                 .entry(side)
@@ -496,7 +512,17 @@ impl DnsCollector {
         let pending_evicted = (stat(DnsStat::PendingInserted as usize) + self.pending_at_start)
             .saturating_sub(accounted);
         let exchanges = self.exchanges(&side_of, node.traced_pod_ip, &side_buckets, &latency);
+        let servers = server_use::rows(
+            &server_use::UseInputs {
+                answered: &answered,
+                pending: &pending_by_server(ebpf)?,
+                tallies: &self.server_sends,
+            },
+            name_of,
+            &side_of,
+        );
         Ok(DnsReport {
+            servers,
             exchanges,
             losses_unlocated: self.losses_unlocated,
             pending_evicted,
@@ -645,6 +671,20 @@ fn addrs(key: &DnsKey) -> (String, String) {
     )
 }
 
+/// The key a send is counted under in the server-use tally.
+fn send_key(key: &DnsKey) -> SendKey {
+    (key.ifindex, key.query_dir, ip_addr(key.family, &key.server))
+}
+
+/// Queries waiting for an answer now, per (port, direction, server).
+fn pending_by_server(ebpf: &Ebpf) -> Result<BTreeMap<SendKey, u64>, DnsError> {
+    let mut out = BTreeMap::new();
+    for (key, _) in pending_entries(ebpf)? {
+        *out.entry(send_key(&key)).or_default() += 1;
+    }
+    Ok(out)
+}
+
 /// Entries in the pending-query LRU.
 fn count_pending(ebpf: &Ebpf) -> Result<u64, DnsError> {
     Ok(pending_entries(ebpf)?.len() as u64)
@@ -718,6 +758,9 @@ fn read_hists(ebpf: &Ebpf) -> Result<HashMap<DnsHistKey, Vec<u64>>, DnsError> {
 /// The DNS section of a report.
 #[derive(Debug, Serialize)]
 pub struct DnsReport {
+    /// Per port and server: query packets sent and answered (the traffic
+    /// side of the `dns_servers` finding).
+    pub servers: Vec<ServerUse>,
     /// Each exchange counted once, from the client's side, with where lost
     /// sends were lost. What findings, the lab table, `check` and the
     /// `tracer_dns_exchange_*` metrics use; everything else here is per

@@ -8,6 +8,8 @@ pub mod collector;
 pub mod exchanges;
 pub mod question;
 pub mod role;
+pub mod server_list;
+pub mod server_use;
 
 use aya::programs::TcAttachType;
 

@@ -5,6 +5,7 @@
 
 pub mod compare;
 pub mod dns;
+pub mod dns_servers;
 #[cfg(feature = "plot")]
 pub mod plot;
 pub mod stats;
@@ -54,10 +55,19 @@ pub enum Scenario {
     Flood,
     /// Pod-to-pod UDP and TCP request/response latency and throughput.
     PodToPod,
+    /// The node's DNS server list changes after the pods' resolv.conf was
+    /// written (`dns_servers.rs`).
+    DnsServers,
 }
 
 impl Scenario {
-    pub const ALL: [Self; 4] = [Self::Dns, Self::Conntrack, Self::Flood, Self::PodToPod];
+    pub const ALL: [Self; 5] = [
+        Self::Dns,
+        Self::Conntrack,
+        Self::Flood,
+        Self::PodToPod,
+        Self::DnsServers,
+    ];
 
     const fn name(self) -> &'static str {
         match self {
@@ -65,6 +75,7 @@ impl Scenario {
             Self::Conntrack => "conntrack",
             Self::Flood => "flood",
             Self::PodToPod => "pod-to-pod",
+            Self::DnsServers => "dns-servers",
         }
     }
 }
@@ -118,6 +129,7 @@ pub struct DatapathRun {
     pub conntrack: Option<ConntrackFigures>,
     pub flood: Option<FloodFigures>,
     pub pod_to_pod: Option<PodToPodFigures>,
+    pub dns_servers: Option<dns_servers::DnsServersFigures>,
     /// The verdicts tracer gave on this node, scenario by scenario.
     pub findings: Vec<(String, crate::verdict::Finding)>,
     /// The raw data behind the figures, for `--plot` (not in the JSON).
@@ -562,6 +574,7 @@ impl LabNode {
                 run.samples.udp_rtt_us = rtts;
                 run.samples.tcp_rtt_us = tcp_rtts;
             }
+            Scenario::DnsServers => dns_servers::run(&self.topo, c, opts, run)?,
         }
         Ok(())
     }
@@ -602,6 +615,15 @@ fn peer_mac(netns: &str) -> Result<String, LabError> {
 /// Runs `traffic` while an in-process tracer session traces `node`; returns
 /// the session's report and what `traffic` returned.
 fn trace<T: Send>(node: &str, traffic: impl FnOnce() -> T + Send) -> Result<(Report, T), LabError> {
+    trace_with(node, None, traffic)
+}
+
+/// [`trace`] reading the DNS server lists from `dns_lists`.
+fn trace_with<T: Send>(
+    node: &str,
+    dns_lists: Option<crate::dns::server_list::ListSources>,
+    traffic: impl FnOnce() -> T + Send,
+) -> Result<(Report, T), LabError> {
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let node = node.to_owned();
@@ -615,6 +637,7 @@ fn trace<T: Send>(node: &str, traffic: impl FnOnce() -> T + Send) -> Result<(Rep
                 interval: Duration::from_millis(500),
                 ready: Some(ready_tx),
                 stop: Some(stop_rx),
+                dns_lists,
                 ..watch::WatchOptions::default()
             };
             runtime.block_on(watch::run(opts)).map_err(LabError::Trace)
@@ -727,6 +750,7 @@ fn metrics() -> Vec<Metric> {
             Some(get(r.pod_to_pod.as_ref()?))
         })
     }));
+    metrics.extend(dns_servers::metrics());
     metrics
 }
 
@@ -762,6 +786,9 @@ impl LabReport {
             );
         }
         let _ = write!(out, "\n{}", compare::legend(self.repeat));
+        if self.comparison.iter().any(|r| r.symptom == "dns-servers") {
+            let _ = writeln!(out, "\n{}", dns_servers::MODEL_NOTE);
+        }
         // The findings of each datapath's first run (every run's are in the
         // JSON).
         for run in self.runs.iter().filter(|r| r.repeat == 1) {

@@ -540,6 +540,11 @@ struct TracerProc {
 impl TracerProc {
     /// Starts it; `interfaces` empty = every pod interface (the default).
     fn start(bin: &Path, node: &str, interfaces: &[&str]) -> Result<Self> {
+        Self::start_with(bin, node, interfaces, &[])
+    }
+
+    /// [`Self::start`] with more `watch` arguments.
+    fn start_with(bin: &Path, node: &str, interfaces: &[&str], extra: &[&str]) -> Result<Self> {
         let ready = std::env::temp_dir().join(format!("tracer-bench-ready-{node}"));
         let _ = std::fs::remove_file(&ready);
         let spawned_at = SystemTime::now();
@@ -548,6 +553,7 @@ impl TracerProc {
             .args(["--netns", node, "watch", "--output", "json", "--ready-file"])
             .arg(&ready)
             .args(interfaces.iter().flat_map(|i| ["--interface", i]))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -2770,8 +2776,9 @@ fn phase_startup(b: &mut Bench) -> Result<()> {
     eprintln!("bench: built {STARTUP_PODS} pods in {build_s:.1} s");
     let mut startup = Series::default();
     let mut attached = Vec::new();
-    // Each run attaches and detaches 505 TCX links: about 17 s.
-    let runs = b.runs_that_fit(Duration::from_secs(18), Duration::from_secs(25));
+    // Each run attaches and detaches 505 TCX links, about 17 s, then starts
+    // once more with legacy TC, a few seconds.
+    let runs = b.runs_that_fit(Duration::from_secs(22), Duration::from_secs(25));
     let mut stop_failures: Vec<String> = Vec::new();
     for _ in 0..runs.max(1) {
         check_stop()?;
@@ -2801,6 +2808,26 @@ fn phase_startup(b: &mut Bench) -> Result<()> {
             eprintln!(
                 "bench: startup {:.2} s, attached to {n}",
                 startup.0.last().unwrap_or(&0.0)
+            );
+        }
+    }
+    // The same start with legacy TC (clsact + cls_bpf), which attaches
+    // without an RCU grace period per program: the other side of the
+    // trade-off README's performance section describes.
+    let mut legacy = Series::default();
+    for _ in 0..runs.max(1) {
+        check_stop()?;
+        let tracer =
+            TracerProc::start_with(&b.args.tracer, &topo.node, &[], &["--tc-attach", "legacy"])?;
+        legacy.push(tracer.startup.as_secs_f64());
+        std::thread::sleep(Duration::from_millis(300));
+        if let Err(e) = tracer.stop() {
+            stop_failures.push(
+                format!("legacy: {e:#}")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned(),
             );
         }
     }
@@ -2852,6 +2879,12 @@ fn phase_startup(b: &mut Bench) -> Result<()> {
         "—",
         None,
     );
+    b.row(
+        &format!("startup with --tc-attach legacy ({STARTUP_PODS} pod veths)"),
+        legacy.show(secs),
+        "—",
+        None,
+    );
     let total: f64 = breakdown.iter().map(|(_, s)| s).sum();
     let attach_s = breakdown
         .iter()
@@ -2889,6 +2922,7 @@ fn phase_startup(b: &mut Bench) -> Result<()> {
         json!({
             "pods": STARTUP_PODS,
             "spawn_to_ready_s": startup.json(),
+            "legacy_tc_spawn_to_ready_s": legacy.json(),
             "interfaces_in_report": attached,
             "stop_failures": stop_failures,
             "topology_build_s": build_s,

@@ -16,6 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     attach::{self, StaleFilterCleanup, TcAttachMode, TcAttachments, TcProgram},
+    bridge_setup,
     conntrack::ConntrackCollector,
     counter,
     dns::collector::{DnsCollector, DnsSettings},
@@ -181,6 +182,9 @@ struct Session {
     warned: std::collections::BTreeSet<String>,
     tc_attach: TcAttachMode,
     tc_cleanup: StaleFilterCleanup,
+    /// Follows a just-in-time bridge setup; `None` when its netlink
+    /// subscription failed (logged; the report says it was not watched).
+    bridge_setup: Option<bridge_setup::Watcher>,
 }
 
 impl Session {
@@ -223,6 +227,10 @@ impl Session {
             datapath.routed_veths.len(),
             pods.len()
         );
+        let bridge_setup = bridge_setup::Watcher::start()
+            .await
+            .inspect_err(|err| tracing::warn!("bridge setup not watched: {err}"))
+            .ok();
         let start_ns = monotonic_ns();
         let floods = FloodCollector::start(ebpf, start_ns, traced, &pods, &pod_macs).await?;
         let session = Self {
@@ -246,6 +254,7 @@ impl Session {
             warned,
             tc_attach: tc.mode(),
             tc_cleanup,
+            bridge_setup,
         };
         if let Some(path) = &opts.ready_file {
             std::fs::write(path, format!("{}\n", std::process::id()))
@@ -523,6 +532,11 @@ impl Session {
             dns,
             conntrack,
             flood,
+            bridge_setup: self
+                .bridge_setup
+                .as_ref()
+                .map(|w| w.report(self.dns.loss_times()))
+                .unwrap_or_default(),
             kernel_offsets_missing: self.kernel.missing.clone(),
             losses,
         };

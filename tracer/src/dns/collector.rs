@@ -217,7 +217,23 @@ pub struct DnsCollector {
     /// Pending entries at the start, and removed by the sweeper since.
     pending_at_start: u64,
     swept: u64,
+    /// When each lost or re-sent query was first sent (bounded), for
+    /// correlating losses with node events by time ([`crate::bridge_setup`]).
+    loss_times: Vec<LossTime>,
 }
+
+/// One query that went wrong, with the time of its first send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LossTime {
+    pub exchange: ExchangeId,
+    /// CLOCK_MONOTONIC of the query's first send, as the probe saw it.
+    pub first_send_ns: u64,
+    /// Never answered (swept), rather than re-sent (and maybe answered).
+    pub never_answered: bool,
+}
+
+/// Loss times kept per trace (16 bytes of id + 9: a few MiB at most).
+const LOSS_TIMES_MAX: usize = 65_536;
 
 /// How often a name was slow, and its worst latency.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -250,6 +266,7 @@ impl DnsCollector {
             undecodable_events: 0,
             pending_at_start: count_pending(ebpf)?,
             swept: 0,
+            loss_times: Vec::new(),
         })
     }
 
@@ -305,6 +322,7 @@ impl DnsCollector {
         }
         if let Some(sign) = loss {
             self.remember_loss(&raw.key, sign);
+            self.remember_time(&raw.key, raw.ts_ns.saturating_sub(raw.elapsed_ns), false);
         }
         if self.events.len() < self.settings.max_events {
             let (client, server) = addrs(&raw.key);
@@ -362,6 +380,22 @@ impl DnsCollector {
             });
     }
 
+    fn remember_time(&mut self, key: &DnsKey, first_send_ns: u64, never_answered: bool) {
+        if self.loss_times.len() < LOSS_TIMES_MAX {
+            self.loss_times.push(LossTime {
+                exchange: exchange_id(key),
+                first_send_ns,
+                never_answered,
+            });
+        }
+    }
+
+    /// Queries re-sent or never answered so far, with their first send's
+    /// time (the first [`LOSS_TIMES_MAX`]).
+    pub fn loss_times(&self) -> &[LossTime] {
+        &self.loss_times
+    }
+
     /// Moves queries whose last send is older than the timeout out of the
     /// pending map into the unanswered list. `now_ns` is CLOCK_MONOTONIC
     /// (what bpf_ktime_get_ns reads).
@@ -387,6 +421,7 @@ impl DnsCollector {
             // Re-sends of it were counted as they happened; this is the last.
             tally.unanswered_sends += 1;
             self.remember_loss(&key, LossSign::NeverAnswered);
+            self.remember_time(&key, p.first_ns, true);
             let (client, server) = addrs(&key);
             let cut = if usize::from(p.question_len) >= p.question.len() {
                 flag::QUESTION_CUT

@@ -3,6 +3,7 @@
 //! DNS service with two real dnsmasq backends), the same scenarios run on
 //! both, traced by the same probes, and compared.
 
+pub mod bridge_setup;
 pub mod dns;
 #[cfg(feature = "plot")]
 pub mod plot;
@@ -50,10 +51,19 @@ pub enum Scenario {
     Flood,
     /// Pod-to-pod UDP and TCP request/response latency and throughput.
     PodToPod,
+    /// The first pod makes the CNI build its datapath while the node
+    /// resolves names over `eth0` (on a node of its own, built for it).
+    BridgeSetup,
 }
 
 impl Scenario {
-    pub const ALL: [Self; 4] = [Self::Dns, Self::Conntrack, Self::Flood, Self::PodToPod];
+    pub const ALL: [Self; 5] = [
+        Self::Dns,
+        Self::Conntrack,
+        Self::Flood,
+        Self::PodToPod,
+        Self::BridgeSetup,
+    ];
 
     const fn name(self) -> &'static str {
         match self {
@@ -61,6 +71,7 @@ impl Scenario {
             Self::Conntrack => "conntrack",
             Self::Flood => "flood",
             Self::PodToPod => "pod-to-pod",
+            Self::BridgeSetup => "bridge-setup",
         }
     }
 }
@@ -108,6 +119,7 @@ pub struct DatapathRun {
     pub conntrack: Option<ConntrackFigures>,
     pub flood: Option<FloodFigures>,
     pub pod_to_pod: Option<PodToPodFigures>,
+    pub bridge_setup: Option<bridge_setup::BridgeSetupFigures>,
     /// The verdicts tracer gave on this node, scenario by scenario.
     pub findings: Vec<(String, crate::verdict::Finding)>,
     /// The raw data behind the figures, for `--plot` (not in the JSON).
@@ -518,6 +530,9 @@ impl LabNode {
                 run.samples.udp_rtt_us = rtts;
                 run.samples.tcp_rtt_us = tcp_rtts;
             }
+            Scenario::BridgeSetup => {
+                bridge_setup::run(self.topo.datapath, opts, run, verify_rows)?;
+            }
         }
         Ok(())
     }
@@ -735,6 +750,11 @@ fn compare(runs: &[DatapathRun]) -> Vec<ComparisonRow> {
             format!("{:.1}", y.first_packet_ms),
             "-".into(),
         );
+    }
+    if let (Some(x), Some(y)) = (&b.bridge_setup, &t.bridge_setup) {
+        for (figure, bridge, transparent, resolved) in bridge_setup::rows(x, y) {
+            row("bridge-setup", figure, bridge, transparent, resolved);
+        }
     }
     rows
 }

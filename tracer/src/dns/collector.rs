@@ -220,6 +220,9 @@ pub struct DnsCollector {
     /// When each lost or re-sent query was first sent (bounded), for
     /// correlating losses with node events by time ([`crate::bridge_setup`]).
     loss_times: Vec<LossTime>,
+    /// Per client socket (family, address, port): its last re-send and
+    /// that round's first send (see [`DnsCollector::first_send`]).
+    resend_rounds: HashMap<(u8, [u8; 16], u16), (u64, u64)>,
 }
 
 /// One query that went wrong, with the time of its first send.
@@ -231,6 +234,12 @@ pub struct LossTime {
     /// Never answered (swept), rather than re-sent (and maybe answered).
     pub never_answered: bool,
 }
+
+/// A socket's send this close after its previous re-send belongs to the
+/// same round of re-sends (glibc sends the pair within microseconds).
+const RESEND_ROUND_NS: u64 = 1_000_000;
+/// Sockets remembered for that; forgotten all at once past it.
+const RESEND_ROUNDS_MAX: usize = 4096;
 
 /// Loss times kept per trace (16 bytes of id + 9: a few MiB at most).
 const LOSS_TIMES_MAX: usize = 65_536;
@@ -267,6 +276,7 @@ impl DnsCollector {
             pending_at_start: count_pending(ebpf)?,
             swept: 0,
             loss_times: Vec::new(),
+            resend_rounds: HashMap::new(),
         })
     }
 
@@ -322,7 +332,8 @@ impl DnsCollector {
         }
         if let Some(sign) = loss {
             self.remember_loss(&raw.key, sign);
-            self.remember_time(&raw.key, raw.ts_ns.saturating_sub(raw.elapsed_ns), false);
+            let first_send = self.first_send(raw);
+            self.remember_time(&raw.key, first_send, false);
         }
         if self.events.len() < self.settings.max_events {
             let (client, server) = addrs(&raw.key);
@@ -378,6 +389,30 @@ impl DnsCollector {
                 server: ip_addr(key.family, &key.server),
                 sign,
             });
+    }
+
+    /// When a re-sent query was first sent. A re-send of a still pending
+    /// query knows (`elapsed_ns` since its first send); one whose answer had
+    /// passed only knows the gap since its socket's previous send. glibc
+    /// re-sends A and AAAA back to back: for the second, that previous send
+    /// is the first's re-send, and the round's first send is the first's.
+    fn first_send(&mut self, raw: &DnsEvent) -> u64 {
+        let estimate = raw.ts_ns.saturating_sub(raw.elapsed_ns);
+        let socket = (raw.key.family, raw.key.client, raw.key.client_port);
+        let first = match self.resend_rounds.get(&socket) {
+            Some(&(last_resend, first))
+                if raw.flags & flag::ANSWERED_HERE != 0
+                    && estimate.abs_diff(last_resend) < RESEND_ROUND_NS =>
+            {
+                first
+            }
+            _ => estimate,
+        };
+        if self.resend_rounds.len() >= RESEND_ROUNDS_MAX {
+            self.resend_rounds.clear();
+        }
+        self.resend_rounds.insert(socket, (raw.ts_ns, first));
+        first
     }
 
     fn remember_time(&mut self, key: &DnsKey, first_send_ns: u64, never_answered: bool) {

@@ -220,9 +220,8 @@ pub struct DnsCollector {
     /// When each lost or re-sent query was first sent (bounded), for
     /// correlating losses with node events by time ([`crate::bridge_setup`]).
     loss_times: Vec<LossTime>,
-    /// Per client socket (family, address, port): its last re-send and
-    /// that round's first send (see [`DnsCollector::first_send`]).
-    resend_rounds: HashMap<(u8, [u8; 16], u16), (u64, u64)>,
+    /// For [`round_first_send`].
+    resend_rounds: ResendRounds,
 }
 
 /// One query that went wrong, with the time of its first send.
@@ -332,7 +331,7 @@ impl DnsCollector {
         }
         if let Some(sign) = loss {
             self.remember_loss(&raw.key, sign);
-            let first_send = self.first_send(raw);
+            let first_send = round_first_send(&mut self.resend_rounds, raw);
             self.remember_time(&raw.key, first_send, false);
         }
         if self.events.len() < self.settings.max_events {
@@ -389,30 +388,6 @@ impl DnsCollector {
                 server: ip_addr(key.family, &key.server),
                 sign,
             });
-    }
-
-    /// When a re-sent query was first sent. A re-send of a still pending
-    /// query knows (`elapsed_ns` since its first send); one whose answer had
-    /// passed only knows the gap since its socket's previous send. glibc
-    /// re-sends A and AAAA back to back: for the second, that previous send
-    /// is the first's re-send, and the round's first send is the first's.
-    fn first_send(&mut self, raw: &DnsEvent) -> u64 {
-        let estimate = raw.ts_ns.saturating_sub(raw.elapsed_ns);
-        let socket = (raw.key.family, raw.key.client, raw.key.client_port);
-        let first = match self.resend_rounds.get(&socket) {
-            Some(&(last_resend, first))
-                if raw.flags & flag::ANSWERED_HERE != 0
-                    && estimate.abs_diff(last_resend) < RESEND_ROUND_NS =>
-            {
-                first
-            }
-            _ => estimate,
-        };
-        if self.resend_rounds.len() >= RESEND_ROUNDS_MAX {
-            self.resend_rounds.clear();
-        }
-        self.resend_rounds.insert(socket, (raw.ts_ns, first));
-        first
     }
 
     fn remember_time(&mut self, key: &DnsKey, first_send_ns: u64, never_answered: bool) {
@@ -664,6 +639,34 @@ impl DnsCollector {
             server_latency: side_latency(Side::Server),
         }
     }
+}
+
+/// Per client socket (family, address, port): its last re-send's time and
+/// that round's first send.
+type ResendRounds = HashMap<(u8, [u8; 16], u16), (u64, u64)>;
+
+/// When a re-sent query was first sent. A re-send of a still pending query
+/// knows (`elapsed_ns` since its first send); one whose answer had passed
+/// only knows the gap since its socket's previous send. glibc re-sends A
+/// and AAAA back to back: for the second, that previous send is the first's
+/// re-send, and the round's first send is the first's.
+fn round_first_send(rounds: &mut ResendRounds, raw: &DnsEvent) -> u64 {
+    let estimate = raw.ts_ns.saturating_sub(raw.elapsed_ns);
+    let socket = (raw.key.family, raw.key.client, raw.key.client_port);
+    let first = match rounds.get(&socket) {
+        Some(&(last_resend, first))
+            if raw.flags & flag::ANSWERED_HERE != 0
+                && estimate.abs_diff(last_resend) < RESEND_ROUND_NS =>
+        {
+            first
+        }
+        _ => estimate,
+    };
+    if rounds.len() >= RESEND_ROUNDS_MAX {
+        rounds.clear();
+    }
+    rounds.insert(socket, (raw.ts_ns, first));
+    first
 }
 
 fn exchange_id(key: &DnsKey) -> ExchangeId {
@@ -932,6 +935,40 @@ mod tests {
         for (got, want) in [(r.p50_ms, 100.0), (r.p90_ms, 140.0), (r.p99_ms, 149.0)] {
             assert!((got - want).abs() / want < 0.02, "got {got}, want {want}");
         }
+    }
+
+    #[test]
+    fn a_resend_after_an_answer_takes_its_rounds_first_send() {
+        let event = |id: u16, ts_ns: u64, elapsed_ns: u64, flags: u8| DnsEvent {
+            ts_ns,
+            elapsed_ns,
+            key: DnsKey {
+                id,
+                client_port: 40000,
+                family: 4,
+                ..DnsKey::default()
+            },
+            reasons: tracer_common::dns::reason::RESENT,
+            sends: 2,
+            qtype: 1,
+            other_id: 0,
+            rcode: 0,
+            flags,
+            question_len: 0,
+            question: [0; tracer_common::dns::QUESTION_CAP],
+        };
+        const S: u64 = 1_000_000_000;
+        let mut rounds = ResendRounds::new();
+        // A re-sent 5 s after the pair went out at 10 s (its answer had
+        // passed: the gap is to the AAAA's first send, 10 µs after the A's).
+        let a = event(1, 15 * S, 5 * S - 10_000, flag::ANSWERED_HERE);
+        assert_eq!(round_first_send(&mut rounds, &a), 10 * S + 10_000);
+        // AAAA re-sent 20 µs later: its gap is to the A's re-send.
+        let aaaa = event(2, 15 * S + 20_000, 20_000, flag::ANSWERED_HERE);
+        assert_eq!(round_first_send(&mut rounds, &aaaa), 10 * S + 10_000);
+        // A pending query's re-send knows its first send.
+        let pending = event(3, 30 * S, 5 * S, 0);
+        assert_eq!(round_first_send(&mut rounds, &pending), 25 * S);
     }
 
     #[test]

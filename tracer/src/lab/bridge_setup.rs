@@ -10,7 +10,10 @@
 //! [`UPSTREAM_DELAY`] (a recursive resolver for a name not in its cache;
 //! dnsmasq keeps no cache here), so queries are in flight as on a real node.
 //! Host-network clients ([`NODE_CLIENTS`] glibc `getent` loops) resolve all
-//! along, with glibc's default `timeout:5 attempts:2`.
+//! along, with glibc's default `timeout:5 attempts:2`. The pod arrives
+//! right after the upstream received a query (as on a busy node, where one
+//! is always in flight; the lab makes sure rather than leave it to the
+//! scheduling of a shared machine), in both modes.
 //!
 //! Then the first pod arrives. Bridge mode does what Azure CNI's
 //! `connectExternalInterface` does (azure-container-networking
@@ -56,7 +59,7 @@ const UPSTREAM: Ipv4Addr = Ipv4Addr::new(10, 240, 0, 53);
 /// How long the upstream takes to answer.
 pub const UPSTREAM_DELAY: Duration = Duration::from_millis(50);
 /// Host-network resolving loops on the node.
-pub const NODE_CLIENTS: usize = 4;
+pub const NODE_CLIENTS: usize = 6;
 /// Resolver options of node and pod: glibc's defaults, written out.
 pub const RESOLVER_OPTIONS: [&str; 2] = ["timeout:5", "attempts:2"];
 /// Traffic before the pod arrives, and after it (long enough for a lookup
@@ -81,6 +84,10 @@ pub struct BridgeSetupFigures {
     /// the other (longest).
     pub window_lab_min_ms: f64,
     pub window_lab_max_ms: f64,
+    /// How long after the upstream received the query in flight the
+    /// address was gone: ≥ [`UPSTREAM_DELAY`] means its answer had already
+    /// come back (a machine so loaded that one `ip` command took that long).
+    pub delete_after_query_ms: f64,
     /// tracer: the node's address/default route missing, bridges created.
     pub window_ms: f64,
     pub bridges_created: u64,
@@ -91,6 +98,9 @@ pub struct BridgeSetupFigures {
     pub lookups: u64,
     pub lookups_failed: u64,
     pub lookups_timed_out: u64,
+    /// Of them, the first pod's (it starts resolving as soon as it exists).
+    pub pod_lookups: u64,
+    pub pod_lookups_timed_out: u64,
     /// tshark at the DNS server: queries, and exchanges (port, id) sent
     /// more than once.
     pub server_queries: u64,
@@ -115,7 +125,8 @@ pub fn run(
             .collect();
         std::thread::sleep(BEFORE_POD);
         let mut topo = lock(topo);
-        let steps = first_pod(&mut topo);
+        let in_flight = || node.upstream.wait_for_query(Duration::from_secs(2));
+        let steps = first_pod(&mut topo, &in_flight);
         let pod_client = topo
             .pods
             .first()
@@ -123,14 +134,20 @@ pub fn run(
         drop(topo);
         std::thread::sleep(AFTER_POD);
         stop.store(true, Ordering::Relaxed);
-        let lookups: Vec<(Duration, bool)> = clients
+        let node_lookups: Vec<(Duration, bool)> = clients
             .into_iter()
-            .chain(pod_client)
             .flat_map(|c| c.join().unwrap_or_default())
             .collect();
-        (lookups, steps)
+        let pod_lookups = pod_client
+            .map(|c| c.join().unwrap_or_default())
+            .unwrap_or_default();
+        ((node_lookups, pod_lookups), steps)
     })?;
     let steps = steps?;
+    let (node_lookups, pod_lookups) = lookups;
+    let timed_out =
+        |l: &[(Duration, bool)]| l.iter().filter(|(t, _)| *t >= TIMEOUT_WAITED).count() as u64;
+    let lookups: Vec<(Duration, bool)> = node_lookups.iter().chain(&pod_lookups).copied().collect();
     let truth = resent_at_server(&capture.tshark(
         "dns.flags.response == 0",
         &["ip.src", "udp.srcport", "dns.id"],
@@ -140,6 +157,7 @@ pub fn run(
         setup_ms: ms(steps.setup),
         window_lab_min_ms: ms(steps.window.0),
         window_lab_max_ms: ms(steps.window.1),
+        delete_after_query_ms: ms(steps.window.2),
         window_ms: b.longest_window_ms(),
         bridges_created: b.bridges_created.len() as u64,
         uplink_enslaved: b.uplink_enslaved.len() as u64,
@@ -147,7 +165,9 @@ pub fn run(
         queries_delayed: b.queries_delayed,
         lookups: lookups.len() as u64,
         lookups_failed: lookups.iter().filter(|(_, ok)| !ok).count() as u64,
-        lookups_timed_out: lookups.iter().filter(|(t, _)| *t >= TIMEOUT_WAITED).count() as u64,
+        lookups_timed_out: timed_out(&lookups),
+        pod_lookups: pod_lookups.len() as u64,
+        pod_lookups_timed_out: timed_out(&pod_lookups),
         server_queries: truth.0,
         server_resent_exchanges: truth.1,
     };
@@ -243,7 +263,7 @@ fn ms(d: Duration) -> f64 {
 /// servers and files before the namespaces.
 struct SetupNode {
     _dns: DnsServer,
-    _upstream: SlowUpstream,
+    upstream: SlowUpstream,
     _resolv: ResolvConf,
     node_ns: String,
     /// Locked by the scenario's traffic thread to add the first pod.
@@ -291,7 +311,7 @@ impl SetupNode {
         let resolv = ResolvConf::write(&node, DNS_SERVER, &RESOLVER_OPTIONS)?;
         Ok(Self {
             _dns: dns,
-            _upstream: upstream,
+            upstream,
             _resolv: resolv,
             node_ns: node,
             topo: Mutex::new(topo),
@@ -303,18 +323,22 @@ impl SetupNode {
 struct Steps {
     setup: Duration,
     /// Address deleted → default route back (bridge mode): shortest and
-    /// longest, see [`BridgeSetupFigures::window_lab_min_ms`].
-    window: (Duration, Duration),
+    /// longest, see [`BridgeSetupFigures::window_lab_min_ms`]; and the
+    /// in-flight query's age when the address was gone.
+    window: (Duration, Duration, Duration),
     /// The pod's resolver configuration, removed when dropped.
     _resolv: ResolvConf,
 }
 
-/// The first pod arrives: the CNI's steps for `topo.datapath`, then the pod.
-fn first_pod(topo: &mut Topology) -> Result<Steps, LabError> {
+/// The first pod arrives: the CNI's steps for `topo.datapath`, then the
+/// pod. `in_flight` returns once a query waits for its answer.
+fn first_pod(topo: &mut Topology, in_flight: &dyn Fn() -> Instant) -> Result<Steps, LabError> {
     let start = Instant::now();
-    let mut window = (Duration::ZERO, Duration::ZERO);
+    let mut window = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     if topo.datapath == Datapath::Bridge {
-        window = connect_external_interface(topo)?;
+        window = connect_external_interface(topo, in_flight)?;
+    } else {
+        in_flight();
     }
     topo.add_pod(0)?;
     let pod = &topo.pods[0];
@@ -329,8 +353,12 @@ fn first_pod(topo: &mut Topology) -> Result<Steps, LabError> {
 
 /// Azure CNI's `connectExternalInterface`, step by step, in its order;
 /// returns the shortest and longest time the node can have been without
-/// its address or default route (see [`Steps::window`]).
-fn connect_external_interface(topo: &Topology) -> Result<(Duration, Duration), LabError> {
+/// its address or default route (see [`Steps::window`]), and how long after
+/// the upstream saw a query the address was gone.
+fn connect_external_interface(
+    topo: &Topology,
+    in_flight: &dyn Fn() -> Instant,
+) -> Result<(Duration, Duration, Duration), LabError> {
     let node = topo.node.as_str();
     let bridge = topo.bridge.as_str();
     let mac = super::peer_mac(node)?;
@@ -343,6 +371,7 @@ fn connect_external_interface(topo: &Topology) -> Result<(Duration, Duration), L
     let cidr = topology::node_cidr();
     let gateway = GATEWAY.to_string();
     ip(&["link", "add", bridge, "type", "bridge"])?;
+    let query_seen = in_flight();
     let deleting = Instant::now();
     ip(&["addr", "del", &cidr, "dev", "eth0"])?;
     let deleted = Instant::now();
@@ -383,7 +412,11 @@ fn connect_external_interface(topo: &Topology) -> Result<(Duration, Duration), L
     ip(&["addr", "add", &cidr, "dev", bridge])?;
     let restoring = Instant::now();
     ip(&["route", "add", "default", "via", &gateway, "dev", bridge])?;
-    Ok((restoring - deleted, deleting.elapsed()))
+    Ok((
+        restoring - deleted,
+        deleting.elapsed(),
+        deleted - query_seen,
+    ))
 }
 
 /// `getent ahosts` in a loop in `netns` until `stop`: each lookup's wall
@@ -415,6 +448,8 @@ fn resent_at_server(queries: &str) -> (u64, u64) {
 /// A DNS upstream that answers every query after [`UPSTREAM_DELAY`]: A
 /// queries with [`ANSWER`], others with an empty NOERROR.
 struct SlowUpstream {
+    /// Queries received so far.
+    received: Arc<std::sync::atomic::AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -427,6 +462,8 @@ impl SlowUpstream {
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = Arc::clone(&received);
         let thread = std::thread::spawn(move || {
             let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>, std::net::SocketAddr)>();
             let sender = socket.try_clone().ok();
@@ -445,6 +482,7 @@ impl SlowUpstream {
                 if let Ok((n, from)) = socket.recv_from(&mut buf)
                     && let Some(reply) = answer(&buf[..n])
                 {
+                    count.fetch_add(1, Ordering::Release);
                     let _ = tx.send((Instant::now() + UPSTREAM_DELAY, reply, from));
                 }
             }
@@ -452,9 +490,21 @@ impl SlowUpstream {
             let _ = delayed.join();
         });
         Ok(Self {
+            received,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// Returns once a new query arrived (its answer is then
+    /// [`UPSTREAM_DELAY`] away), or after `limit`: when it was seen.
+    fn wait_for_query(&self, limit: Duration) -> Instant {
+        let start = Instant::now();
+        let before = self.received.load(Ordering::Acquire);
+        while self.received.load(Ordering::Acquire) == before && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Instant::now()
     }
 }
 

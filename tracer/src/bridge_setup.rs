@@ -166,6 +166,21 @@ impl Timeline {
         }
     }
 
+    /// A notification about one of the node's addresses (a node with
+    /// thousands of pod routes must not re-read its tables for each).
+    fn concerns_address(&self, m: &AddressMessage) -> bool {
+        m.attributes.iter().any(|a| {
+            matches!(a, AddressAttribute::Local(IpAddr::V4(v4)) if self.node_addresses.contains(v4))
+        })
+    }
+
+    /// A notification about a default route, or any route change while a
+    /// window is open (the kernel's own flush sends none).
+    fn concerns_route(&self, m: &RouteMessage) -> bool {
+        !self.node_addresses.is_empty()
+            && (m.header.destination_prefix_length == 0 || self.open.is_some())
+    }
+
     fn link(&mut self, now: u64, iface: &Interface) {
         if iface.kind == Kind::Bridge && !self.bridges.contains_key(&iface.index) {
             self.bridges.insert(iface.index, iface.name.clone());
@@ -364,21 +379,15 @@ impl Watcher {
                     RouteNetlinkMessage::DelLink(link) => {
                         lock(&shared).bridges.remove(&link.header.index);
                     }
-                    RouteNetlinkMessage::NewAddress(_)
-                    | RouteNetlinkMessage::DelAddress(_)
-                    | RouteNetlinkMessage::NewRoute(_)
-                    | RouteNetlinkMessage::DelRoute(_) => {
-                        let wanted = lock(&shared).node_addresses.clone();
-                        if wanted.is_empty() {
-                            continue;
-                        }
-                        let (Ok(addrs), Ok(routes)) =
-                            (ipv4_addresses(&handle).await, default_routes(&handle).await)
-                        else {
-                            continue;
-                        };
-                        let has_address = addrs.iter().any(|(_, a)| wanted.contains(a));
-                        lock(&shared).state(now, has_address, !routes.is_empty());
+                    RouteNetlinkMessage::NewAddress(m) | RouteNetlinkMessage::DelAddress(m)
+                        if lock(&shared).concerns_address(&m) =>
+                    {
+                        refresh(&shared, &handle, now).await;
+                    }
+                    RouteNetlinkMessage::NewRoute(m) | RouteNetlinkMessage::DelRoute(m)
+                        if lock(&shared).concerns_route(&m) =>
+                    {
+                        refresh(&shared, &handle, now).await;
                     }
                     _ => {}
                 }
@@ -391,6 +400,17 @@ impl Watcher {
     pub fn report(&self, losses: &[LossTime]) -> BridgeSetupReport {
         lock(&self.timeline).report(monotonic_ns(), losses)
     }
+}
+
+/// Re-reads whether a node address and a default route are present.
+async fn refresh(shared: &Mutex<Timeline>, handle: &Handle, now: u64) {
+    let wanted = lock(shared).node_addresses.clone();
+    let (Ok(addrs), Ok(routes)) = (ipv4_addresses(handle).await, default_routes(handle).await)
+    else {
+        return;
+    };
+    let has_address = addrs.iter().any(|(_, a)| wanted.contains(a));
+    lock(shared).state(now, has_address, !routes.is_empty());
 }
 
 fn lock(t: &Mutex<Timeline>) -> std::sync::MutexGuard<'_, Timeline> {

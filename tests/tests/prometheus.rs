@@ -135,8 +135,8 @@ fn prometheus_scrapes_what_the_report_says() {
     let metadata = &metadata["tracer_dns_latency_seconds"][0];
     assert_eq!(metadata["type"], "histogram", "{metadata}");
     assert_eq!(metadata["unit"], "seconds", "{metadata}");
-    // dns_latency, conntrack_race, udp_flooding, dns_servers.
-    assert_eq!(prometheus.query("tracer_finding").len(), 4);
+    // One per symptom: DNS, conntrack, flooding, DNS servers, bridge setup.
+    assert_eq!(prometheus.query("tracer_finding").len(), 5);
     assert_eq!(prometheus.value("tracer_up{job=\"tracer\"}"), 1.0);
     let losses = prometheus.query("tracer_lost_events_total");
     assert!(losses.len() >= 7, "{losses:#?}");

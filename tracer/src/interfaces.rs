@@ -52,7 +52,8 @@ pub async fn list() -> Result<Vec<Interface>, InterfaceError> {
     Ok(links.into_iter().map(from_message).collect())
 }
 
-fn from_message(msg: LinkMessage) -> Interface {
+/// An interface from a link message (a dump's or a notification's).
+pub fn from_message(msg: LinkMessage) -> Interface {
     let mut iface = Interface {
         index: msg.header.index,
         name: String::new(),

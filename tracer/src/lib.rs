@@ -2,6 +2,7 @@
 //! that turns what they see into findings.
 pub mod attach;
 pub mod bpf_holders;
+pub mod bridge_setup;
 pub mod btf;
 pub mod conntrack;
 pub mod counter;

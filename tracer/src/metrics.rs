@@ -299,6 +299,7 @@ fn encode_report(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     encode_dns_servers(r, e)?;
     encode_conntrack(r, e)?;
     encode_flood(r, e)?;
+    encode_bridge_setup(r, e)?;
     encode_interfaces(r, e)?;
     encode_losses(r, e)?;
     encode_findings(r, e)
@@ -570,6 +571,26 @@ fn encode_flood(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
         "tracer_neighbour_failures",
         "Neighbour (ARP/ND) resolutions that failed.",
         &Samples::one(flood.neighbour_failures.iter().map(|n| n.count).sum()),
+    )
+}
+
+fn encode_bridge_setup(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+    let b = &r.bridge_setup;
+    counter(
+        e,
+        "tracer_bridge_setup_windows",
+        "Times the node's uplink address or IPv4 default route went missing (a just-in-time bridge setup moving them to a bridge).",
+        &Samples::one(b.windows.len() as u64),
+    )?;
+    let mut queries = Samples::default();
+    for (outcome, n) in [("lost", b.queries_lost), ("delayed", b.queries_delayed)] {
+        queries.add(vec![("outcome", outcome.to_owned())], n);
+    }
+    counter(
+        e,
+        "tracer_bridge_setup_dns_queries",
+        "DNS queries first sent in such a window (or just before it) that were never answered (lost) or answered only after a re-send (delayed).",
+        &queries,
     )
 }
 
@@ -1310,6 +1331,7 @@ mod tests {
             },
             conntrack,
             flood,
+            bridge_setup: crate::bridge_setup::BridgeSetupReport::default(),
             kernel_offsets_missing: Vec::new(),
             losses: tracer_common::loss::Loss::ALL
                 .iter()
@@ -1449,6 +1471,11 @@ mod tests {
                 "tracer_dns_server_list_flag{interface=\"azv1\",flag=\"stale\"}",
                 1.0,
             ),
+            ("tracer_bridge_setup_windows_total", 0.0),
+            (
+                "tracer_bridge_setup_dns_queries_total{outcome=\"delayed\"}",
+                0.0,
+            ),
             ("tracer_lost_events_total{reason=\"dns_ring_full\"}", 0.0),
             (
                 "tracer_lost_events_total{reason=\"conntrack_ring_full\"}",
@@ -1479,7 +1506,7 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("tracer_finding{"))
             .collect();
-        assert_eq!(findings.len(), 3, "{text}");
+        assert_eq!(findings.len(), 4, "{text}");
         assert!(
             findings
                 .iter()

@@ -41,6 +41,10 @@ pub struct Report {
     pub conntrack: crate::conntrack::ConntrackReport,
     /// Unknown-unicast floods, their victims and causes.
     pub flood: crate::flood::collector::FloodReport,
+    /// Just-in-time bridge setup: bridges created, the uplink enslaved, the
+    /// windows without the node's address or default route, and the DNS
+    /// queries lost or delayed in them.
+    pub bridge_setup: crate::bridge_setup::BridgeSetupReport,
     /// Kernel struct members BTF did not have (their readers are degraded).
     pub kernel_offsets_missing: Vec<String>,
     /// Every loss counter, zeros included.

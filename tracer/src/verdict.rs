@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{dns::exchanges::LossLocation, flood::cause::CauseKind};
 
-/// The three symptoms.
+/// The symptoms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Symptom {
@@ -18,6 +18,8 @@ pub enum Symptom {
     UdpFlooding,
     /// Pods querying or listing DNS servers the node no longer uses.
     DnsServers,
+    /// A just-in-time bridge setup moved the node's uplink under a bridge.
+    BridgeSetup,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -119,6 +121,9 @@ pub struct Inputs {
     pub flood_causes: Vec<(CauseKind, u64)>,
     pub flood_max_pps: f64,
     pub neighbour_failures: u64,
+    /// Bridge creation, uplink enslavement, address/route windows and the
+    /// DNS queries caught in them.
+    pub bridge_setup: crate::bridge_setup::BridgeSetupReport,
 }
 
 impl Inputs {
@@ -189,13 +194,14 @@ impl Inputs {
             flood_causes: cause_counts(flood.episodes.iter().map(|e| e.cause.kind)),
             flood_max_pps: flood.episodes.iter().map(|e| e.pps).fold(0.0, f64::max),
             neighbour_failures: flood.neighbour_failures.iter().map(|n| n.count).sum(),
+            bridge_setup: r.bridge_setup.clone(),
         }
     }
 }
 
 /// Applies every rule.
 pub fn assess(i: &Inputs) -> Vec<Finding> {
-    vec![dns(i), conntrack(i), flood(i)]
+    vec![dns(i), conntrack(i), flood(i), bridge_setup(i)]
 }
 
 fn ev(name: &str, value: impl ToString) -> (String, String) {
@@ -614,6 +620,87 @@ fn flood(i: &Inputs) -> Finding {
     }
 }
 
+fn bridge_setup(i: &Inputs) -> Finding {
+    let b = &i.bridge_setup;
+    let uplink = b.uplink.as_deref().unwrap_or("the uplink");
+    let created: Vec<&str> = b
+        .bridges_created
+        .iter()
+        .map(|c| c.bridge.as_str())
+        .collect();
+    let evidence = vec![
+        ev("bridges_created", created.join(" ")),
+        ev("uplink_enslaved", b.uplink_enslaved.len()),
+        ev("windows_without_address_or_default_route", b.windows.len()),
+        ev("longest_window_ms", format!("{:.1}", b.longest_window_ms())),
+        ev("dns_queries_lost", b.queries_lost),
+        ev("dns_queries_delayed", b.queries_delayed),
+    ];
+    let affected = b.queries_lost + b.queries_delayed;
+    let detected = b.happened();
+    let severity = match (detected, affected) {
+        (false, _) => Severity::Ok,
+        (true, 0) => Severity::Info,
+        (true, _) => Severity::Warning,
+    };
+    let summary = if !detected {
+        let before = if b.bridges_at_start.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} existed before the trace started)",
+                b.bridges_at_start.join(", ")
+            )
+        };
+        let watched = if b.watched {
+            ""
+        } else {
+            " (not watched: netlink failed)"
+        };
+        format!("bridge setup: not seen during the trace{before}{watched}")
+    } else {
+        format!(
+            "bridge setup: {} created, {uplink} enslaved {} time(s); node address/default route missing for {:.0} ms; {} DNS queries lost, {} delayed",
+            if created.is_empty() {
+                "no bridge".to_owned()
+            } else {
+                created.join(", ")
+            },
+            b.uplink_enslaved.len(),
+            b.longest_window_ms(),
+            b.queries_lost,
+            b.queries_delayed
+        )
+    };
+    Finding {
+        symptom: Symptom::BridgeSetup,
+        detected,
+        severity,
+        summary,
+        evidence,
+        bridge_related: if detected { Answer::Yes } else { Answer::No },
+        transparent_mode_resolves: if detected {
+            Answer::Yes
+        } else {
+            Answer::Unknown
+        },
+        why: format!(
+            "bridge mode's CNI creates the bridge when the first pod arrives and moves {uplink}'s address and default route to it; \
+             in between the node has neither: answers arriving then are dropped (the resolver waits its timeout, 5 s by default, and re-sends) \
+             and sends fail at once (no route; those never reach a network device, only the client sees them). \
+             Transparent mode never touches {uplink}: no window"
+        ),
+        remedies: if detected {
+            vec![
+                "transparent mode (routed pod veths, eth0 untouched)".into(),
+                "create the bridge at node provisioning, before workloads resolve names".into(),
+            ]
+        } else {
+            Vec::new()
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,6 +782,52 @@ mod tests {
         let f = dns(&i);
         assert_eq!(f.severity, Severity::Warning);
         assert_eq!(f.transparent_mode_resolves, Answer::Unknown);
+    }
+
+    #[test]
+    fn bridge_setup_says_what_it_cost_or_that_it_was_not_seen() {
+        use crate::bridge_setup::{BridgeCreated, BridgeSetupReport, MissingWindow};
+        let quiet = bridge_setup(&Inputs {
+            bridge_setup: BridgeSetupReport {
+                watched: true,
+                bridges_at_start: vec!["azure0".into()],
+                ..BridgeSetupReport::default()
+            },
+            ..base()
+        });
+        assert!(!quiet.detected);
+        assert!(quiet.summary.contains("not seen"), "{}", quiet.summary);
+        assert!(
+            quiet.summary.contains("azure0 existed"),
+            "{}",
+            quiet.summary
+        );
+        let seen = bridge_setup(&Inputs {
+            bridge_setup: BridgeSetupReport {
+                watched: true,
+                uplink: Some("eth0".into()),
+                bridges_created: vec![BridgeCreated {
+                    bridge: "azure0".into(),
+                    at_s: 1.0,
+                }],
+                windows: vec![MissingWindow {
+                    start_s: 1.0,
+                    end_s: Some(1.4),
+                    duration_ms: 400.0,
+                    address_missing_ms: 390.0,
+                    default_route_missing_ms: 400.0,
+                    queries_lost: 0,
+                    queries_delayed: 3,
+                }],
+                queries_delayed: 3,
+                ..BridgeSetupReport::default()
+            },
+            ..base()
+        });
+        assert_eq!(seen.severity, Severity::Warning);
+        assert_eq!(seen.transparent_mode_resolves, Answer::Yes);
+        assert!(seen.summary.contains("400 ms"), "{}", seen.summary);
+        assert!(seen.summary.contains("3 delayed"), "{}", seen.summary);
     }
 
     #[test]

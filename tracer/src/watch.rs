@@ -16,6 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     attach::{self, StaleFilterCleanup, TcAttachMode, TcAttachments, TcProgram},
+    bridge_setup,
     conntrack::ConntrackCollector,
     counter,
     dns::{
@@ -187,6 +188,9 @@ struct Session {
     warned: std::collections::BTreeSet<String>,
     tc_attach: TcAttachMode,
     tc_cleanup: StaleFilterCleanup,
+    /// Follows a just-in-time bridge setup; `None` when its netlink
+    /// subscription failed (logged; the report says it was not watched).
+    bridge_setup: Option<bridge_setup::Watcher>,
 }
 
 impl Session {
@@ -229,6 +233,10 @@ impl Session {
             datapath.routed_veths.len(),
             pods.len()
         );
+        let bridge_setup = bridge_setup::Watcher::start()
+            .await
+            .inspect_err(|err| tracing::warn!("bridge setup not watched: {err}"))
+            .ok();
         let start_ns = monotonic_ns();
         let floods = FloodCollector::start(ebpf, start_ns, traced, &pods, &pod_macs).await?;
         let session = Self {
@@ -252,6 +260,7 @@ impl Session {
             warned,
             tc_attach: tc.mode(),
             tc_cleanup,
+            bridge_setup,
         };
         if let Some(path) = &opts.ready_file {
             std::fs::write(path, format!("{}\n", std::process::id()))
@@ -535,6 +544,11 @@ impl Session {
             dns_servers,
             conntrack,
             flood,
+            bridge_setup: self
+                .bridge_setup
+                .as_ref()
+                .map(|w| w.report(self.dns.loss_times()))
+                .unwrap_or_default(),
             kernel_offsets_missing: self.kernel.missing.clone(),
             losses,
         };

@@ -34,6 +34,7 @@ const PACKAGES: &[&str] = &[
     "musl-tools",
     "nftables",
     "iptables",
+    "ebtables",
     "conntrack",
     "prometheus",
     "qemu-system-x86",

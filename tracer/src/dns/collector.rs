@@ -220,7 +220,31 @@ pub struct DnsCollector {
     swept: u64,
     /// Re-sends and never-answered queries per (port, direction, server).
     server_sends: SendTallies,
+    /// When each lost or re-sent query was first sent (bounded), for
+    /// correlating losses with node events by time ([`crate::bridge_setup`]).
+    loss_times: Vec<LossTime>,
+    /// For [`round_first_send`].
+    resend_rounds: ResendRounds,
 }
+
+/// One query that went wrong, with the time of its first send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LossTime {
+    pub exchange: ExchangeId,
+    /// CLOCK_MONOTONIC of the query's first send, as the probe saw it.
+    pub first_send_ns: u64,
+    /// Never answered (swept), rather than re-sent (and maybe answered).
+    pub never_answered: bool,
+}
+
+/// A socket's send this close after its previous re-send belongs to the
+/// same round of re-sends (glibc sends the pair within microseconds).
+const RESEND_ROUND_NS: u64 = 1_000_000;
+/// Sockets remembered for that; forgotten all at once past it.
+const RESEND_ROUNDS_MAX: usize = 4096;
+
+/// Loss times kept per trace (16 bytes of id + 9: a few MiB at most).
+const LOSS_TIMES_MAX: usize = 65_536;
 
 /// How often a name was slow, and its worst latency.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -254,6 +278,8 @@ impl DnsCollector {
             pending_at_start: count_pending(ebpf)?,
             swept: 0,
             server_sends: SendTallies::new(),
+            loss_times: Vec::new(),
+            resend_rounds: HashMap::new(),
         })
     }
 
@@ -313,6 +339,8 @@ impl DnsCollector {
         }
         if let Some(sign) = loss {
             self.remember_loss(&raw.key, sign);
+            let first_send = round_first_send(&mut self.resend_rounds, raw);
+            self.remember_time(&raw.key, first_send, false);
         }
         if self.events.len() < self.settings.max_events {
             let (client, server) = addrs(&raw.key);
@@ -370,6 +398,22 @@ impl DnsCollector {
             });
     }
 
+    fn remember_time(&mut self, key: &DnsKey, first_send_ns: u64, never_answered: bool) {
+        if self.loss_times.len() < LOSS_TIMES_MAX {
+            self.loss_times.push(LossTime {
+                exchange: exchange_id(key),
+                first_send_ns,
+                never_answered,
+            });
+        }
+    }
+
+    /// Queries re-sent or never answered so far, with their first send's
+    /// time (the first [`LOSS_TIMES_MAX`]).
+    pub fn loss_times(&self) -> &[LossTime] {
+        &self.loss_times
+    }
+
     /// Moves queries whose last send is older than the timeout out of the
     /// pending map into the unanswered list. `now_ns` is CLOCK_MONOTONIC
     /// (what bpf_ktime_get_ns reads).
@@ -398,6 +442,7 @@ impl DnsCollector {
             // Re-sends of it were counted as they happened; this is the last.
             tally.unanswered_sends += 1;
             self.remember_loss(&key, LossSign::NeverAnswered);
+            self.remember_time(&key, p.first_ns, true);
             let (client, server) = addrs(&key);
             let cut = if usize::from(p.question_len) >= p.question.len() {
                 flag::QUESTION_CUT
@@ -619,6 +664,34 @@ impl DnsCollector {
             server_latency: side_latency(Side::Server),
         }
     }
+}
+
+/// Per client socket (family, address, port): its last re-send's time and
+/// that round's first send.
+type ResendRounds = HashMap<(u8, [u8; 16], u16), (u64, u64)>;
+
+/// When a re-sent query was first sent. A re-send of a still pending query
+/// knows (`elapsed_ns` since its first send); one whose answer had passed
+/// only knows the gap since its socket's previous send. glibc re-sends A
+/// and AAAA back to back: for the second, that previous send is the first's
+/// re-send, and the round's first send is the first's.
+fn round_first_send(rounds: &mut ResendRounds, raw: &DnsEvent) -> u64 {
+    let estimate = raw.ts_ns.saturating_sub(raw.elapsed_ns);
+    let socket = (raw.key.family, raw.key.client, raw.key.client_port);
+    let first = match rounds.get(&socket) {
+        Some(&(last_resend, first))
+            if raw.flags & flag::ANSWERED_HERE != 0
+                && estimate.abs_diff(last_resend) < RESEND_ROUND_NS =>
+        {
+            first
+        }
+        _ => estimate,
+    };
+    if rounds.len() >= RESEND_ROUNDS_MAX {
+        rounds.clear();
+    }
+    rounds.insert(socket, (raw.ts_ns, first));
+    first
 }
 
 fn exchange_id(key: &DnsKey) -> ExchangeId {
@@ -914,6 +987,40 @@ mod tests {
         for (got, want) in [(r.p50_ms, 100.0), (r.p90_ms, 140.0), (r.p99_ms, 149.0)] {
             assert!((got - want).abs() / want < 0.02, "got {got}, want {want}");
         }
+    }
+
+    #[test]
+    fn a_resend_after_an_answer_takes_its_rounds_first_send() {
+        let event = |id: u16, ts_ns: u64, elapsed_ns: u64, flags: u8| DnsEvent {
+            ts_ns,
+            elapsed_ns,
+            key: DnsKey {
+                id,
+                client_port: 40000,
+                family: 4,
+                ..DnsKey::default()
+            },
+            reasons: tracer_common::dns::reason::RESENT,
+            sends: 2,
+            qtype: 1,
+            other_id: 0,
+            rcode: 0,
+            flags,
+            question_len: 0,
+            question: [0; tracer_common::dns::QUESTION_CAP],
+        };
+        const S: u64 = 1_000_000_000;
+        let mut rounds = ResendRounds::new();
+        // A re-sent 5 s after the pair went out at 10 s (its answer had
+        // passed: the gap is to the AAAA's first send, 10 µs after the A's).
+        let a = event(1, 15 * S, 5 * S - 10_000, flag::ANSWERED_HERE);
+        assert_eq!(round_first_send(&mut rounds, &a), 10 * S + 10_000);
+        // AAAA re-sent 20 µs later: its gap is to the A's re-send.
+        let aaaa = event(2, 15 * S + 20_000, 20_000, flag::ANSWERED_HERE);
+        assert_eq!(round_first_send(&mut rounds, &aaaa), 10 * S + 10_000);
+        // A pending query's re-send knows its first send.
+        let pending = event(3, 30 * S, 5 * S, 0);
+        assert_eq!(round_first_send(&mut rounds, &pending), 25 * S);
     }
 
     #[test]

@@ -52,6 +52,17 @@ impl DnsServer {
         listen: Ipv4Addr,
         records: &[(&str, Ipv4Addr, &str)],
     ) -> Result<Self, LabDnsError> {
+        Self::start_with(netns, listen, records, &[])
+    }
+
+    /// [`DnsServer::start`] with more dnsmasq options (e.g. `--server=` to
+    /// forward what it has no record for).
+    pub fn start_with(
+        netns: &str,
+        listen: Ipv4Addr,
+        records: &[(&str, Ipv4Addr, &str)],
+        extra: &[String],
+    ) -> Result<Self, LabDnsError> {
         let mut args = vec![
             "netns".to_owned(),
             "exec".to_owned(),
@@ -75,6 +86,7 @@ impl DnsServer {
             .map(str::to_owned),
         );
         args.push(format!("--listen-address={listen}"));
+        args.extend_from_slice(extra);
         for (name, v4, v6) in records {
             args.push(format!("--host-record={name},{v4},{v6}"));
         }

@@ -3,6 +3,7 @@
 //! DNS service with two real dnsmasq backends), the same scenarios run on
 //! both, traced by the same probes, and compared.
 
+pub mod bridge_setup;
 pub mod compare;
 pub mod dns;
 pub mod dns_servers;
@@ -58,15 +59,19 @@ pub enum Scenario {
     /// The node's DNS server list changes after the pods' resolv.conf was
     /// written (`dns_servers.rs`).
     DnsServers,
+    /// The first pod makes the CNI build its datapath while the node
+    /// resolves names over `eth0` (on a node of its own, built for it).
+    BridgeSetup,
 }
 
 impl Scenario {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Dns,
         Self::Conntrack,
         Self::Flood,
         Self::PodToPod,
         Self::DnsServers,
+        Self::BridgeSetup,
     ];
 
     const fn name(self) -> &'static str {
@@ -76,6 +81,7 @@ impl Scenario {
             Self::Flood => "flood",
             Self::PodToPod => "pod-to-pod",
             Self::DnsServers => "dns-servers",
+            Self::BridgeSetup => "bridge-setup",
         }
     }
 }
@@ -130,6 +136,7 @@ pub struct DatapathRun {
     pub flood: Option<FloodFigures>,
     pub pod_to_pod: Option<PodToPodFigures>,
     pub dns_servers: Option<dns_servers::DnsServersFigures>,
+    pub bridge_setup: Option<bridge_setup::BridgeSetupFigures>,
     /// The verdicts tracer gave on this node, scenario by scenario.
     pub findings: Vec<(String, crate::verdict::Finding)>,
     /// The raw data behind the figures, for `--plot` (not in the JSON).
@@ -575,6 +582,9 @@ impl LabNode {
                 run.samples.tcp_rtt_us = tcp_rtts;
             }
             Scenario::DnsServers => dns_servers::run(&self.topo, c, opts, run)?,
+            Scenario::BridgeSetup => {
+                bridge_setup::run(self.topo.datapath, opts, run, verify_rows)?;
+            }
         }
         Ok(())
     }
@@ -751,6 +761,7 @@ fn metrics() -> Vec<Metric> {
         })
     }));
     metrics.extend(dns_servers::metrics());
+    metrics.extend(bridge_setup::metrics());
     metrics
 }
 

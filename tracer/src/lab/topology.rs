@@ -116,29 +116,8 @@ impl Topology {
                 asked: pods,
             });
         }
-        let prefix = format!(
-            "tr{}x{}",
-            std::process::id(),
-            NEXT_ID.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut topo = Self {
-            datapath,
-            bridge: bridge.to_owned(),
-            node: format!("{prefix}-node"),
-            pods: Vec::with_capacity(pods),
-            created: Vec::new(),
-        };
-        // On any error below, dropping `topo` removes what was made so far.
-        topo.add_netns(&topo.node.clone())?;
+        let mut topo = Self::node_only(datapath, bridge)?;
         let node = topo.node.clone();
-        let uplink = format!("{prefix}-uplink");
-        topo.add_netns(&uplink)?;
-        ip(&[
-            "-n", &node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
-            &uplink,
-        ])?;
-        ip(&["-n", &uplink, "link", "set", "eth0", "up"])?;
-        sysctl(&node, "net.ipv4.ip_forward", "1")?;
         match datapath {
             Datapath::Bridge => {
                 ip(&["-n", &node, "link", "add", bridge, "type", "bridge"])?;
@@ -152,9 +131,44 @@ impl Topology {
             }
         }
         for index in 0..pods {
-            topo.add_pod(&prefix, index)?;
+            topo.add_pod(index)?;
         }
         Ok(topo)
+    }
+
+    /// A node with its `eth0` and the uplink namespace behind it, nothing
+    /// configured yet (no address, no bridge, no pod): what a VM looks like
+    /// to the CNI before its first pod (the `bridge-setup` scenario).
+    pub fn node_only(datapath: Datapath, bridge: &str) -> Result<Self, TopologyError> {
+        let prefix = format!(
+            "tr{}x{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut topo = Self {
+            datapath,
+            bridge: bridge.to_owned(),
+            node: format!("{prefix}-node"),
+            pods: Vec::new(),
+            created: Vec::new(),
+        };
+        // On any error below, dropping `topo` removes what was made so far.
+        topo.add_netns(&topo.node.clone())?;
+        let node = topo.node.clone();
+        let uplink = topo.uplink();
+        topo.add_netns(&uplink)?;
+        ip(&[
+            "-n", &node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
+            &uplink,
+        ])?;
+        ip(&["-n", &uplink, "link", "set", "eth0", "up"])?;
+        sysctl(&node, "net.ipv4.ip_forward", "1")?;
+        Ok(topo)
+    }
+
+    /// The uplink namespace (the VNet stand-in behind the node's `eth0`).
+    pub fn uplink(&self) -> String {
+        self.node.replace("-node", "-uplink")
     }
 
     fn add_netns(&mut self, name: &str) -> Result<(), TopologyError> {
@@ -179,8 +193,10 @@ impl Topology {
         Ok(())
     }
 
-    fn add_pod(&mut self, prefix: &str, index: usize) -> Result<(), TopologyError> {
-        let netns = format!("{prefix}-pod{index}");
+    /// Adds pod `index` the way the node's datapath plugs pods in (a port
+    /// of the bridge, or a routed veth with proxy ARP).
+    pub fn add_pod(&mut self, index: usize) -> Result<(), TopologyError> {
+        let netns = self.node.replace("-node", &format!("-pod{index}"));
         let ip_addr = pod_ip(index);
         let host_if = host_if_name(&netns);
         self.add_netns(&netns)?;
@@ -306,7 +322,7 @@ pub fn pod_ip(index: usize) -> Ipv4Addr {
     Ipv4Addr::from(base + u32::try_from(index).unwrap_or(u32::MAX))
 }
 
-fn node_cidr() -> String {
+pub(crate) fn node_cidr() -> String {
     format!("{NODE_IP}/{PREFIX_LEN}")
 }
 
@@ -319,7 +335,7 @@ fn host_if_name(pod: &str) -> String {
     format!("azv{:011x}", hash & 0xfff_ffff_ffff)
 }
 
-fn sysctl(netns: &str, key: &str, value: &str) -> Result<Output, TopologyError> {
+pub(crate) fn sysctl(netns: &str, key: &str, value: &str) -> Result<Output, TopologyError> {
     ip(&[
         "netns",
         "exec",
@@ -331,7 +347,7 @@ fn sysctl(netns: &str, key: &str, value: &str) -> Result<Output, TopologyError> 
     ])
 }
 
-fn ip(args: &[&str]) -> Result<Output, TopologyError> {
+pub(crate) fn ip(args: &[&str]) -> Result<Output, TopologyError> {
     run(Command::new("ip").args(args))
 }
 

@@ -180,6 +180,25 @@ impl Capture {
         ))
     }
 
+    /// Stops and returns tshark's `fields` (tab-separated, one line per
+    /// packet) of the packets matching the display filter `filter`.
+    pub fn tshark(mut self, filter: &str, fields: &[&str]) -> Result<String, LabError> {
+        std::thread::sleep(Duration::from_millis(100));
+        self.halt();
+        let mut cmd = Command::new("tshark");
+        cmd.arg("-r")
+            .arg(&self.file)
+            .args(["-n", "-Y", filter, "-T", "fields"]);
+        for f in fields {
+            cmd.args(["-e", f]);
+        }
+        let out = cmd
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|e| LabError::Verify(format!("tshark: {e} (install tshark)")))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Stops and returns (queries, answers' dns.time in ms) via tshark.
     pub fn stop(mut self) -> Result<(u64, Vec<f64>), LabError> {
         std::thread::sleep(Duration::from_millis(100));

@@ -107,8 +107,10 @@ fn host_suite() -> anyhow::Result<()> {
         .context("cargo fmt --check (run `cargo fmt --all`)")?;
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]).context("clippy (userspace)")?;
     clippy_ebpf().context("clippy (eBPF target)")?;
-    // The integration tests run the real binary.
+    // The integration tests run the real binary, and tests/tests/podman.rs
+    // builds the image from the shipped one (target/dist).
     cargo(&["build", "-p", "tracer"])?;
+    dist::run().context("cargo xtask dist (the image's build context)")?;
     cargo(&["test", "--no-fail-fast"])
 }
 

@@ -1,0 +1,426 @@
+//! tracer's image under a real container runtime: Debian's podman (crun)
+//! builds `deploy/Containerfile` from `target/dist`, and plays the pods that
+//! `deploy/daemonset.yaml` and `deploy/examples/check-job.yaml` would
+//! create (translated by `tracer_tests::podman`, which says what changes
+//! and why) in a lab node's network namespace.
+//!
+//! The DaemonSet's pod must attach to the node's pod veths, serve
+//! `/metrics` where its args say, count a known number of datagrams exactly
+//! (ground truth: the datagrams sent, and the kernel's rx counter of the
+//! same veth), stop on `podman kube down`
+//! (SIGTERM) with exit 0 within the grace period, and leave no TC program,
+//! container, pod or namespace behind. The check Job's exit codes (0, 1, 2)
+//! must reach podman.
+
+use std::{
+    collections::BTreeSet,
+    net::{SocketAddr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    batch::v1::Job,
+    core::v1::{Container, PodTemplateSpec, SeccompProfile},
+};
+use tracer::lab::topology::{BRIDGE, Datapath, Topology};
+use tracer_tests::{
+    Receiver, attached_programs,
+    kubepod::KubePod,
+    manifests::{documents, object},
+    podman::{self, PlayedPod},
+    privileged,
+    prometheus::http_get,
+    send_udp, warm_up,
+};
+
+const COUNT: u64 = 200;
+const PORT: u16 = 6200;
+/// The capabilities' bits (include/uapi/linux/capability.h).
+const CAP_BITS: [(&str, u32); 3] = [("CAP_NET_ADMIN", 12), ("CAP_PERFMON", 38), ("CAP_BPF", 39)];
+
+fn the_container(template: &PodTemplateSpec) -> &Container {
+    let spec = template.spec.as_ref().expect("pod spec");
+    assert_eq!(spec.containers.len(), 1, "one container");
+    &spec.containers[0]
+}
+
+/// `--prometheus ADDR` of the container's args.
+fn metrics_addr(container: &Container) -> SocketAddr {
+    let args = container.args.as_deref().unwrap_or_default();
+    let at = args
+        .iter()
+        .position(|a| a == "--prometheus")
+        .expect("--prometheus in the args");
+    args[at + 1].parse().expect("--prometheus ADDR")
+}
+
+/// The template as a runtime whose default profile refuses bpf() to the
+/// pod's capabilities must run it: with `seccompProfile: Unconfined`, as
+/// deploy/README.md tells such runtimes' users.
+fn unconfined(template: &PodTemplateSpec) -> PodTemplateSpec {
+    let mut template = template.clone();
+    let spec = template.spec.as_mut().expect("pod spec");
+    for container in &mut spec.containers {
+        container
+            .security_context
+            .get_or_insert_with(Default::default)
+            .seccomp_profile = Some(SeccompProfile {
+            type_: "Unconfined".into(),
+            localhost_profile: None,
+        });
+    }
+    template
+}
+
+/// Plays the template as written. Where podman's default profile refuses
+/// bpf() to the pod's capabilities (Debian 12: only CAP_SYS_ADMIN may call
+/// it), a `RuntimeDefault` pod must fail the way deploy/README.md says
+/// (EPERM, exit 2 for `check`, non-zero for `watch`), and the returned
+/// template is the README's remedy; otherwise the template as written.
+fn as_this_runtime_runs_it(node: &str, name: &str, template: &PodTemplateSpec) -> PodTemplateSpec {
+    let spec = template.spec.as_ref().expect("pod spec");
+    let container = the_container(template);
+    let profile = podman::effective_seccomp(spec, container);
+    let caps = podman::kernel_cap_names(container);
+    if profile.type_ != "RuntimeDefault" || podman::default_profile_allows("bpf", &caps) {
+        return template.clone();
+    }
+    let pod = podman::pod_from_template(name, None, template);
+    let mut played = PlayedPod::play(node, &pod);
+    let code = played.wait_exited(&container.name, Duration::from_secs(60));
+    let (stdout, stderr) = played.logs();
+    played.down();
+    assert_ne!(
+        code, 0,
+        "tracer ran under a profile refusing bpf(): {stderr}"
+    );
+    assert!(
+        stderr.contains("Operation not permitted") || stdout.contains("Operation not permitted"),
+        "RuntimeDefault with {caps:?}: exit {code}, expected EPERM: {stdout}{stderr}"
+    );
+    eprintln!(
+        "RuntimeDefault under podman's default profile with {caps:?}: exit {code}, \
+         EPERM as deploy/README.md says; playing it again Unconfined"
+    );
+    unconfined(template)
+}
+
+/// CapEff, Uid, NoNewPrivs and Seccomp of a process.
+fn status_of(pid: &str) -> (u64, String, String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (
+        u64::from_str_radix(&field("CapEff:"), 16).expect("CapEff"),
+        field("Uid:"),
+        field("NoNewPrivs:"),
+        field("Seccomp:"),
+    )
+}
+
+/// The kernel's count of packets `iface` in `node` received from its peer
+/// (`ip -s -j link`): what TC ingress sees on a host-side veth.
+fn rx_packets(node: &str, iface: &str) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args(["-n", node, "-s", "-j", "link", "show", "dev", iface])
+        .output()
+        .expect("spawning ip");
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j JSON");
+    links[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("rx packets of {iface}: {links}"))
+}
+
+/// The named network namespaces, less other processes' lab namespaces
+/// (`tr<pid>x…`: tests running next to this one make and remove theirs).
+fn netns_list() -> BTreeSet<String> {
+    let ours = format!("tr{}x", std::process::id());
+    let others = |name: &str| {
+        name.strip_prefix("tr")
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            && !name.starts_with(&ours)
+    };
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| !others(name))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls until `/metrics` in `node` answers 200 with `tracer_up 1` and a
+/// program is attached to each of `ifaces`. (The first full snapshot comes
+/// one `--interval` after the start, 60 s with the manifest's args: until
+/// then a scrape shows `tracer_up` alone.)
+fn wait_until_serving(node: &str, addr: SocketAddr, ifaces: &[&str], played: &PlayedPod) {
+    let start = Instant::now();
+    loop {
+        let response = http_get(node, addr, "/metrics", None);
+        if response.status == 200
+            && response.body.lines().any(|l| l == "tracer_up 1")
+            && ifaces
+                .iter()
+                .all(|i| !attached_programs(node, i).is_empty())
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not serving on {addr} and attached to {ifaces:?} after 60 s ({} {}\n{}); \
+             logs: {:?}",
+            response.status,
+            response.head,
+            response.body,
+            played.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn daemonset_pod_runs_under_podman() {
+    const TEST: &str = "daemonset_pod_runs_under_podman";
+    if !privileged(TEST) || !podman::available(TEST) {
+        return;
+    }
+    let started = Instant::now();
+    let ds: DaemonSet = object(&documents("daemonset.yaml"));
+    let template = ds.spec.expect("DaemonSet spec").template;
+    let container = the_container(&template).clone();
+    let image = container.image.clone().expect("image");
+    let built = podman::build_image(&image);
+
+    let topo = Topology::build(Datapath::Bridge, 2).expect("topology");
+    let (a, b) = (&topo.pods[0], &topo.pods[1]);
+    let named = KubePod::name(&a.netns, "shop", "web-1");
+    let rx = Receiver::start(&b.netns, b.ip, PORT);
+    let to = SocketAddrV4::new(b.ip, PORT);
+    warm_up(&a.netns, &rx, to, PORT);
+    let netns_before = netns_list();
+
+    // A DaemonSet's pods are named <daemonset>-<suffix>.
+    let name = format!("tracer-{}", std::process::id());
+    let template = as_this_runtime_runs_it(&topo.node, &name, &template);
+    let pod = podman::pod_from_template(&name, ds.metadata.namespace.as_deref(), &template);
+    let mut played = PlayedPod::play(&topo.node, &pod);
+
+    let addr = metrics_addr(&container);
+    let ifaces = [a.host_if.as_str(), b.host_if.as_str(), BRIDGE];
+    wait_until_serving(&topo.node, addr, &ifaces, &played);
+    let ready = started.elapsed();
+
+    // The container's process: the manifest's capabilities and nothing
+    // else, uid 0, no_new_privs (allowPrivilegeEscalation: false), and the
+    // seccomp mode of its profile (0: none, 2: filter).
+    let pid = played.inspect(&container.name, "{{.State.Pid}}");
+    let caps = podman::kernel_cap_names(&container);
+    let mask = CAP_BITS
+        .iter()
+        .filter(|(name, _)| caps.iter().any(|c| c == name))
+        .fold(0u64, |m, (_, bit)| m | 1 << bit);
+    assert_eq!(caps.len(), mask.count_ones() as usize, "{caps:?} all known");
+    let seccomp =
+        podman::effective_seccomp(template.spec.as_ref().unwrap(), the_container(&template));
+    let mode = if seccomp.type_ == "Unconfined" {
+        "0"
+    } else {
+        "2"
+    };
+    assert_eq!(
+        status_of(&pid),
+        (mask, "0".into(), "1".into(), mode.into()),
+        "CapEff, Uid, NoNewPrivs, Seccomp of the container's tracer"
+    );
+
+    let before = rx_packets(&topo.node, &a.host_if);
+    send_udp(&a.netns, to, PORT, COUNT, 64);
+    assert!(rx.wait_for(COUNT + 1, Duration::from_secs(5)));
+    let grace = grace_period(&template);
+    let stop = played.stop(grace);
+    let seen = rx_packets(&topo.node, &a.host_if) - before;
+    rx.finish();
+
+    let code = played.exit_code(&container.name);
+    let (stdout, stderr) = played.logs();
+    assert_eq!(
+        code,
+        Some(0),
+        "tracer's exit on SIGTERM after {stop:?}: {stdout}{stderr}"
+    );
+    assert!(
+        stop < grace,
+        "podman pod stop took {stop:?}, the grace period is {grace:?}: {stderr}"
+    );
+    let rows = podman::table_rows(&stdout);
+    let (pod_name, row) = rows
+        .get(&a.host_if)
+        .unwrap_or_else(|| panic!("no row for {} in the report: {stdout}", a.host_if));
+    // Not asserted: with the manifest's capabilities (no CAP_SYS_PTRACE)
+    // tracer cannot stat another root process's /proc/PID/ns/net, so the
+    // veth → process → pod path finds nothing here (deploy/README.md).
+    eprintln!(
+        "{} is shown as pod {pod_name:?} (named {})",
+        a.host_if, named.label
+    );
+    assert_eq!(
+        (row[0], seen),
+        (COUNT, COUNT),
+        "packets the pod sent into {}: tracer's report (left), the kernel's rx \
+         counter (right)\n{stdout}",
+        a.host_if
+    );
+    assert_nothing_attached(&topo.node, &ifaces, "SIGTERM");
+
+    // `podman kube down` (4.3: SIGKILL at once) of a running pod: the
+    // kernel drops the TCX links with the process.
+    played.start();
+    wait_until_serving(&topo.node, addr, &ifaces, &played);
+    let down = played.down();
+    assert_eq!(played.exit_code(&container.name), Some(137), "SIGKILL");
+    assert_nothing_attached(&topo.node, &ifaces, "kube down");
+    assert_eq!(
+        PlayedPod::leftovers(&name),
+        (Vec::new(), false),
+        "containers, pod"
+    );
+    assert_eq!(netns_list(), netns_before, "network namespaces");
+    eprintln!(
+        "podman: image build {built:?}, serving {ready:?} after the test's start, \
+         {seen} packets counted = the kernel's, pod stop (SIGTERM) {stop:?} (grace period \
+         {grace:?}), kube down (SIGKILL) {down:?}, test {:?}",
+        started.elapsed()
+    );
+}
+
+fn assert_nothing_attached(node: &str, ifaces: &[&str], after: &str) {
+    for iface in ifaces {
+        let left = attached_programs(node, iface);
+        assert!(left.is_empty(), "{iface} still has {left:?} after {after}");
+    }
+}
+
+fn grace_period(template: &PodTemplateSpec) -> Duration {
+    let seconds = template
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30);
+    Duration::from_secs(u64::try_from(seconds).expect("grace period >= 0"))
+}
+
+/// `tracer check` as the Job's pod: exit 0 on a quiet node, 1 on a flooding
+/// one, 2 where it cannot trace; podman records each code. The three 30 s
+/// checks (the Job's `--duration 30`) run at once.
+#[test]
+fn check_job_exit_codes_reach_podman() {
+    const TEST: &str = "check_job_exit_codes_reach_podman";
+    if !privileged(TEST) || !podman::available(TEST) {
+        return;
+    }
+    let started = Instant::now();
+    let job: Job = object(&documents("examples/check-job.yaml"));
+    let written = job.spec.expect("Job spec").template;
+    let container = the_container(&written).clone();
+    podman::build_image(container.image.as_deref().expect("image"));
+
+    let quiet = Topology::build(Datapath::Bridge, 2).expect("topology");
+    let flooding = Topology::build(Datapath::Bridge, 3).expect("topology");
+    let unknown = Topology::build(Datapath::Bridge, 2).expect("topology");
+    let victim = KubePod::name(&flooding.pods[2].netns, "shop", "bystander-1");
+    tracer_tests::set_fdb_ageing(&flooding, 100);
+
+    // Job pods are named <job>-<suffix>.
+    let name = |what: &str| format!("tracer-check-{what}-{}", std::process::id());
+    let (runnable, cannot_trace) = runnable_and_cannot_trace(&written);
+    let namespace = job.metadata.namespace.as_deref();
+    let mut pods: Vec<(PlayedPod, i64, &str)> = Vec::new();
+    let mut play = |node: &str, what: &str, template: &PodTemplateSpec, code, prefix| {
+        let pod = podman::pod_from_template(&name(what), namespace, template);
+        pods.push((PlayedPod::play(node, &pod), code, prefix));
+    };
+    play(&unknown.node, "unknown", &cannot_trace, 2, "UNKNOWN:");
+    play(&quiet.node, "quiet", &runnable, 0, "OK:");
+    play(&flooding.node, "flooding", &runnable, 1, "PROBLEM:");
+
+    // A silent receiver whose FDB entry ages out while the check runs: the
+    // bridge floods to the third pod (as in deploy.rs and check.rs).
+    let (a, b) = (&flooding.pods[0], &flooding.pods[1]);
+    let start = Instant::now();
+    while attached_programs(&flooding.node, &a.host_if).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "check never attached"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rx = Receiver::start(&b.netns, b.ip, 9100);
+    let to = SocketAddrV4::new(b.ip, 9100);
+    warm_up(&a.netns, &rx, to, 9100);
+    tracer::lab::traffic::udp_stream(&a.netns, to, 1000, Duration::from_secs(5));
+    rx.finish();
+
+    for (played, expected, prefix) in &mut pods {
+        let code = played.wait_exited(&container.name, Duration::from_secs(90));
+        let (stdout, stderr) = played.logs();
+        assert_eq!(code, *expected, "{}: {stdout}{stderr}", played.name);
+        assert_eq!(podman_exit(played, &container), Some(*expected));
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert!(
+            lines.len() == 1 && lines[0].starts_with(*prefix),
+            "{}: one {prefix} line: {stdout}",
+            played.name
+        );
+        if *expected == 1 {
+            assert!(stdout.contains("flooding"), "{stdout}");
+            assert!(stdout.contains(&victim.label), "{stdout}");
+        }
+        played.down();
+    }
+    eprintln!("check Job under podman: 0/1/2 in {:?}", started.elapsed());
+}
+
+/// The exit code as `podman inspect` shows it and as its events log kept it.
+fn podman_exit(played: &PlayedPod, container: &Container) -> Option<i64> {
+    let shown: i64 = played
+        .inspect(&container.name, "{{.State.ExitCode}}")
+        .parse()
+        .expect("exit code");
+    assert_eq!(played.exit_code(&container.name), Some(shown));
+    Some(shown)
+}
+
+/// The template to run, and one with which tracer cannot trace: as written
+/// where this runtime's profile refuses bpf() (Debian 12's podman; then the
+/// runnable one is the README's Unconfined remedy), else as written without
+/// its added capabilities.
+fn runnable_and_cannot_trace(written: &PodTemplateSpec) -> (PodTemplateSpec, PodTemplateSpec) {
+    let spec = written.spec.as_ref().expect("pod spec");
+    let container = the_container(written);
+    let profile = podman::effective_seccomp(spec, container);
+    let caps = podman::kernel_cap_names(container);
+    if profile.type_ == "RuntimeDefault" && !podman::default_profile_allows("bpf", &caps) {
+        return (unconfined(written), written.clone());
+    }
+    let mut without = written.clone();
+    for c in &mut without.spec.as_mut().expect("pod spec").containers {
+        if let Some(caps) = c
+            .security_context
+            .as_mut()
+            .and_then(|s| s.capabilities.as_mut())
+        {
+            caps.add = None;
+        }
+    }
+    (written.clone(), without)
+}

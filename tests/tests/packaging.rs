@@ -12,18 +12,15 @@ use std::{
     collections::BTreeSet,
     io::Read as _,
     net::{SocketAddr, SocketAddrV4},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{
-    Resource,
-    api::{
-        apps::v1::DaemonSet,
-        batch::v1::Job,
-        core::v1::{Container, Namespace, PodSpec, ServiceAccount},
-    },
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    batch::v1::Job,
+    core::v1::{Container, Namespace, PodSpec, ServiceAccount},
 };
 use tracer::{
     lab::topology::{BRIDGE, Datapath, Topology},

@@ -6,8 +6,10 @@
 //! [`pod_from_template`] makes the Pod a controller would make from a
 //! template: the template's spec unchanged (image, command, args,
 //! securityContext, capabilities, hostNetwork, hostPID, volumes, mounts,
-//! probes, resources, grace period) plus what podman 4.3 reads elsewhere
-//! (seccomp, below).
+//! probes, resources, grace period) but for three podman 4.3 behaviours:
+//! seccomp is read from an annotation, a hostNetwork container's `ports`
+//! are refused, a missing `hostPath` of type `""` is refused (each below;
+//! deploy/README.md has the table).
 //!
 //! "A lab node" is a network namespace. A `hostNetwork` pod shares the
 //! network namespace of whoever runs podman, and podman 4.3 refuses to put
@@ -36,8 +38,8 @@ use crate::manifests::deploy;
 
 /// podman 4.3 ignores `securityContext.seccompProfile` (measured: a pod
 /// asking `Unconfined` in the field still got podman's default profile in
-/// its OCI config) and reads the pre-1.19 annotation, which the API server
-/// also wrote from the field up to Kubernetes 1.26.
+/// its OCI config) and reads the annotation Kubernetes used before the
+/// field (1.19).
 const SECCOMP_ANNOTATION: &str = "container.seccomp.security.alpha.kubernetes.io/";
 /// The profile podman applies for `runtime/default` (containers.conf's
 /// `seccomp_profile`, Debian's golang-github-containers-common).

@@ -15,6 +15,7 @@
 use std::{
     collections::BTreeSet,
     net::{SocketAddr, SocketAddrV4},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -140,6 +141,59 @@ fn rx_packets(node: &str, iface: &str) -> u64 {
         .unwrap_or_else(|| panic!("rx packets of {iface}: {links}"))
 }
 
+/// The memory limit of a process's memory cgroup: cgroup v1
+/// `memory.limit_in_bytes` or v2 `memory.max`.
+fn memory_limit(pid: &str) -> u64 {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let (dir, file) = cgroups
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once(':')?;
+            let (controllers, path) = rest.split_once(':')?;
+            if controllers.split(',').any(|c| c == "memory") {
+                Some((
+                    format!("/sys/fs/cgroup/memory{path}"),
+                    "memory.limit_in_bytes",
+                ))
+            } else if controllers.is_empty() && !Path::new("/sys/fs/cgroup/memory").exists() {
+                Some((format!("/sys/fs/cgroup{path}"), "memory.max"))
+            } else {
+                None
+            }
+        })
+        .unwrap_or_else(|| panic!("no memory cgroup in {cgroups}"));
+    let text = std::fs::read_to_string(Path::new(&dir).join(file))
+        .unwrap_or_else(|e| panic!("{dir}/{file}: {e}"));
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{dir}/{file}: {text}"))
+}
+
+/// A Kubernetes memory quantity in bytes (`1Gi`, `64Mi`, `512`).
+fn quantity_bytes(quantity: &str) -> Option<u64> {
+    const SUFFIXES: [(&str, u64); 3] = [("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)];
+    SUFFIXES
+        .iter()
+        .find_map(|(suffix, unit)| {
+            quantity
+                .strip_suffix(suffix)
+                .and_then(|n| n.parse::<u64>().ok())
+                .map(|n| n * unit)
+        })
+        .or_else(|| quantity.parse().ok())
+}
+
+/// Whether the process's root is mounted read-only (its mountinfo: the
+/// last mount on `/` is the one it sees).
+fn root_read_only(pid: &str) -> bool {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    info.lines()
+        .rev()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && f[4] == "/")
+        .is_some_and(|f| f[5].split(',').any(|o| o == "ro"))
+}
+
 /// The named network namespaces podman makes for a pod that has its own
 /// network (`cni-…` with the CNI backend of Debian 12's podman, `netns-…`
 /// with netavark). Other names belong to the tests and engineers sharing
@@ -251,6 +305,20 @@ fn daemonset_pod_runs_under_podman() {
         (mask, "0".into(), "1".into(), mode.into()),
         "CapEff, Uid, NoNewPrivs, Seccomp of the container's tracer"
     );
+    // resources.limits.memory is the memory cgroup's limit (BPF maps are
+    // charged to it), and readOnlyRootFilesystem a read-only root.
+    let limit = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .expect("a memory limit");
+    assert_eq!(
+        Some(memory_limit(&pid)),
+        quantity_bytes(&limit.0),
+        "memory limit {limit:?}"
+    );
+    assert!(root_read_only(&pid), "readOnlyRootFilesystem");
 
     let before = rx_packets(&topo.node, &a.host_if);
     send_udp(&a.netns, to, PORT, COUNT, 64);

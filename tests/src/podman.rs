@@ -68,7 +68,8 @@ pub fn available(test: &str) -> bool {
 
 /// Builds `deploy/Containerfile` with its documented context, `target/dist`
 /// (`cargo xtask dist`; `cargo xtask test` runs it first), tagged `tag`.
-/// podman's layer cache makes a rebuild of an unchanged binary a cache hit.
+/// The image stays for the next run (layer cache); the one it replaces, if
+/// the binary changed, is removed so old images do not pile up. ~1 s.
 pub fn build_image(tag: &str) -> Duration {
     let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dist");
     assert!(
@@ -77,6 +78,7 @@ pub fn build_image(tag: &str) -> Duration {
         dist.join("tracer").display()
     );
     let start = Instant::now();
+    let before = image_id(tag);
     let out = Command::new("podman")
         .args(["build", "--quiet", "--file"])
         .arg(deploy("Containerfile"))
@@ -85,7 +87,22 @@ pub fn build_image(tag: &str) -> Duration {
         .output()
         .expect("spawning podman build");
     assert!(out.status.success(), "podman build: {}", text(&out));
+    if let Some(old) = before.filter(|old| Some(old) != image_id(tag).as_ref()) {
+        // Fails harmlessly while a concurrent test's container still uses it.
+        let _ = Command::new("podman").args(["rmi", &old]).output();
+    }
     start.elapsed()
+}
+
+/// The id of the image tagged `tag`, if there is one.
+fn image_id(tag: &str) -> Option<String> {
+    let out = Command::new("podman")
+        .args(["image", "inspect", "--format", "{{.Id}}", tag])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// The seccomp profile Kubernetes applies to `container`: its own, else the

@@ -141,6 +141,44 @@ fn rx_packets(node: &str, iface: &str) -> u64 {
         .unwrap_or_else(|| panic!("rx packets of {iface}: {links}"))
 }
 
+/// The container's process as the template says: the manifest's
+/// capabilities and nothing else, uid 0, no_new_privs
+/// (allowPrivilegeEscalation: false), the seccomp mode of its profile (0:
+/// none, 2: filter), the memory limit as its memory cgroup's (BPF maps are
+/// charged to it), and a read-only root (readOnlyRootFilesystem).
+fn assert_process_as_written(pid: &str, template: &PodTemplateSpec) {
+    let container = the_container(template);
+    let caps = podman::kernel_cap_names(container);
+    let mask = CAP_BITS
+        .iter()
+        .filter(|(name, _)| caps.iter().any(|c| c == name))
+        .fold(0u64, |m, (_, bit)| m | 1 << bit);
+    assert_eq!(caps.len(), mask.count_ones() as usize, "{caps:?} all known");
+    let seccomp = podman::effective_seccomp(template.spec.as_ref().expect("pod spec"), container);
+    let mode = if seccomp.type_ == "Unconfined" {
+        "0"
+    } else {
+        "2"
+    };
+    assert_eq!(
+        status_of(pid),
+        (mask, "0".into(), "1".into(), mode.into()),
+        "CapEff, Uid, NoNewPrivs, Seccomp of the container's tracer"
+    );
+    let limit = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .expect("a memory limit");
+    assert_eq!(
+        Some(memory_limit(pid)),
+        quantity_bytes(&limit.0),
+        "memory limit {limit:?}"
+    );
+    assert!(root_read_only(pid), "readOnlyRootFilesystem");
+}
+
 /// The memory limit of a process's memory cgroup: cgroup v1
 /// `memory.limit_in_bytes` or v2 `memory.max`.
 fn memory_limit(pid: &str) -> u64 {
@@ -283,42 +321,8 @@ fn daemonset_pod_runs_under_podman() {
     wait_until_tracing(&topo.node, addr, &ifaces, &played);
     let ready = started.elapsed();
 
-    // The container's process: the manifest's capabilities and nothing
-    // else, uid 0, no_new_privs (allowPrivilegeEscalation: false), and the
-    // seccomp mode of its profile (0: none, 2: filter).
     let pid = played.inspect(&container.name, "{{.State.Pid}}");
-    let caps = podman::kernel_cap_names(&container);
-    let mask = CAP_BITS
-        .iter()
-        .filter(|(name, _)| caps.iter().any(|c| c == name))
-        .fold(0u64, |m, (_, bit)| m | 1 << bit);
-    assert_eq!(caps.len(), mask.count_ones() as usize, "{caps:?} all known");
-    let seccomp =
-        podman::effective_seccomp(template.spec.as_ref().unwrap(), the_container(&template));
-    let mode = if seccomp.type_ == "Unconfined" {
-        "0"
-    } else {
-        "2"
-    };
-    assert_eq!(
-        status_of(&pid),
-        (mask, "0".into(), "1".into(), mode.into()),
-        "CapEff, Uid, NoNewPrivs, Seccomp of the container's tracer"
-    );
-    // resources.limits.memory is the memory cgroup's limit (BPF maps are
-    // charged to it), and readOnlyRootFilesystem a read-only root.
-    let limit = container
-        .resources
-        .as_ref()
-        .and_then(|r| r.limits.as_ref())
-        .and_then(|l| l.get("memory"))
-        .expect("a memory limit");
-    assert_eq!(
-        Some(memory_limit(&pid)),
-        quantity_bytes(&limit.0),
-        "memory limit {limit:?}"
-    );
-    assert!(root_read_only(&pid), "readOnlyRootFilesystem");
+    assert_process_as_written(&pid, &template);
 
     let before = rx_packets(&topo.node, &a.host_if);
     send_udp(&a.netns, to, PORT, COUNT, 64);

@@ -4,6 +4,8 @@
 pub mod dns;
 pub mod frames;
 pub mod kubepod;
+pub mod manifests;
+pub mod podman;
 pub mod prometheus;
 
 use std::{

@@ -12,77 +12,25 @@ use std::{
     collections::BTreeSet,
     io::Read as _,
     net::{SocketAddr, SocketAddrV4},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{
-    Resource,
-    api::{
-        apps::v1::DaemonSet,
-        batch::v1::Job,
-        core::v1::{Container, Namespace, PodSpec, ServiceAccount},
-    },
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    batch::v1::Job,
+    core::v1::{Container, Namespace, PodSpec, ServiceAccount},
 };
-use serde::{Deserialize as _, Serialize, de::DeserializeOwned};
 use tracer::{
     lab::topology::{BRIDGE, Datapath, Topology},
     netns, privileges,
 };
-use tracer_tests::{Receiver, privileged, send_udp, tracer_bin, warm_up};
-
-fn deploy(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy")
-        .join(file)
-}
-
-/// Every non-empty document of a multi-document YAML file.
-fn documents(file: &str) -> Vec<serde_yaml::Value> {
-    let path = deploy(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| {
-            serde_yaml::Value::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{}: invalid YAML: {e}", path.display()))
-        })
-        .filter(|doc| !doc.is_null())
-        .collect()
-}
-
-/// The one document of kind `T`, as the typed API object. It must survive
-/// a round trip unchanged: k8s-openapi skips fields it does not know, so a
-/// misspelt field (`readonly:`) would otherwise pass unnoticed and be
-/// dropped by the API server just the same.
-fn object<T: Resource + DeserializeOwned + Serialize>(docs: &[serde_yaml::Value]) -> T {
-    let mut found: Vec<&serde_yaml::Value> = docs
-        .iter()
-        .filter(|doc| doc["kind"].as_str() == Some(T::KIND))
-        .collect();
-    assert_eq!(found.len(), 1, "exactly one {} document", T::KIND);
-    let doc = found.remove(0);
-    assert_eq!(
-        doc["apiVersion"].as_str(),
-        Some(T::API_VERSION),
-        "{}",
-        T::KIND
-    );
-    let typed: T = serde_yaml::from_value(doc.clone())
-        .unwrap_or_else(|e| panic!("{} does not match the API: {e}", T::KIND));
-    let original = serde_json::to_value(doc).expect("YAML as JSON");
-    let again = serde_json::to_value(&typed).expect("serialize");
-    assert_eq!(
-        again,
-        original,
-        "{} has fields the API does not know (misspelt?): written\n{:#}\nparsed\n{:#}",
-        T::KIND,
-        original,
-        again
-    );
-    typed
-}
+use tracer_tests::{
+    Receiver,
+    manifests::{deploy, documents, object},
+    privileged, send_udp, tracer_bin, warm_up,
+};
 
 fn pod_spec(template: Option<&PodSpec>) -> &PodSpec {
     template.expect("pod template has a spec")

@@ -119,8 +119,10 @@ fn host_suite() -> anyhow::Result<()> {
     ])
     .context("clippy (node build, no default features)")?;
     clippy_ebpf().context("clippy (eBPF target)")?;
-    // The integration tests run the real binary.
+    // The integration tests run the real binary, and tests/tests/podman.rs
+    // builds the image from the shipped one (target/dist).
     cargo(&["build", "-p", "tracer"])?;
+    dist::run().context("cargo xtask dist (the image's build context)")?;
     cargo(&["test", "--no-fail-fast"])
 }
 

@@ -5,6 +5,8 @@
 //! for nightly (for `-Z build-std=core`), and bpf-linker built against LLVM 22
 //! (the LLVM major of our nightly rustc).
 
+mod cgroup;
+
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail};
@@ -14,10 +16,13 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
 /// Debian packages: the first four build bpf-linker; then the real peers and
-/// ground truth the tests and the lab run; the last five are for `xtask vm`
-/// (QEMU, the archive keys its private apt lists are checked with, xz for
-/// Debian's compressed modules, and kmod: the guest runs the host's
-/// `modprobe`, and `depmod` indexes the extracted kernels).
+/// ground truth the tests and the lab run; then five for `xtask vm` (QEMU,
+/// the archive keys its private apt lists are checked with, xz for Debian's
+/// compressed modules, and kmod: the guest runs the host's `modprobe`, and
+/// `depmod` indexes the extracted kernels); the last three run the image
+/// under a real container runtime (tests/tests/podman.rs): podman with crun,
+/// and catatonit, from which podman builds the pod's infra ("pause") image
+/// locally (installed without recommends, it would be missing).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -42,6 +47,9 @@ const PACKAGES: &[&str] = &[
     "xz-utils",
     "zstd",
     "kmod",
+    "podman",
+    "crun",
+    "catatonit",
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -59,6 +67,10 @@ pub fn run() -> anyhow::Result<()> {
     }
     if bpf_linker().is_none() {
         todo.push(Step::BpfLinker);
+    }
+    let shared = cgroup::v2_controllers_on_hybrid();
+    if !shared.is_empty() {
+        todo.push(Step::CgroupV1(shared));
     }
     if todo.is_empty() {
         return Ok(());
@@ -82,6 +94,7 @@ enum Step<'a> {
     Apt(Vec<&'a str>),
     RustSrc,
     BpfLinker,
+    CgroupV1(Vec<String>),
 }
 
 impl Step<'_> {
@@ -100,6 +113,11 @@ impl Step<'_> {
                 "PATH={LLVM_BIN}:$PATH cargo install bpf-linker --version {BPF_LINKER_VERSION} \
                  --locked --no-default-features --features llvm-22"
             ),
+            Self::CgroupV1(controllers) => controllers
+                .iter()
+                .map(|c| cgroup::mount_command(c))
+                .collect::<Vec<_>>()
+                .join(" && "),
         }
     }
 
@@ -150,6 +168,7 @@ impl Step<'_> {
                     .args(["--no-default-features", "--features", "llvm-22"])
                     .env("PATH", path))
             }
+            Self::CgroupV1(controllers) => controllers.iter().try_for_each(|c| cgroup::mount_v1(c)),
         }
     }
 }

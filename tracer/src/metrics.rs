@@ -1152,6 +1152,7 @@ mod tests {
                 interface: "azv1".into(),
                 side: Side::Client,
                 query: query.clone(),
+                drop: None,
             }],
             events: vec![DnsEventRecord {
                 interface: Some("azv1".into()),
@@ -1247,6 +1248,7 @@ mod tests {
             dns,
             conntrack,
             flood,
+            drops: crate::drops::DropsReport::default(),
             kernel_offsets_missing: Vec::new(),
             losses: tracer_common::loss::Loss::ALL
                 .iter()

@@ -38,6 +38,8 @@ pub struct Report {
     pub conntrack: crate::conntrack::ConntrackReport,
     /// Unknown-unicast floods, their victims and causes.
     pub flood: crate::flood::collector::FloodReport,
+    /// Why packets died (kernel drop reasons, v5.17+).
+    pub drops: crate::drops::DropsReport,
     /// Kernel struct members BTF did not have (their readers are degraded).
     pub kernel_offsets_missing: Vec<String>,
     /// Every loss counter, zeros included.

@@ -79,7 +79,8 @@ pub struct DropKey {
     pub family: u8,
     /// 1 when from or to port 53.
     pub dns: u8,
-    pub _pad: u8,
+    /// 1 when from port 53 (a DNS answer; with `dns`).
+    pub answer: u8,
 }
 
 /// Key of the per-CPU `DROP_LOCATIONS` counters: the code address the

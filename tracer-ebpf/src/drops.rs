@@ -87,8 +87,13 @@ fn try_drops_kfree_skb(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let ifindex = read::<u32>(dev, o.dev_ifindex)?;
     let netns = read::<u64>(dev, o.dev_nd_net).and_then(|net| read::<u32>(net, o.net_ns_inum))?;
     let scope = scope_of(netns, ifindex).ok_or(())?;
-    let packet = parse_packet(skb, &o);
-    let dns = packet.as_ref().is_some_and(|p| is_dns(&p.l4));
+    // Filled in place, zeros when the headers cannot be read: an
+    // Option<Packet> moved around left uninitialised bytes that LLVM
+    // spilled to the stack, and the verifier refuses reading those
+    // ("R2 !read_ok", seen on 6.18).
+    let mut packet = Packet::EMPTY;
+    let parsed = parse_packet(skb, &o, &mut packet).is_ok();
+    let dns = parsed && is_dns(&packet.l4);
     if scope == SCOPE_DNS && !dns {
         return Ok(());
     }
@@ -96,10 +101,10 @@ fn try_drops_kfree_skb(ctx: &BtfTracePointContext) -> Result<(), ()> {
         reason,
         netns,
         ifindex,
-        proto: packet.as_ref().map_or(0, |p| p.l4.proto),
-        family: packet.as_ref().map_or(0, |p| p.l4.family),
+        proto: packet.l4.proto,
+        family: packet.l4.family,
         dns: u8::from(dns),
-        _pad: 0,
+        answer: u8::from(dns && packet.l4.sport == DNS_PORT),
     };
     add(&DROPS, &key, Loss::DropsMapFull);
     let location: u64 = ctx.arg(1);
@@ -109,9 +114,7 @@ fn try_drops_kfree_skb(ctx: &BtfTracePointContext) -> Result<(), ()> {
         location,
     };
     add(&LOCATIONS, &at, Loss::DropLocationsFull);
-    if let Some(packet) = packet
-        && dns
-    {
+    if dns {
         remember_dns(&packet, &key, location);
     }
     Ok(())
@@ -135,26 +138,28 @@ fn is_dns(l4: &parse::L4) -> bool {
     l4.sport == DNS_PORT || l4.dport == DNS_PORT
 }
 
-/// The packet's UDP/TCP header and addresses, from its network header on.
+/// Reads the packet's UDP/TCP header and addresses, from its network
+/// header on, into `p`.
 #[inline(always)]
-fn parse_packet(skb: u64, o: &KernelOffsets) -> Option<Packet> {
-    let head = read::<u64>(skb, o.skb_head).ok()?;
-    let net = read::<u16>(skb, o.skb_network_header).ok()?;
+fn parse_packet(skb: u64, o: &KernelOffsets, p: &mut Packet) -> Result<(), ()> {
+    let head = read::<u64>(skb, o.skb_head)?;
+    let net = read::<u16>(skb, o.skb_network_header)?;
     if net == HEADER_UNSET {
-        return None;
+        return Err(());
     }
-    let r = Kernel {
+    p.ip = Kernel {
         base: head + u64::from(net),
     };
-    let first: u8 = parse::Reader::read(&r, 0).ok()?;
+    let first: u8 = parse::Reader::read(&p.ip, 0).map_err(|_| ())?;
     let ether_type = match first >> 4 {
         IP_VERSION_4 => ETH_P_IP,
         IP_VERSION_6 => ETH_P_IPV6,
-        _ => return None,
+        _ => return Err(()),
     };
-    let l4 = parse::l4_from_ip(&r, ether_type, 0).ok()?;
-    let addrs = parse::addrs_with(&r, &l4).ok()?;
-    Some(Packet { l4, addrs, ip: r })
+    let l4 = parse::l4_from_ip(&p.ip, ether_type, 0).map_err(|_| ())?;
+    p.addrs = parse::addrs_with(&p.ip, &l4).map_err(|_| ())?;
+    p.l4 = l4;
+    Ok(())
 }
 
 /// A dropped packet's headers, and where its IP header is.
@@ -162,6 +167,24 @@ struct Packet {
     l4: parse::L4,
     addrs: parse::Addrs,
     ip: Kernel,
+}
+
+impl Packet {
+    const EMPTY: Self = Self {
+        l4: parse::L4 {
+            family: 0,
+            proto: 0,
+            sport: 0,
+            dport: 0,
+            l3_off: 0,
+            payload_off: 0,
+        },
+        addrs: parse::Addrs {
+            src: [0; 16],
+            dst: [0; 16],
+        },
+        ip: Kernel { base: 0 },
+    };
 }
 
 /// Adds one to a per-CPU counter, creating it (BPF_ANY writes only this
@@ -182,7 +205,7 @@ fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, loss: Loss) {
 #[inline(always)]
 fn remember_dns(packet: &Packet, key: &DropKey, location: u64) {
     let (l4, addrs) = (&packet.l4, &packet.addrs);
-    let answer = l4.sport == DNS_PORT;
+    let answer = key.answer != 0;
     // The message id opens the UDP payload; TCP's sits behind a length
     // prefix, maybe in another segment: 0 there.
     let id = if l4.proto == IPPROTO_UDP {

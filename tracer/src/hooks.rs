@@ -468,7 +468,10 @@ fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, attempt: &Attempt) -> Result<(), St
         .program_mut(name)
         .ok_or_else(|| format!("program {name} missing from the object"))?;
     let p: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-    p.load(attempt.target, btf).map_err(|e| one_line(&e))?;
+    p.load(attempt.target, btf).map_err(|e| {
+        tracing::debug!("{name}: {e}");
+        one_line(&e)
+    })?;
     p.attach().map(drop).map_err(|e| format!("{e}"))
 }
 

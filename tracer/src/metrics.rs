@@ -298,6 +298,7 @@ fn encode_report(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     encode_dns(r, e)?;
     encode_conntrack(r, e)?;
     encode_flood(r, e)?;
+    encode_drops(r, e)?;
     encode_interfaces(r, e)?;
     encode_losses(r, e)?;
     encode_findings(r, e)
@@ -529,6 +530,32 @@ fn encode_flood(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
         "tracer_neighbour_failures",
         "Neighbour (ARP/ND) resolutions that failed.",
         &Samples::one(flood.neighbour_failures.iter().map(|n| n.count).sum()),
+    )
+}
+
+fn encode_drops(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+    // No series at all on kernels without drop reasons (not a false zero).
+    let mut drops = Samples::default();
+    for row in &r.drops.rows {
+        let mut labels = vec![
+            ("reason", crate::escape::terminal(&row.reason)),
+            ("side", row.side.to_owned()),
+            ("protocol", row.protocol.to_owned()),
+            ("dns", row.dns.to_string()),
+        ];
+        if let Some(interface) = &row.interface {
+            labels.push(("interface", crate::escape::terminal(interface)));
+        }
+        if let Some(pod) = &row.pod {
+            labels.push(("pod", crate::escape::terminal(pod)));
+        }
+        drops.add(labels, row.count);
+    }
+    counter(
+        e,
+        "tracer_drops",
+        "Packets of the node's pods (and DNS packets in the node's namespace) the kernel dropped, by its drop reason (kfree_skb, v5.17+); side=pod: in the pod's namespace, node: in the node's.",
+        &drops,
     )
 }
 
@@ -1248,7 +1275,24 @@ mod tests {
             dns,
             conntrack,
             flood,
-            drops: crate::drops::DropsReport::default(),
+            drops: crate::drops::DropsReport {
+                available: true,
+                total: 5,
+                dns: 5,
+                rows: vec![crate::drops::DropRow {
+                    reason: "SOCKET_RCVBUFF".into(),
+                    count: 5,
+                    side: "pod",
+                    interface: Some("azv1".into()),
+                    pod: None,
+                    ifindex: 2,
+                    netns: 4_026_532_000,
+                    protocol: "udp",
+                    dns: true,
+                    dns_packet: Some("query"),
+                }],
+                ..crate::drops::DropsReport::default()
+            },
             kernel_offsets_missing: Vec::new(),
             losses: tracer_common::loss::Loss::ALL
                 .iter()
@@ -1362,6 +1406,10 @@ mod tests {
                 8.0,
             ),
             ("tracer_conntrack_clashes_resolved_total", 3.0),
+            (
+                "tracer_drops_total{reason=\"SOCKET_RCVBUFF\",side=\"pod\",protocol=\"udp\",dns=\"true\",interface=\"azv1\"}",
+                5.0,
+            ),
             (
                 "tracer_conntrack_drops_attributed_total{client=\"10.240.1.2\",dns=\"true\"}",
                 3.0,

@@ -157,6 +157,9 @@ pub struct DropRow {
     pub netns: u32,
     pub protocol: &'static str,
     pub dns: bool,
+    /// For DNS: `query` (to port 53) or `answer` (from it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_packet: Option<&'static str>,
 }
 
 /// Drops at one kernel code location.
@@ -290,6 +293,11 @@ impl DropsCollector {
                     netns: key.netns,
                     protocol: protocol_name(key.proto),
                     dns: key.dns != 0,
+                    dns_packet: (key.dns != 0).then_some(if key.answer != 0 {
+                        "answer"
+                    } else {
+                        "query"
+                    }),
                 }
             })
             .collect();

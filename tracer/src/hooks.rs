@@ -374,7 +374,17 @@ fn tracing_programs() -> Vec<&'static str> {
 
 /// What an attached mechanism cannot see on this kernel.
 fn limitation(kernel: &KernelInfo, attempt: &Attempt) -> Option<String> {
-    (attempt.kind == HookKind::TpBtf && attempt.target == "kfree_skb" && !kernel.kfree_skb_by_reason())
+    if attempt.kind != HookKind::TpBtf || attempt.target != "kfree_skb" {
+        return None;
+    }
+    if attempt.programs[0] == "drops_kfree_skb" {
+        return kernel
+            .drop_reasons
+            .available()
+            .err()
+            .map(|why| format!("{why}: the program counts nothing"));
+    }
+    (!kernel.kfree_skb_by_reason())
         .then(|| {
             format!(
                 "no usable drop reason (kfree_skb has {} arguments, SKB_DROP_REASON_NETFILTER_DROP {}; reasons since v5.17): every free of a packet with a never-confirmed conntrack entry counts as an insert drop",

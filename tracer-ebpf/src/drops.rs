@@ -126,12 +126,12 @@ fn try_drops_kfree_skb(ctx: &BtfTracePointContext) -> Result<(), ()> {
 #[inline(always)]
 fn scope_of(netns: u32, ifindex: u32) -> Option<u8> {
     // SAFETY: plain u8 values copied out.
-    let port = unsafe { SCOPE.get(&ScopeKey { netns, ifindex }) }.copied();
+    let port = unsafe { SCOPE.get(ScopeKey { netns, ifindex }) }.copied();
     if port.is_some() {
         return port;
     }
     // SAFETY: as above.
-    unsafe { SCOPE.get(&ScopeKey { netns, ifindex: 0 }) }.copied()
+    unsafe { SCOPE.get(ScopeKey { netns, ifindex: 0 }) }.copied()
 }
 
 fn is_dns(l4: &parse::L4) -> bool {
@@ -195,7 +195,7 @@ fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, loss: Loss) {
     if let Some(count) = map.get_ptr_mut(key) {
         // SAFETY: per-CPU value, only this CPU writes it while we run.
         unsafe { *count += 1 };
-    } else if map.insert(key, &1, 0).is_err() {
+    } else if map.insert(key, 1, 0).is_err() {
         count_loss(loss);
     }
 }
@@ -228,7 +228,7 @@ fn remember_dns(packet: &Packet, key: &DropKey, location: u64) {
         family: l4.family,
     };
     // SAFETY: a plain u64 copied out.
-    let count = unsafe { DNS_DROPS.get(&k) }.map_or(0, |d| d.count);
+    let count = unsafe { DNS_DROPS.get(k) }.map_or(0, |d| d.count);
     let value = DnsDrop {
         // SAFETY: bpf_ktime_get_ns has no preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -240,7 +240,7 @@ fn remember_dns(packet: &Packet, key: &DropKey, location: u64) {
         _pad: [0; 3],
         count: count + 1,
     };
-    if DNS_DROPS.insert(&k, &value, 0).is_err() {
+    if DNS_DROPS.insert(k, value, 0).is_err() {
         count_loss(Loss::DnsDropInsert);
     }
 }

@@ -503,10 +503,7 @@ impl Session {
         let flood = self
             .floods
             .report(ebpf, monotonic_ns(), area("flood"), &name_of)?;
-        let view = drops::NodeView {
-            name_of: &name_of,
-            pods: &self.pods,
-        };
+        let view = drops::NodeView::new(&name_of, &self.pods);
         let drops_hook = area(drops::AREA);
         let attached = match drops_hook.first() {
             Some(h) if !h.attached => Err(format!(

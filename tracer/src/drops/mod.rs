@@ -186,22 +186,34 @@ pub struct DropSeen {
 
 /// What the collector needs from the session to name devices.
 pub struct NodeView<'a> {
-    pub name_of: &'a dyn Fn(u32) -> String,
-    pub pods: &'a PodIndex,
+    name_of: &'a dyn Fn(u32) -> String,
+    pods: &'a PodIndex,
+    /// Each pod's namespace inode → its host-side port.
+    port_of_netns: HashMap<u64, u32>,
 }
 
-impl NodeView<'_> {
+impl<'a> NodeView<'a> {
+    pub fn new(name_of: &'a dyn Fn(u32) -> String, pods: &'a PodIndex) -> Self {
+        let port_of_netns = pods
+            .by_ifindex()
+            .into_iter()
+            .filter_map(|(port, p)| Some((p.netns.as_ref()?.inode, port)))
+            .collect();
+        Self {
+            name_of,
+            pods,
+            port_of_netns,
+        }
+    }
+
     /// (interface, pod) of a drop on `ifindex` in namespace `netns`.
     fn place(&self, node: u32, netns: u32, ifindex: u32) -> (Option<String>, Option<String>) {
-        let pod = if netns == node {
-            self.pods.pod_of_ifindex(ifindex).map(|p| (ifindex, p))
+        let port = if netns == node {
+            Some(ifindex)
         } else {
-            self.pods.by_ifindex().into_iter().find(|(_, p)| {
-                p.netns
-                    .as_ref()
-                    .is_some_and(|l| u64::from(netns) == l.inode)
-            })
+            self.port_of_netns.get(&u64::from(netns)).copied()
         };
+        let pod = port.and_then(|port| Some((port, self.pods.pod_of_ifindex(port)?)));
         let interface = match pod {
             Some((port, _)) => Some((self.name_of)(port)),
             None if netns == node => Some((self.name_of)(ifindex)),

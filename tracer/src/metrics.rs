@@ -1279,6 +1279,7 @@ mod tests {
                 available: true,
                 total: 5,
                 dns: 5,
+                by_reason: BTreeMap::from([("SOCKET_RCVBUFF".to_owned(), 5)]),
                 rows: vec![crate::drops::DropRow {
                     reason: "SOCKET_RCVBUFF".into(),
                     count: 5,
@@ -1360,6 +1361,34 @@ mod tests {
         assert_eq!(ip_label("10.240.1.2:53"), "10.240.1.2");
         assert_eq!(ip_label("[fd00::1]:53"), "fd00::1");
         assert_eq!(ip_label(SECRET), "unparsable");
+    }
+
+    #[test]
+    fn the_table_shows_drops_and_why_they_may_be_missing() {
+        let mut r = report();
+        let table = r.to_table();
+        assert!(
+            table.contains("drops (kernel reasons): 5 (5 DNS): SOCKET_RCVBUFF=5"),
+            "{table}"
+        );
+        assert!(
+            table.lines().any(|l| l.starts_with("SOCKET_RCVBUFF")
+                && l.contains("azv1")
+                && l.ends_with(" 5")),
+            "{table}"
+        );
+        r.drops = crate::drops::DropsReport {
+            unavailable: Some("drop reasons arrived in v5.17".into()),
+            ..crate::drops::DropsReport::default()
+        };
+        let table = r.to_table();
+        assert!(
+            table.contains("drop reasons: not available (drop reasons arrived in v5.17)"),
+            "{table}"
+        );
+        // No series rather than false zeros.
+        let text = render(Some(Arc::new(r)), Format::OpenMetrics);
+        assert!(!text.contains("tracer_drops_total"), "{text}");
     }
 
     #[test]

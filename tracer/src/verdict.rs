@@ -471,13 +471,19 @@ fn dropped_dns(
             )
         }
         DropCause::Firewall => {
+            // A rule may sit on the bridge's path (bridge-family nft,
+            // br_netfilter): where the loss was located still decides.
             remedies.push("find the netfilter rule that drops DNS (nft list ruleset / iptables-save; network policies)".into());
-            (
-                Severity::Warning,
-                Answer::No,
-                Answer::No,
-                "a netfilter rule dropped them (NETFILTER_DROP, no conntrack insert race seen): a policy, not the bridge",
-            )
+            let (severity, related, resolves, located) = lost_dns(i, timeouts, remedies);
+            return (
+                severity,
+                related,
+                resolves,
+                format!(
+                    "{located}. The kernel names the drops: {}; NETFILTER_DROP without conntrack insert races is a netfilter rule",
+                    drop_list(i)
+                ),
+            );
         }
         DropCause::Neighbour => {
             remedies.push(
@@ -941,9 +947,12 @@ mod tests {
         // NETFILTER_DROP is the race only when conntrack saw insert failures.
         let rule = dns(&Inputs {
             dns_drops: vec![drops("NETFILTER_DROP", false, 4)],
+            dns_lost_before_server: 1,
             ..lost.clone()
         });
         assert!(rule.why.contains("netfilter rule"), "{}", rule.why);
+        // Where the loss was located still decides (a bridge-family rule).
+        assert_eq!(rule.bridge_related, Answer::Partly);
         let race = dns(&Inputs {
             dns_drops: vec![drops("NETFILTER_DROP", false, 4)],
             ct_insert_failed: 4,

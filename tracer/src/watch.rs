@@ -504,15 +504,7 @@ impl Session {
             .floods
             .report(ebpf, monotonic_ns(), area("flood"), &name_of)?;
         let view = drops::NodeView::new(&name_of, &self.pods);
-        let drops_hook = area(drops::AREA);
-        let attached = match drops_hook.first() {
-            Some(h) if !h.attached => Err(format!(
-                "tp_btf kfree_skb refused: {}",
-                h.error.as_deref().unwrap_or("unknown error")
-            )),
-            _ => Ok(()),
-        };
-        let drops = self.drops.report(ebpf, attached, &view)?;
+        let drops = self.drops.report(ebpf, area(drops::AREA), &view)?;
         self.drops.annotate(ebpf, &mut dns.unanswered, &view)?;
         let mut losses: Vec<LossReport> = loss::read(ebpf)?
             .into_iter()

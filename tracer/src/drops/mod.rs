@@ -128,6 +128,9 @@ pub struct DropsReport {
     /// Why not, when not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+    /// The `drops_kfree_skb` hook: its mechanism, or why it was refused
+    /// (empty where it was not tried: before v5.17).
+    pub hooks: Vec<crate::hooks::HookStatus>,
     /// Drops of this node's packets with a reason (not NOT_SPECIFIED).
     pub total: u64,
     /// Of which DNS packets (from or to port 53).
@@ -263,22 +266,31 @@ impl DropsCollector {
         Ok(())
     }
 
-    /// The drops section; `attached` is false when the hook did not attach.
+    /// The drops section; `hooks` are the area's hook statuses.
     pub fn report(
         &mut self,
         ebpf: &Ebpf,
-        attached: Result<(), String>,
+        hooks: Vec<crate::hooks::HookStatus>,
         view: &NodeView<'_>,
     ) -> Result<DropsReport, DropsError> {
+        let attached = match hooks.iter().find(|h| !h.attached) {
+            Some(h) => Err(format!(
+                "tp_btf kfree_skb refused: {}",
+                h.error.as_deref().unwrap_or("unknown error")
+            )),
+            None => Ok(()),
+        };
         if let Err(why) = self.available().and(attached) {
             return Ok(DropsReport {
                 unavailable: Some(why),
+                hooks,
                 ..DropsReport::default()
             });
         }
         let counts: BTreeMap<DropKey, u64> = sum_per_cpu(ebpf, "DROPS")?;
         let mut report = DropsReport {
             available: true,
+            hooks,
             ..DropsReport::default()
         };
         let mut rows: Vec<DropRow> = counts

@@ -620,7 +620,8 @@ pub fn wire_name(name: &str) -> Vec<u8> {
     out
 }
 
-fn build_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+/// A DNS query message (RD, one question, class IN).
+pub fn build_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
     let mut msg = Vec::with_capacity(32);
     msg.extend_from_slice(&id.to_be_bytes());
     msg.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD, 1 question

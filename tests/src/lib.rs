@@ -116,10 +116,14 @@ impl Receiver {
 /// Sends `count` datagrams of `payload` bytes from `netns` to `to`, from one
 /// socket bound to a fixed source port, paced so no queue overflows.
 pub fn send_udp(netns: &str, to: SocketAddrV4, src_port: u16, count: u64, payload: usize) {
+    send_udp_bytes(netns, to, src_port, count, vec![0x5a_u8; payload]);
+}
+
+/// [`send_udp`] with `data` as every datagram's payload.
+pub fn send_udp_bytes(netns: &str, to: SocketAddrV4, src_port: u16, count: u64, data: Vec<u8>) {
     netns::run_in(netns, move || {
         let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, src_port))
             .expect("bind sender");
-        let data = vec![0x5a_u8; payload];
         for i in 0..count {
             socket.send_to(&data, to).expect("send_to");
             if i % 64 == 63 {

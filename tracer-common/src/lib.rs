@@ -8,6 +8,7 @@
 pub mod conntrack;
 pub mod counter;
 pub mod dns;
+pub mod drops;
 pub mod flood;
 pub mod kernel;
 pub mod loss;

@@ -27,11 +27,19 @@ pub enum Loss {
     /// could not be created at that moment although the map had room) nor
     /// a place in the spill histograms (full): the sample is lost.
     DnsHistInsert = 8,
+    /// A drop could not be counted: the `DROPS` map was full.
+    DropsMapFull = 9,
+    /// A drop's code location could not be counted: `DROP_LOCATIONS` full
+    /// (the drop itself is counted).
+    DropLocationsFull = 10,
+    /// A DNS drop could not be remembered for the unanswered queries (the
+    /// LRU update failed; the drop itself is counted).
+    DnsDropInsert = 11,
 }
 
 impl Loss {
     /// Every variant, in index order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 12] = [
         Self::CounterMapFull,
         Self::DnsRingFull,
         Self::DnsHistMapFull,
@@ -41,6 +49,9 @@ impl Loss {
         Self::FloodRingFull,
         Self::DnsTailCall,
         Self::DnsHistInsert,
+        Self::DropsMapFull,
+        Self::DropLocationsFull,
+        Self::DnsDropInsert,
     ];
 
     /// A stable snake_case name for reports and metrics.
@@ -55,6 +66,9 @@ impl Loss {
             Self::FloodRingFull => "flood_ring_full",
             Self::DnsTailCall => "dns_tail_call_failed",
             Self::DnsHistInsert => "dns_hist_insert_failed",
+            Self::DropsMapFull => "drops_map_full",
+            Self::DropLocationsFull => "drop_locations_map_full",
+            Self::DnsDropInsert => "dns_drop_insert_failed",
         }
     }
 }

@@ -7,6 +7,7 @@
 mod conntrack;
 mod counter;
 mod dns;
+mod drops;
 mod flood;
 mod kernel;
 mod maps;

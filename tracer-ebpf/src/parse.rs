@@ -32,7 +32,7 @@ const IPV6_FRAG_HDR_LEN: usize = 8;
 
 // network-types stores ethertypes in network byte order.
 pub(crate) const ETH_P_IP: u16 = u16::from_be(EtherType::Ipv4 as u16);
-const ETH_P_IPV6: u16 = u16::from_be(EtherType::Ipv6 as u16);
+pub(crate) const ETH_P_IPV6: u16 = u16::from_be(EtherType::Ipv6 as u16);
 const ETH_P_8021Q: u16 = u16::from_be(EtherType::Ieee8021q as u16);
 const ETH_P_8021AD: u16 = u16::from_be(EtherType::Ieee8021ad as u16);
 
@@ -107,6 +107,19 @@ impl Reader for Direct {
     }
 }
 
+/// Kernel memory from `base` on, through `bpf_probe_read_kernel`: the
+/// headers of an skb seen by a tracing program (no packet context there).
+pub(crate) struct Kernel {
+    pub(crate) base: u64,
+}
+
+impl Reader for Kernel {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Result<T, Skip> {
+        crate::kernel::read::<T>(self.base, off as u32).map_err(|()| Skip::Short)
+    }
+}
+
 /// The whole skb through `bpf_skb_load_bytes` (paged data included).
 pub(crate) struct Helper<'a>(pub(crate) &'a TcContext);
 
@@ -175,7 +188,12 @@ pub(crate) fn read<T: Copy>(ctx: &TcContext, off: usize) -> Result<T, Skip> {
 /// The addresses of a packet [`l4_slow`] parsed.
 #[inline(always)]
 pub(crate) fn addrs(ctx: &TcContext, l4: &L4) -> Result<Addrs, Skip> {
-    let r = Helper(ctx);
+    addrs_with(&Helper(ctx), l4)
+}
+
+/// The addresses of a packet parsed from `r`.
+#[inline(always)]
+pub(crate) fn addrs_with<R: Reader>(r: &R, l4: &L4) -> Result<Addrs, Skip> {
     let mut addrs = Addrs {
         src: [0; 16],
         dst: [0; 16],
@@ -195,6 +213,13 @@ pub(crate) fn addrs(ctx: &TcContext, l4: &L4) -> Result<Addrs, Skip> {
 #[inline(always)]
 fn l4_with<R: Reader>(r: &R) -> Result<L4, Skip> {
     let (ether_type, l3_off) = l3(r)?;
+    l4_from_ip(r, ether_type, l3_off)
+}
+
+/// [`l4_with`] from the IP header at `l3_off` on, for a packet whose
+/// ethertype is known (the kernel's skb->protocol, or the IP version).
+#[inline(always)]
+pub(crate) fn l4_from_ip<R: Reader>(r: &R, ether_type: u16, l3_off: usize) -> Result<L4, Skip> {
     let (family, proto, l4_off) = match ether_type {
         ETH_P_IP => ipv4(r, l3_off)?,
         ETH_P_IPV6 => ipv6(r, l3_off)?,

@@ -424,18 +424,32 @@ impl Btf {
     /// The value of enumerator `variant` of `enum name` (e.g. a drop reason,
     /// whose numbers change between kernel versions).
     pub fn enum_value(&self, name: &str, variant: &str) -> Option<u32> {
-        self.scopes().find_map(|(_, scope, types)| {
-            types
-                .iter()
-                .filter(|t| t.kind == ENUM && scope.name(t.name_off).is_ok_and(|n| n == name))
-                .find_map(|t| match &t.extra {
-                    Extra::Enumerators(values) => values
-                        .iter()
-                        .find(|[off, _]| scope.name(*off).is_ok_and(|n| n == variant))
-                        .map(|[_, value]| *value),
-                    _ => None,
-                })
-        })
+        self.enum_values(name)
+            .into_iter()
+            .find_map(|(n, value)| (n == variant).then_some(value))
+    }
+
+    /// Every enumerator of `enum name` with its value, in BTF order (e.g.
+    /// `skb_drop_reason`: its members and numbers differ between kernels).
+    pub fn enum_values(&self, name: &str) -> Vec<(String, u32)> {
+        self.scopes()
+            .find_map(|(_, scope, types)| {
+                types
+                    .iter()
+                    .filter(|t| t.kind == ENUM && scope.name(t.name_off).is_ok_and(|n| n == name))
+                    .find_map(|t| match &t.extra {
+                        Extra::Enumerators(values) => Some(
+                            values
+                                .iter()
+                                .filter_map(|[off, value]| {
+                                    Some((scope.name(*off).ok()?.to_owned(), *value))
+                                })
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+            })
+            .unwrap_or_default()
     }
 
     /// How many parameters a kernel function takes (its FUNC_PROTO's vlen):

@@ -63,6 +63,8 @@ const NEUTRAL: &[&str] = &[
     "sent",
     "duration_seconds",
     "ifindex",
+    // A namespace's inode: an identity, not a figure.
+    "netns",
     "packets",
     "bytes",
     "parallel_pairs",

@@ -10,7 +10,10 @@
 //!   none, the kernel's `clash_resolve` counter;
 //! - flooding: fentry `br_flood` → kprobe on it; with none, the victim
 //!   ports' TC egress (always attached);
-//! - FDB and neighbour tracepoints: tp_btf only.
+//! - FDB and neighbour tracepoints: tp_btf only;
+//! - drop reasons: tp_btf `skb:kfree_skb` only (a second program on the
+//!   tracepoint, independent of conntrack's fallback; not attached before
+//!   v5.17, where the tracepoint has no reason).
 //!
 //! fentry/fexit go through [`crate::modattach`] (module BTF: the targets
 //! live in `nf_conntrack`/`bridge` on distribution kernels), kprobes and
@@ -79,7 +82,7 @@ pub struct Hook {
 }
 
 /// Every tracing hook, in the order they are attached and reported.
-pub const HOOKS: [Hook; 8] = [
+pub const HOOKS: [Hook; 9] = [
     Hook {
         area: "conntrack",
         name: "conntrack_insert",
@@ -144,6 +147,12 @@ pub const HOOKS: [Hook; 8] = [
     tracepoint("flood", "flood_neigh_dead", &TP_NEIGH_DEAD),
     tracepoint("flood", "flood_neigh_timer", &TP_NEIGH_TIMER),
     tracepoint("flood", "flood_neigh_update", &TP_NEIGH_UPDATE),
+    Hook {
+        area: crate::drops::AREA,
+        name: "drops_kfree_skb",
+        chain: &[tp("kfree_skb", &["drops_kfree_skb"])],
+        without: "drops counted by the kernel's own counters only, without reasons",
+    },
 ];
 
 const TP_FDB_DELETE: [Attempt; 1] = [tp("fdb_delete", &["flood_fdb_delete"])];
@@ -365,7 +374,17 @@ fn tracing_programs() -> Vec<&'static str> {
 
 /// What an attached mechanism cannot see on this kernel.
 fn limitation(kernel: &KernelInfo, attempt: &Attempt) -> Option<String> {
-    (attempt.kind == HookKind::TpBtf && attempt.target == "kfree_skb" && !kernel.kfree_skb_by_reason())
+    if attempt.kind != HookKind::TpBtf || attempt.target != "kfree_skb" {
+        return None;
+    }
+    if attempt.programs[0] == "drops_kfree_skb" {
+        return kernel
+            .drop_reasons
+            .available()
+            .err()
+            .map(|why| format!("{why}: the program counts nothing"));
+    }
+    (!kernel.kfree_skb_by_reason())
         .then(|| {
             format!(
                 "no usable drop reason (kfree_skb has {} arguments, SKB_DROP_REASON_NETFILTER_DROP {}; reasons since v5.17): every free of a packet with a never-confirmed conntrack entry counts as an insert drop",
@@ -459,7 +478,10 @@ fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, attempt: &Attempt) -> Result<(), St
         .program_mut(name)
         .ok_or_else(|| format!("program {name} missing from the object"))?;
     let p: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-    p.load(attempt.target, btf).map_err(|e| one_line(&e))?;
+    p.load(attempt.target, btf).map_err(|e| {
+        tracing::debug!("{name}: {e}");
+        one_line(&e)
+    })?;
     p.attach().map(drop).map_err(|e| format!("{e}"))
 }
 

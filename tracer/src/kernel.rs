@@ -21,6 +21,8 @@ pub struct KernelInfo {
     pub kfree_skb_nargs: Option<usize>,
     /// The hook functions asked for, and where BTF describes them.
     pub functions: Vec<FunctionHook>,
+    /// `enum skb_drop_reason` of this kernel (`tracer/src/drops/`).
+    pub drop_reasons: crate::drops::reasons::ReasonTable,
 }
 
 /// A kernel function we may hook, and where BTF describes it.
@@ -112,6 +114,7 @@ impl KernelInfo {
             missing,
             clash_nargs: btf.func_params("nf_ct_resolve_clash"),
             kfree_skb_nargs: btf.tracepoint_args("kfree_skb"),
+            drop_reasons: crate::drops::reasons::ReasonTable::from_btf(btf),
             functions: functions
                 .iter()
                 .map(|&function| {

@@ -8,6 +8,7 @@ pub mod conntrack;
 pub mod counter;
 pub mod diff;
 pub mod dns;
+pub mod drops;
 pub mod escape;
 pub mod flood;
 pub mod hooks;

@@ -300,6 +300,7 @@ fn encode_report(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     encode_conntrack(r, e)?;
     encode_flood(r, e)?;
     encode_bridge_setup(r, e)?;
+    encode_drops(r, e)?;
     encode_interfaces(r, e)?;
     encode_losses(r, e)?;
     encode_findings(r, e)
@@ -591,6 +592,32 @@ fn encode_bridge_setup(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
         "tracer_bridge_setup_dns_queries",
         "DNS queries first sent in such a window (or just before it) that were never answered (lost) or answered only after a re-send (delayed).",
         &queries,
+    )
+}
+
+fn encode_drops(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+    // No series at all on kernels without drop reasons (not a false zero).
+    let mut drops = Samples::default();
+    for row in &r.drops.rows {
+        let mut labels = vec![
+            ("reason", crate::escape::terminal(&row.reason)),
+            ("side", row.side.to_owned()),
+            ("protocol", row.protocol.to_owned()),
+            ("dns", row.dns.to_string()),
+        ];
+        if let Some(interface) = &row.interface {
+            labels.push(("interface", crate::escape::terminal(interface)));
+        }
+        if let Some(pod) = &row.pod {
+            labels.push(("pod", crate::escape::terminal(pod)));
+        }
+        drops.add(labels, row.count);
+    }
+    counter(
+        e,
+        "tracer_drops",
+        "Packets of the node's pods (and DNS packets in the node's namespace) the kernel dropped, by its drop reason (kfree_skb, v5.17+); side=pod: in the pod's namespace, node: in the node's.",
+        &drops,
     )
 }
 
@@ -1215,6 +1242,7 @@ mod tests {
                 interface: "azv1".into(),
                 side: Side::Client,
                 query: query.clone(),
+                drop: None,
             }],
             events: vec![DnsEventRecord {
                 interface: Some("azv1".into()),
@@ -1332,6 +1360,25 @@ mod tests {
             conntrack,
             flood,
             bridge_setup: crate::bridge_setup::BridgeSetupReport::default(),
+            drops: crate::drops::DropsReport {
+                available: true,
+                total: 5,
+                dns: 5,
+                by_reason: BTreeMap::from([("SOCKET_RCVBUFF".to_owned(), 5)]),
+                rows: vec![crate::drops::DropRow {
+                    reason: "SOCKET_RCVBUFF".into(),
+                    count: 5,
+                    side: "pod",
+                    interface: Some("azv1".into()),
+                    pod: None,
+                    ifindex: 2,
+                    netns: 4_026_532_000,
+                    protocol: "udp",
+                    dns: true,
+                    dns_packet: Some("query"),
+                }],
+                ..crate::drops::DropsReport::default()
+            },
             kernel_offsets_missing: Vec::new(),
             losses: tracer_common::loss::Loss::ALL
                 .iter()
@@ -1402,6 +1449,34 @@ mod tests {
     }
 
     #[test]
+    fn the_table_shows_drops_and_why_they_may_be_missing() {
+        let mut r = report();
+        let table = r.to_table();
+        assert!(
+            table.contains("drops (kernel reasons): 5 (5 DNS): SOCKET_RCVBUFF=5"),
+            "{table}"
+        );
+        assert!(
+            table.lines().any(|l| l.starts_with("SOCKET_RCVBUFF")
+                && l.contains("azv1")
+                && l.ends_with(" 5")),
+            "{table}"
+        );
+        r.drops = crate::drops::DropsReport {
+            unavailable: Some("drop reasons arrived in v5.17".into()),
+            ..crate::drops::DropsReport::default()
+        };
+        let table = r.to_table();
+        assert!(
+            table.contains("drop reasons: not available (drop reasons arrived in v5.17)"),
+            "{table}"
+        );
+        // No series rather than false zeros.
+        let text = render(Some(Arc::new(r)), Format::OpenMetrics);
+        assert!(!text.contains("tracer_drops_total"), "{text}");
+    }
+
+    #[test]
     fn openmetrics_exposition_has_every_family() {
         let text = render(Some(Arc::new(report())), Format::OpenMetrics);
         assert!(text.ends_with("# EOF\n"), "{text}");
@@ -1445,6 +1520,10 @@ mod tests {
                 8.0,
             ),
             ("tracer_conntrack_clashes_resolved_total", 3.0),
+            (
+                "tracer_drops_total{reason=\"SOCKET_RCVBUFF\",side=\"pod\",protocol=\"udp\",dns=\"true\",interface=\"azv1\"}",
+                5.0,
+            ),
             (
                 "tracer_conntrack_drops_attributed_total{client=\"10.240.1.2\",dns=\"true\"}",
                 3.0,

@@ -91,6 +91,7 @@ pub fn kernel_info() -> KernelInfo {
             clash_nargs: None,
             kfree_skb_nargs: None,
             functions: Vec::new(),
+            drop_reasons: crate::drops::reasons::ReasonTable::default(),
         }
     })
 }
@@ -118,6 +119,7 @@ pub fn load_full(settings: &ProbeSettings, kernel: &KernelInfo) -> Result<Ebpf, 
         .override_global("KERNEL_OFFSETS", &kernel.offsets, true)
         .override_global("CT_CLASH_NARGS", &clash_nargs, true)
         .override_global("KFREE_SKB_FILTER", &kfree_skb_filter, true)
+        .override_global("DROP_REASONS", &kernel.drop_reasons.globals(), true)
         .load(EBPF_OBJECT)?)
 }
 

@@ -45,6 +45,8 @@ pub struct Report {
     /// windows without the node's address or default route, and the DNS
     /// queries lost or delayed in them.
     pub bridge_setup: crate::bridge_setup::BridgeSetupReport,
+    /// Why packets died (kernel drop reasons, v5.17+).
+    pub drops: crate::drops::DropsReport,
     /// Kernel struct members BTF did not have (their readers are degraded).
     pub kernel_offsets_missing: Vec<String>,
     /// Every loss counter, zeros included.
@@ -167,6 +169,7 @@ impl Report {
         self.dns_servers_table(&mut out);
         self.conntrack_table(&mut out);
         self.flood_table(&mut out);
+        self.drops_table(&mut out);
         let losses: Vec<String> = self
             .losses
             .iter()
@@ -336,13 +339,20 @@ impl Report {
         for u in dns.unanswered.iter().take(10) {
             let _ = writeln!(
                 out,
-                "unanswered: {} {} {} → {} ({} sends, on {})",
+                "unanswered: {} {} {} → {} ({} sends, on {}){}",
                 Shown(&u.query.question.name),
                 Shown(&u.query.question.qtype),
                 u.query.client,
                 u.query.server,
                 u.query.sends,
-                Shown(&u.interface)
+                Shown(&u.interface),
+                u.drop
+                    .as_ref()
+                    .map(|d| format!(
+                        "; {} dropped ×{}: {} at {}",
+                        d.packet, d.count, d.reason, d.location
+                    ))
+                    .unwrap_or_default()
             );
         }
         let odd: Vec<String> = [
@@ -366,6 +376,55 @@ impl Report {
 }
 
 impl Report {
+    fn drops_table(&self, out: &mut String) {
+        let d = &self.drops;
+        if let Some(why) = &d.unavailable {
+            let _ = writeln!(out, "\ndrop reasons: not available ({why})");
+            return;
+        }
+        let reasons: Vec<String> = d
+            .by_reason
+            .iter()
+            .map(|(reason, n)| format!("{reason}={n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\ndrops (kernel reasons): {} ({} DNS){}{}",
+            d.total,
+            d.dns,
+            if reasons.is_empty() { "" } else { ": " },
+            reasons.join(" ")
+        );
+        if d.rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "{:<24} {:<28} {:<16} {:<5} {:<8} {:<7} {:>10}",
+            "REASON", "POD", "INTERFACE", "SIDE", "PROTO", "DNS", "PACKETS"
+        );
+        for r in d.rows.iter().take(20) {
+            let _ = writeln!(
+                out,
+                "{:<24} {:<28} {:<16} {:<5} {:<8} {:<7} {:>10}",
+                Shown(&r.reason),
+                Shown(r.pod.as_deref().unwrap_or("-")),
+                Shown(r.interface.as_deref().unwrap_or("-")),
+                r.side,
+                r.protocol,
+                r.dns_packet.unwrap_or("-"),
+                r.count
+            );
+        }
+        for l in d.locations.iter().take(10) {
+            let _ = writeln!(
+                out,
+                "drop location: {} {} ×{}",
+                l.reason, l.location, l.count
+            );
+        }
+    }
+
     fn conntrack_table(&self, out: &mut String) {
         let ct = &self.conntrack;
         let t = |name: &str| ct.tracer.get(name).copied().unwrap_or(0);

@@ -124,6 +124,21 @@ pub struct Inputs {
     /// Bridge creation, uplink enslavement, address/route windows and the
     /// DNS queries caught in them.
     pub bridge_setup: crate::bridge_setup::BridgeSetupReport,
+    // drop reasons (kfree_skb, v5.17+)
+    /// DNS packets the kernel dropped, by reason and packet.
+    pub dns_drops: Vec<DnsDropFigure>,
+    /// Why drop reasons are not known, when they are not.
+    pub drops_unavailable: Option<String>,
+}
+
+/// DNS drops of one reason and direction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsDropFigure {
+    /// The kernel's reason, e.g. `SOCKET_RCVBUFF`.
+    pub reason: String,
+    /// The answer died (else the query).
+    pub answer: bool,
+    pub count: u64,
 }
 
 impl Inputs {
@@ -195,8 +210,29 @@ impl Inputs {
             flood_max_pps: flood.episodes.iter().map(|e| e.pps).fold(0.0, f64::max),
             neighbour_failures: flood.neighbour_failures.iter().map(|n| n.count).sum(),
             bridge_setup: r.bridge_setup.clone(),
+            dns_drops: dns_drop_figures(&r.drops),
+            drops_unavailable: r.drops.unavailable.clone(),
         }
     }
+}
+
+/// DNS drops by (reason, direction), the most frequent first.
+fn dns_drop_figures(drops: &crate::drops::DropsReport) -> Vec<DnsDropFigure> {
+    let mut by: std::collections::BTreeMap<(String, bool), u64> = Default::default();
+    for row in drops.rows.iter().filter(|r| r.dns) {
+        *by.entry((row.reason.clone(), row.dns_packet == Some("answer")))
+            .or_default() += row.count;
+    }
+    let mut out: Vec<DnsDropFigure> = by
+        .into_iter()
+        .map(|((reason, answer), count)| DnsDropFigure {
+            reason,
+            answer,
+            count,
+        })
+        .collect();
+    out.sort_by_key(|d| std::cmp::Reverse(d.count));
+    out
 }
 
 /// Applies every rule.
@@ -234,6 +270,11 @@ fn dns(i: &Inputs) -> Finding {
     if let Some(server) = i.dns_server_p50_ms {
         evidence.push(ev("server_side_p50_ms", format!("{server:.2}")));
     }
+    match &i.drops_unavailable {
+        Some(why) => evidence.push(ev("drop_reasons", format!("unavailable: {why}"))),
+        None if !i.dns_drops.is_empty() => evidence.push(ev("drop_reasons", drop_list(i))),
+        None => {}
+    }
     for (name, n) in [
         ("lost_before_server_port", i.dns_lost_before_server),
         ("lost_in_server", i.dns_lost_in_server),
@@ -270,6 +311,8 @@ fn dns(i: &Inputs) -> Finding {
                 i.ct_dns_drops
             ),
         )
+    } else if timeouts > 0 && !i.dns_drops.is_empty() {
+        dropped_dns(i, timeouts, &mut remedies)
     } else if timeouts > 0 {
         lost_dns(i, timeouts, &mut remedies)
     } else if let Some(server) = i
@@ -343,6 +386,147 @@ fn dns(i: &Inputs) -> Finding {
         why,
         remedies,
     }
+}
+
+/// What a DNS drop's kernel reason says about its cause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DropCause {
+    /// A query died at a full server socket: the server is overloaded.
+    ServerOverload,
+    /// An answer died at a full client socket.
+    ClientOverload,
+    /// Netfilter dropped it while conntrack insert races were seen.
+    ConntrackRace,
+    /// Netfilter dropped it and no insert race was seen: a rule.
+    Firewall,
+    /// Address resolution (ARP/ND) failed or its queue overflowed: the L2
+    /// path, the bridge in bridge mode.
+    Neighbour,
+    /// A device queue (qdisc) was full.
+    Queue,
+    Other,
+}
+
+impl DropCause {
+    fn of(d: &DnsDropFigure, ct_race: bool) -> Self {
+        match d.reason.as_str() {
+            "SOCKET_RCVBUFF" if d.answer => Self::ClientOverload,
+            "SOCKET_RCVBUFF" => Self::ServerOverload,
+            "NETFILTER_DROP" if ct_race => Self::ConntrackRace,
+            "NETFILTER_DROP" => Self::Firewall,
+            r if r.starts_with("NEIGH_") => Self::Neighbour,
+            r if r.starts_with("QDISC_") => Self::Queue,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// `REASON query|answer ×N, …`.
+fn drop_list(i: &Inputs) -> String {
+    i.dns_drops
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {} ×{}",
+                d.reason,
+                if d.answer { "answer" } else { "query" },
+                d.count
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The verdict on lost DNS sends when the kernel said why DNS packets
+/// died: it follows the most frequent reason.
+fn dropped_dns(
+    i: &Inputs,
+    timeouts: u64,
+    remedies: &mut Vec<String>,
+) -> (Severity, Answer, Answer, String) {
+    let ct_race = i.ct_insert_failed > 0 || i.ct_dns_drops > 0;
+    let top = &i.dns_drops[0];
+    let seen = format!(
+        "{timeouts} DNS sends got no answer; the kernel dropped DNS packets: {}",
+        drop_list(i)
+    );
+    let (severity, related, resolves, why) = match DropCause::of(top, ct_race) {
+        DropCause::ServerOverload => {
+            remedies.push("scale the DNS server (more replicas, more CPU) or raise its socket receive buffer; NodeLocal DNSCache takes load off it".into());
+            (
+                Severity::Warning,
+                Answer::No,
+                Answer::No,
+                "queries died at the DNS server's own socket (SOCKET_RCVBUFF: its receive buffer was full): the server is overloaded, not the bridge; transparent mode would not change it",
+            )
+        }
+        DropCause::ClientOverload => {
+            remedies.push("the client does not read its answers fast enough: its CPU limits, or its socket receive buffer".into());
+            (
+                Severity::Warning,
+                Answer::No,
+                Answer::No,
+                "answers died at the client's socket (SOCKET_RCVBUFF): the client is not reading, not a datapath problem",
+            )
+        }
+        DropCause::ConntrackRace => {
+            remedies.extend(conntrack_remedies(i));
+            (
+                Severity::Critical,
+                Answer::Partly,
+                Answer::Partly,
+                "netfilter dropped them while conntrack insert races were seen: the race on the DNAT to the DNS service, which transparent mode keeps",
+            )
+        }
+        DropCause::Firewall => {
+            // A rule may sit on the bridge's path (bridge-family nft,
+            // br_netfilter): where the loss was located still decides.
+            remedies.push("find the netfilter rule that drops DNS (nft list ruleset / iptables-save; network policies)".into());
+            let (severity, related, resolves, located) = lost_dns(i, timeouts, remedies);
+            return (
+                severity,
+                related,
+                resolves,
+                format!(
+                    "{located}. The kernel names the drops: {}; NETFILTER_DROP without conntrack insert races is a netfilter rule",
+                    drop_list(i)
+                ),
+            );
+        }
+        DropCause::Neighbour => {
+            remedies.push(
+                "Azure CNI transparent mode (routed: no L2 resolution across the bridge)".into(),
+            );
+            remedies.push("look at the neighbour table of the node and the pods (ip -s neigh): stale or failed entries".into());
+            (
+                Severity::Warning,
+                Answer::Yes,
+                Answer::Partly,
+                "address resolution failed for them (neighbour entry FAILED or its queue full): the L2 path, the bridge in bridge mode",
+            )
+        }
+        DropCause::Queue => {
+            remedies.push("a device queue overflowed: look at the qdisc statistics (tc -s qdisc) of the interface named in the drops table".into());
+            (
+                Severity::Warning,
+                Answer::Partly,
+                Answer::Unknown,
+                "a device queue (qdisc) was full: congestion on the node's path",
+            )
+        }
+        DropCause::Other => (
+            Severity::Warning,
+            Answer::Unknown,
+            Answer::Unknown,
+            "see the drops table for where the kernel dropped them",
+        ),
+    };
+    (
+        severity,
+        related,
+        resolves,
+        format!("{seen}. Most were {why}"),
+    )
 }
 
 /// The verdict on lost DNS sends without conntrack drops: it follows where
@@ -843,6 +1027,82 @@ mod tests {
         assert!(
             !c.remedies.iter().any(|r| r.contains("upgrade")),
             "6.18 has clash resolution"
+        );
+    }
+
+    fn drops(reason: &str, answer: bool, count: u64) -> DnsDropFigure {
+        DnsDropFigure {
+            reason: reason.into(),
+            answer,
+            count,
+        }
+    }
+
+    #[test]
+    fn drop_reasons_name_the_cause_of_lost_dns() {
+        // The figures of tests/tests/drops.rs: 198 re-sends of one query
+        // died at a server socket that does not read.
+        let lost = Inputs {
+            dns_unanswered_sends: 1,
+            dns_abandoned: 1,
+            ..base()
+        };
+        let server = dns(&Inputs {
+            dns_drops: vec![drops("SOCKET_RCVBUFF", false, 198)],
+            ..lost.clone()
+        });
+        assert!(server.detected);
+        assert_eq!(server.bridge_related, Answer::No);
+        assert_eq!(server.transparent_mode_resolves, Answer::No);
+        assert!(
+            server.why.contains("server is overloaded"),
+            "{}",
+            server.why
+        );
+        assert!(
+            server
+                .evidence
+                .contains(&ev("drop_reasons", "SOCKET_RCVBUFF query ×198")),
+            "{:?}",
+            server.evidence
+        );
+        let neighbour = dns(&Inputs {
+            dns_drops: vec![
+                drops("NEIGH_FAILED", false, 3),
+                drops("QDISC_DROP", false, 1),
+            ],
+            ..lost.clone()
+        });
+        assert_eq!(neighbour.bridge_related, Answer::Yes);
+        assert!(
+            neighbour.why.contains("address resolution"),
+            "{}",
+            neighbour.why
+        );
+        // NETFILTER_DROP is the race only when conntrack saw insert failures.
+        let rule = dns(&Inputs {
+            dns_drops: vec![drops("NETFILTER_DROP", false, 4)],
+            dns_lost_before_server: 1,
+            ..lost.clone()
+        });
+        assert!(rule.why.contains("netfilter rule"), "{}", rule.why);
+        // Where the loss was located still decides (a bridge-family rule).
+        assert_eq!(rule.bridge_related, Answer::Partly);
+        let race = dns(&Inputs {
+            dns_drops: vec![drops("NETFILTER_DROP", false, 4)],
+            ct_insert_failed: 4,
+            ..lost.clone()
+        });
+        assert_eq!(race.severity, Severity::Critical);
+        assert!(race.why.contains("race"), "{}", race.why);
+        // Without reasons the finding says why they are missing.
+        let old = dns(&Inputs {
+            drops_unavailable: Some("v5.17".into()),
+            ..lost
+        });
+        assert!(
+            old.evidence
+                .contains(&ev("drop_reasons", "unavailable: v5.17"))
         );
     }
 

@@ -23,6 +23,7 @@ use crate::{
         collector::{DnsCollector, DnsSettings},
         server_list::{self, ListSources},
     },
+    drops::{self, DropsCollector},
     escape::Shown,
     flood::{self, collector::FloodCollector},
     hooks::{self, HookLinks, HookStatus},
@@ -177,6 +178,7 @@ struct Session {
     dns: DnsCollector,
     conntrack: ConntrackCollector,
     floods: FloodCollector,
+    drops: DropsCollector,
     /// Pod attribution and the node's datapath, refreshed as pods come and go.
     pods: PodIndex,
     datapath: DatapathInfo,
@@ -217,8 +219,20 @@ impl Session {
         flood::set_port_macs(ebpf, &pod_macs)?;
         // Before the collectors take their ring buffers out of `ebpf`: the
         // fentry/fexit programs are relocated against those maps.
-        let (hooks, hook_links) = hooks::attach(ebpf, kernel, &["conntrack", "flood"]);
+        let mut drops = DropsCollector::new(kernel);
+        let mut areas = vec!["conntrack", "flood"];
+        match drops.available() {
+            // Not attached without reasons: it would run for every freed skb
+            // on the machine and learn nothing.
+            Ok(()) => areas.push(drops::AREA),
+            Err(why) => tracing::info!("drop reasons not traced: {why}"),
+        }
+        let (hooks, hook_links) = hooks::attach(ebpf, kernel, &areas);
         let (pods, datapath) = attribution(&all, &opts.sources).await;
+        let traced_refs: Vec<&Interface> = traced.iter().collect();
+        if let Err(err) = drops.rescope(ebpf, &traced_refs, &pods) {
+            tracing::warn!("drop scope: {err}");
+        }
         let mut warned = std::collections::BTreeSet::new();
         log_new_warnings(&mut warned, &pods);
         tracing::info!(
@@ -254,6 +268,7 @@ impl Session {
             dns: DnsCollector::new(ebpf, opts.dns)?,
             conntrack: ConntrackCollector::new(ebpf)?,
             floods,
+            drops,
             pods,
             datapath,
             pods_stale: false,
@@ -332,6 +347,9 @@ impl Session {
                         // the new pods' namespaces are then not reported.
                         if let Err(err) = self.floods.rescope(ebpf, &traced, &self.pods) {
                             tracing::warn!("flood event scope: {err}");
+                        }
+                        if let Err(err) = self.drops.rescope(ebpf, &traced, &self.pods) {
+                            tracing::warn!("drop scope: {err}");
                         }
                     }
                     self.dns.sweep(ebpf, monotonic_ns())?;
@@ -479,7 +497,7 @@ impl Session {
             .flat_map(|pod| pod.ips.iter().copied())
             .collect();
         let traced_pod_ip = |ip: std::net::IpAddr| traced_pod_ips.contains(&ip);
-        let dns = self.dns.report(
+        let mut dns = self.dns.report(
             ebpf,
             &crate::dns::collector::NodeView {
                 name_of: &name_of,
@@ -505,6 +523,9 @@ impl Session {
         let flood = self
             .floods
             .report(ebpf, monotonic_ns(), area("flood"), &name_of)?;
+        let view = drops::NodeView::new(&name_of, &self.pods);
+        let drops = self.drops.report(ebpf, area(drops::AREA), &view)?;
+        self.drops.annotate(ebpf, &mut dns.unanswered, &view)?;
         let mut losses: Vec<LossReport> = loss::read(ebpf)?
             .into_iter()
             .map(|(loss, count)| LossReport {
@@ -549,6 +570,7 @@ impl Session {
                 .as_ref()
                 .map(|w| w.report(self.dns.loss_times()))
                 .unwrap_or_default(),
+            drops,
             kernel_offsets_missing: self.kernel.missing.clone(),
             losses,
         };

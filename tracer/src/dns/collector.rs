@@ -583,6 +583,7 @@ impl DnsCollector {
                     interface: name_of(u.ifindex),
                     side: side_of(u.ifindex, u.query_dir),
                     query: u.clone(),
+                    drop: None,
                 })
                 .collect(),
             events,
@@ -871,6 +872,11 @@ pub struct UnansweredReport {
     pub side: Side,
     #[serde(flatten)]
     pub query: UnansweredQuery,
+    /// The drop the kernel reported for this exchange's query or answer,
+    /// when one was seen (kernels with drop reasons, v5.17+; absent
+    /// otherwise: the report's `drops.unavailable` says why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop: Option<crate::drops::DropSeen>,
 }
 
 #[derive(Debug, Serialize)]

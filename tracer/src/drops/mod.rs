@@ -1,0 +1,510 @@
+//! Why packets died: the collector side of `tracer-ebpf/src/drops.rs`.
+//!
+//! The kernel counts each drop of this node's packets by reason, device,
+//! protocol and DNS-or-not, and by code location; userspace names the
+//! reasons from the running kernel's BTF ([`reasons`]), the locations from
+//! `/proc/kallsyms` ([`kallsyms`]), the devices and pods from the node's
+//! view, and attaches to each unanswered DNS query the drop seen for its
+//! exchange ([`DropsCollector::annotate`]).
+
+pub mod kallsyms;
+pub mod reasons;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
+    os::unix::fs::MetadataExt as _,
+};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapError, PerCpuHashMap},
+};
+use serde::Serialize;
+use tracer_common::drops::{
+    DnsDrop, DnsDropKey, DropKey, DropLocationKey, SCOPE_ALL, SCOPE_DNS, ScopeKey,
+};
+
+use self::{kallsyms::Kallsyms, reasons::ReasonTable};
+use crate::{
+    dns::collector::UnansweredReport,
+    interfaces::Interface,
+    pods::{PodIndex, SOURCE_INTERFACE},
+};
+
+/// The hook area's name (`hooks::HOOKS`).
+pub const AREA: &str = "drops";
+
+/// Rows of the report's drop table (the most frequent first); the totals
+/// count every drop.
+pub const ROWS_LISTED: usize = 200;
+
+// IPPROTO_* numbers fit a byte (the IP header's protocol field).
+const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;
+const IPPROTO_UDP: u8 = libc::IPPROTO_UDP as u8;
+const IPPROTO_ICMP: u8 = libc::IPPROTO_ICMP as u8;
+const IPPROTO_ICMPV6: u8 = libc::IPPROTO_ICMPV6 as u8;
+
+/// Errors of the drop collector.
+#[derive(Debug, thiserror::Error)]
+pub enum DropsError {
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("drop map: {0}")]
+    Map(#[from] MapError),
+    #[error("network namespace: {0}")]
+    Netns(#[source] std::io::Error),
+}
+
+/// The namespaces and devices whose drops are this node's: the pods'
+/// namespaces and the traced pod ports as a whole, the node's own
+/// namespace for DNS only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropScope(BTreeMap<ScopeKey, u8>);
+
+impl DropScope {
+    /// The scope of the calling thread's namespace (the traced node's),
+    /// its `traced` interfaces and the pods `pods` found.
+    pub fn of_node(traced: &[&Interface], pods: &PodIndex) -> Result<Self, DropsError> {
+        let node = node_netns()?;
+        let mut scope = BTreeMap::new();
+        if node != 0 {
+            scope.insert(
+                ScopeKey {
+                    netns: node,
+                    ifindex: 0,
+                },
+                SCOPE_DNS,
+            );
+            for iface in traced {
+                let key = ScopeKey {
+                    netns: node,
+                    ifindex: iface.index,
+                };
+                scope.insert(key, SCOPE_ALL);
+            }
+        }
+        for (_, pod) in pods.by_ifindex() {
+            if let Some(netns) = pod.netns.as_ref().and_then(|l| u32::try_from(l.inode).ok())
+                && netns != node
+            {
+                scope.insert(ScopeKey { netns, ifindex: 0 }, SCOPE_ALL);
+            }
+        }
+        Ok(Self(scope))
+    }
+
+    /// Makes `DROPS_SCOPE` equal to `self`, given what `before` put there.
+    fn apply(&self, ebpf: &mut Ebpf, before: &Self) -> Result<(), DropsError> {
+        let map = ebpf
+            .map_mut("DROPS_SCOPE")
+            .ok_or(DropsError::MissingMap("DROPS_SCOPE"))?;
+        let mut map: BpfHashMap<_, ScopeKey, u8> = BpfHashMap::try_from(map)?;
+        for key in before.0.keys().filter(|k| !self.0.contains_key(k)) {
+            map.remove(key)?;
+        }
+        for (key, value) in &self.0 {
+            if before.0.get(key) != Some(value) {
+                map.insert(key, value, 0)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Inode of the calling thread's network namespace.
+fn node_netns() -> Result<u32, DropsError> {
+    let inode = std::fs::metadata("/proc/thread-self/ns/net")
+        .map_err(DropsError::Netns)?
+        .ino();
+    Ok(u32::try_from(inode).unwrap_or(0))
+}
+
+/// The drops section of the report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DropsReport {
+    /// Whether this kernel gives drop reasons (v5.17+) and they were traced.
+    pub available: bool,
+    /// Why not, when not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+    /// The `drops_kfree_skb` hook: its mechanism, or why it was refused
+    /// (empty where it was not tried: before v5.17).
+    pub hooks: Vec<crate::hooks::HookStatus>,
+    /// Drops of this node's packets with a reason (not NOT_SPECIFIED).
+    pub total: u64,
+    /// Of which DNS packets (from or to port 53).
+    pub dns: u64,
+    /// Totals by reason (the kernel's name without `SKB_DROP_REASON_`).
+    pub by_reason: BTreeMap<String, u64>,
+    /// By reason, device, protocol: the [`ROWS_LISTED`] largest.
+    pub rows: Vec<DropRow>,
+    pub rows_not_listed: usize,
+    /// Where in the kernel, by reason.
+    pub locations: Vec<LocationRow>,
+}
+
+/// Drops of one (reason, device, protocol, DNS) key.
+#[derive(Clone, Debug, Serialize)]
+pub struct DropRow {
+    pub reason: String,
+    pub count: u64,
+    /// `pod`: in a pod's namespace; `node`: in the node's (on a pod port,
+    /// or a DNS packet anywhere there).
+    pub side: &'static str,
+    /// The node-side interface: the device itself on the node's side, the
+    /// pod's host port on the pod's side.
+    pub interface: Option<String>,
+    pub pod: Option<String>,
+    pub ifindex: u32,
+    pub netns: u32,
+    pub protocol: &'static str,
+    pub dns: bool,
+    /// For DNS: `query` (to port 53) or `answer` (from it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_packet: Option<&'static str>,
+}
+
+/// Drops at one kernel code location.
+#[derive(Clone, Debug, Serialize)]
+pub struct LocationRow {
+    pub reason: String,
+    /// `function+0xoffset`.
+    pub location: String,
+    pub count: u64,
+}
+
+/// The drop seen for an unanswered query's exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DropSeen {
+    pub reason: String,
+    /// `query` or `answer`: which packet of the exchange died.
+    pub packet: &'static str,
+    pub location: String,
+    /// Drops of that exchange's packets.
+    pub count: u64,
+    pub pod: Option<String>,
+    pub interface: Option<String>,
+}
+
+/// What the collector needs from the session to name devices.
+pub struct NodeView<'a> {
+    name_of: &'a dyn Fn(u32) -> String,
+    pods: &'a PodIndex,
+    /// Each pod's namespace inode → its host-side port.
+    port_of_netns: HashMap<u64, u32>,
+}
+
+impl<'a> NodeView<'a> {
+    pub fn new(name_of: &'a dyn Fn(u32) -> String, pods: &'a PodIndex) -> Self {
+        let port_of_netns = pods
+            .by_ifindex()
+            .into_iter()
+            .filter_map(|(port, p)| Some((p.netns.as_ref()?.inode, port)))
+            .collect();
+        Self {
+            name_of,
+            pods,
+            port_of_netns,
+        }
+    }
+
+    /// (interface, pod) of a drop on `ifindex` in namespace `netns`.
+    fn place(&self, node: u32, netns: u32, ifindex: u32) -> (Option<String>, Option<String>) {
+        let port = if netns == node {
+            Some(ifindex)
+        } else {
+            self.port_of_netns.get(&u64::from(netns)).copied()
+        };
+        let pod = port.and_then(|port| Some((port, self.pods.pod_of_ifindex(port)?)));
+        let interface = match pod {
+            Some((port, _)) => Some((self.name_of)(port)),
+            None if netns == node => Some((self.name_of)(ifindex)),
+            None => None,
+        };
+        let pod = pod
+            .filter(|(_, p)| p.source != SOURCE_INTERFACE)
+            .map(|(_, p)| p.label());
+        (interface, pod)
+    }
+}
+
+/// Reads the drop maps and keeps the scope in step with the node.
+#[derive(Debug)]
+pub struct DropsCollector {
+    reasons: ReasonTable,
+    scope: DropScope,
+    node: u32,
+    kallsyms: Option<Kallsyms>,
+}
+
+impl DropsCollector {
+    pub fn new(kernel: &crate::kernel::KernelInfo) -> Self {
+        Self {
+            reasons: kernel.drop_reasons.clone(),
+            scope: DropScope::default(),
+            node: node_netns().unwrap_or(0),
+            kallsyms: None,
+        }
+    }
+
+    /// Whether drop reasons are traced on this kernel, else why not.
+    pub fn available(&self) -> Result<(), String> {
+        self.reasons.available()
+    }
+
+    /// Points the kernel's filter at the node's current pods and ports.
+    pub fn rescope(
+        &mut self,
+        ebpf: &mut Ebpf,
+        traced: &[&Interface],
+        pods: &PodIndex,
+    ) -> Result<(), DropsError> {
+        let scope = DropScope::of_node(traced, pods)?;
+        scope.apply(ebpf, &self.scope)?;
+        self.scope = scope;
+        Ok(())
+    }
+
+    /// The drops section; `hooks` are the area's hook statuses.
+    pub fn report(
+        &mut self,
+        ebpf: &Ebpf,
+        hooks: Vec<crate::hooks::HookStatus>,
+        view: &NodeView<'_>,
+    ) -> Result<DropsReport, DropsError> {
+        let attached = match hooks.iter().find(|h| !h.attached) {
+            Some(h) => Err(format!(
+                "tp_btf kfree_skb refused: {}",
+                h.error.as_deref().unwrap_or("unknown error")
+            )),
+            None => Ok(()),
+        };
+        if let Err(why) = self.available().and(attached) {
+            return Ok(DropsReport {
+                unavailable: Some(why),
+                hooks,
+                ..DropsReport::default()
+            });
+        }
+        let counts: BTreeMap<DropKey, u64> = sum_per_cpu(ebpf, "DROPS")?;
+        let mut report = DropsReport {
+            available: true,
+            hooks,
+            ..DropsReport::default()
+        };
+        let mut rows: Vec<DropRow> = counts
+            .iter()
+            .map(|(key, &count)| {
+                let reason = self.reasons.name(key.reason);
+                report.total += count;
+                if key.dns != 0 {
+                    report.dns += count;
+                }
+                *report.by_reason.entry(reason.clone()).or_default() += count;
+                let (interface, pod) = view.place(self.node, key.netns, key.ifindex);
+                DropRow {
+                    reason,
+                    count,
+                    side: if key.netns == self.node {
+                        "node"
+                    } else {
+                        "pod"
+                    },
+                    interface,
+                    pod,
+                    ifindex: key.ifindex,
+                    netns: key.netns,
+                    protocol: protocol_name(key.proto),
+                    dns: key.dns != 0,
+                    dns_packet: (key.dns != 0).then_some(if key.answer != 0 {
+                        "answer"
+                    } else {
+                        "query"
+                    }),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+        report.rows_not_listed = rows.len().saturating_sub(ROWS_LISTED);
+        rows.truncate(ROWS_LISTED);
+        report.rows = rows;
+        let locations: BTreeMap<DropLocationKey, u64> = sum_per_cpu(ebpf, "DROP_LOCATIONS")?;
+        let symbols = symbols(&mut self.kallsyms);
+        report.locations = locations
+            .iter()
+            .map(|(key, &count)| LocationRow {
+                reason: self.reasons.name(key.reason),
+                location: symbols.describe(key.location),
+                count,
+            })
+            .collect();
+        report.locations.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.location.cmp(&b.location))
+        });
+        Ok(report)
+    }
+}
+
+/// The kernel's symbols, read at the first use.
+fn symbols(slot: &mut Option<Kallsyms>) -> &Kallsyms {
+    slot.get_or_insert_with(|| {
+        Kallsyms::load().unwrap_or_else(|err| {
+            tracing::warn!("/proc/kallsyms: {err}: drop locations shown as addresses");
+            Kallsyms::default()
+        })
+    })
+}
+
+impl DropsCollector {
+    /// Gives each unanswered query the drop seen for its exchange (same
+    /// client address and port, transport and DNS id; the server may differ
+    /// when the query died after DNAT).
+    pub fn annotate(
+        &mut self,
+        ebpf: &Ebpf,
+        unanswered: &mut [UnansweredReport],
+        view: &NodeView<'_>,
+    ) -> Result<(), DropsError> {
+        if self.available().is_err() || unanswered.is_empty() {
+            return Ok(());
+        }
+        let map = ebpf
+            .map("DNS_DROPS")
+            .ok_or(DropsError::MissingMap("DNS_DROPS"))?;
+        let map: BpfHashMap<_, DnsDropKey, DnsDrop> = BpfHashMap::try_from(map)?;
+        let mut seen: HashMap<ExchangeKey, DnsDrop> = HashMap::new();
+        for (key, drop) in map.iter().filter_map(Result::ok) {
+            let slot = seen.entry(ExchangeKey::of_drop(&key)).or_default();
+            if drop.ts_ns >= slot.ts_ns {
+                let count = slot.count + drop.count;
+                *slot = DnsDrop { count, ..drop };
+            }
+        }
+        for u in unanswered {
+            let Some(key) = ExchangeKey::of_query(&u.query.client, u.query.transport, u.query.id)
+            else {
+                continue;
+            };
+            if let Some(d) = seen.get(&key) {
+                let (interface, pod) = view.place(self.node, d.netns, d.ifindex);
+                u.drop = Some(DropSeen {
+                    reason: self.reasons.name(d.reason),
+                    packet: if d.answer != 0 { "answer" } else { "query" },
+                    location: symbols(&mut self.kallsyms).describe(d.location),
+                    count: d.count,
+                    pod,
+                    interface,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A DNS exchange as the client sees it: its socket and the message id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ExchangeKey {
+    client: IpAddr,
+    port: u16,
+    proto: u8,
+    id: u16,
+}
+
+impl ExchangeKey {
+    fn of_drop(key: &DnsDropKey) -> Self {
+        let client = if key.family == 4 {
+            IpAddr::from([key.client[0], key.client[1], key.client[2], key.client[3]])
+        } else {
+            IpAddr::from(key.client)
+        };
+        Self {
+            client,
+            port: key.client_port,
+            proto: key.proto,
+            id: key.id,
+        }
+    }
+
+    /// From the report's `client` (`ip:port`), transport and id; TCP ids
+    /// are not read by the kernel program (0).
+    fn of_query(client: &str, transport: &str, id: u16) -> Option<Self> {
+        let client: SocketAddr = client.parse().ok()?;
+        let (proto, id) = if transport == "tcp" {
+            (IPPROTO_TCP, 0)
+        } else {
+            (IPPROTO_UDP, id)
+        };
+        Some(Self {
+            client: client.ip(),
+            port: client.port(),
+            proto,
+            id,
+        })
+    }
+}
+
+/// A per-CPU hash map's values summed over CPUs.
+fn sum_per_cpu<K: aya::Pod + Ord>(
+    ebpf: &Ebpf,
+    name: &'static str,
+) -> Result<BTreeMap<K, u64>, DropsError> {
+    let map = ebpf.map(name).ok_or(DropsError::MissingMap(name))?;
+    let map: PerCpuHashMap<_, K, u64> = PerCpuHashMap::try_from(map)?;
+    let mut out = BTreeMap::new();
+    for entry in map.iter() {
+        let (key, per_cpu) = entry?;
+        *out.entry(key).or_default() += per_cpu.iter().sum::<u64>();
+    }
+    Ok(out)
+}
+
+const fn protocol_name(proto: u8) -> &'static str {
+    match proto {
+        IPPROTO_UDP => "udp",
+        IPPROTO_TCP => "tcp",
+        IPPROTO_ICMP => "icmp",
+        IPPROTO_ICMPV6 => "icmpv6",
+        0 => "not_ip",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_finds_its_exchange_whatever_the_server() {
+        let mut key = DnsDropKey {
+            client_port: 40000,
+            server_port: 53,
+            id: 9,
+            proto: IPPROTO_UDP,
+            family: 4,
+            ..DnsDropKey::default()
+        };
+        key.client[..4].copy_from_slice(&[10, 240, 1, 2]);
+        key.server[..4].copy_from_slice(&[10, 240, 1, 9]);
+        let from_report = ExchangeKey::of_query("10.240.1.2:40000", "udp", 9);
+        assert_eq!(Some(ExchangeKey::of_drop(&key)), from_report);
+        assert_ne!(
+            Some(ExchangeKey::of_drop(&key)),
+            ExchangeKey::of_query("10.240.1.2:40000", "udp", 10)
+        );
+        key.proto = IPPROTO_TCP;
+        key.id = 0;
+        assert_eq!(
+            Some(ExchangeKey::of_drop(&key)),
+            ExchangeKey::of_query("10.240.1.2:40000", "tcp", 77)
+        );
+        key.family = 6;
+        key.client = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        assert_eq!(
+            Some(ExchangeKey::of_drop(&key)),
+            ExchangeKey::of_query("[fd00::2]:40000", "tcp", 0)
+        );
+    }
+}

@@ -20,6 +20,8 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde_json::Value;
 
+use crate::stats;
+
 /// Which way a figure gets worse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -161,6 +163,9 @@ pub struct Row {
     pub old: Option<f64>,
     pub new: Option<f64>,
     pub verdict: Verdict,
+    /// Two-sided p-value of old vs new, when both reports have two or more
+    /// runs of the figure (lab `--repeat`): see [`significance`].
+    pub p_value: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,34 +288,70 @@ pub fn diff(old: &Value, new: &Value, limits: Thresholds) -> Result<Vec<Row>, Di
             new: new_kind,
         });
     }
-    let (mut old, mut new) = (figures(old), figures(new));
-    if old_kind == "lab" {
-        old = mean_of_runs(old);
-        new = mean_of_runs(new);
-    }
+    let group = |figures: BTreeMap<String, f64>| {
+        if old_kind == "lab" {
+            runs_of(figures)
+        } else {
+            figures.into_iter().map(|(k, v)| (k, vec![v])).collect()
+        }
+    };
+    let (old, new) = (group(figures(old)), group(figures(new)));
     let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
     names.sort_unstable();
     names.dedup();
     Ok(names
         .into_iter()
         .map(|figure| {
-            let (o, n) = (old.get(figure).copied(), new.get(figure).copied());
+            let (o, n) = (old.get(figure), new.get(figure));
+            let mean = |v: Option<&Vec<f64>>| v.map(|v| stats::mean(v));
+            let p_value = o.zip(n).and_then(|(o, n)| significance(o, n));
+            let mut verdict = judge(figure, mean(o), mean(n), limits);
+            // Beyond the thresholds but within what the runs' own spread
+            // explains: a change, not a regression (or an improvement).
+            if matches!(verdict, Verdict::Worse | Verdict::Better)
+                && p_value.is_some_and(|p| p >= stats::ALPHA)
+            {
+                verdict = Verdict::Changed;
+            }
             Row {
                 figure: figure.clone(),
-                old: o,
-                new: n,
-                verdict: judge(figure, o, n, limits),
+                old: mean(o),
+                new: mean(n),
+                verdict,
+                p_value,
             }
         })
         .collect())
 }
 
+/// Old vs new when both have at least two runs: counts (whole numbers)
+/// by the exact conditional Poisson test on their totals per run, other
+/// figures by Mann–Whitney U on the per-run values — the lab's own tests.
+/// `None` with fewer runs: then the thresholds alone decide.
+pub fn significance(old: &[f64], new: &[f64]) -> Option<f64> {
+    if old.len() < 2 || new.len() < 2 {
+        return None;
+    }
+    let whole = |v: &[f64]| v.iter().all(|x| *x >= 0.0 && x.fract() == 0.0);
+    if whole(old) && whole(new) {
+        let total = |v: &[f64]| v.iter().sum::<f64>() as u64;
+        Some(stats::poisson_conditional_test(
+            total(old),
+            old.len() as f64,
+            total(new),
+            new.len() as f64,
+        ))
+    } else {
+        Some(stats::mann_whitney(old, new).1)
+    }
+}
+
 /// A lab report with `--repeat N` has N runs per datapath (`runs[bridge]`,
-/// `runs[bridge#1]`, …): each of their figures becomes its mean over the
-/// runs, so reports with different numbers of runs compare, and one noisy
-/// run is not a regression.
-fn mean_of_runs(figures: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
-    let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+/// `runs[bridge#1]`, …): each of their figures is grouped over the runs, so
+/// reports with different numbers of runs compare by their mean, and the
+/// runs' spread says whether a change is more than noise.
+fn runs_of(figures: BTreeMap<String, f64>) -> BTreeMap<String, Vec<f64>> {
+    let mut runs: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for (name, value) in figures {
         let name = match name.strip_prefix("runs[").and_then(|r| r.split_once(']')) {
             Some((key, rest)) => {
@@ -319,12 +360,9 @@ fn mean_of_runs(figures: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
             }
             None => name,
         };
-        let sum = sums.entry(name).or_default();
-        *sum = (sum.0 + value, sum.1 + 1.0);
+        runs.entry(name).or_default().push(value);
     }
-    sums.into_iter()
-        .map(|(name, (sum, n))| (name, sum / n))
-        .collect()
+    runs
 }
 
 fn judge(figure: &str, old: Option<f64>, new: Option<f64>, limits: Thresholds) -> Verdict {
@@ -394,13 +432,16 @@ pub fn to_table(rows: &[Row], limits: Thresholds, all: bool) -> String {
         .unwrap_or(6)
         .max(6);
     let mut out = format!(
-        "{:<width$}  {:>12}  {:>12}  {:>9}  verdict\n",
-        "figure", "old", "new", "change"
+        "{:<width$}  {:>12}  {:>12}  {:>9}  {:>6}  verdict\n",
+        "figure", "old", "new", "change", "p"
     );
     for r in &shown {
+        let p = r
+            .p_value
+            .map_or_else(|| "-".to_owned(), |p| format!("{p:.3}"));
         let _ = writeln!(
             out,
-            "{:<width$}  {:>12}  {:>12}  {:>9}  {}",
+            "{:<width$}  {:>12}  {:>12}  {:>9}  {p:>6}  {}",
             r.figure,
             number(r.old),
             number(r.new),
@@ -412,7 +453,8 @@ pub fn to_table(rows: &[Row], limits: Thresholds, all: bool) -> String {
     let _ = writeln!(
         out,
         "{} worse, {} better, {} changed within thresholds, {} unchanged, {} new, {} gone \
-         (worse = beyond +{} % and {} in the figure's unit)",
+         (worse = beyond +{} % and {} in the figure's unit, and p < 0.05 where both \
+         reports have 2+ runs: exact Poisson test for counts, Mann-Whitney U otherwise)",
         count(Verdict::Worse),
         count(Verdict::Better),
         count(Verdict::Changed),
@@ -538,6 +580,39 @@ mod tests {
             direction("comparison[dns answer p99 ms].bridge_stats.mean"),
             Direction::Neutral
         );
+    }
+
+    /// A lab report with one bridge run per (p99, copies).
+    fn lab_runs(runs: &[(f64, u64)]) -> Value {
+        let runs: Vec<Value> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, (p99, copies))| {
+                json!({"datapath": "bridge", "repeat": i + 1, "dns": {"p99_ms": p99},
+                       "flood": {"copies_to_victims": copies}})
+            })
+            .collect();
+        json!({"schema_version": 1, "kernel": "6.18", "pods": 4, "runs": runs,
+               "comparison": [], "verify": []})
+    }
+
+    #[test]
+    fn repeated_runs_need_significance_to_be_worse() {
+        let old = lab_runs(&[(2.0, 0), (2.2, 0), (1.9, 0)]);
+        // p99 +65 % and +1.3 ms on average, but one run of three carries it:
+        // Mann-Whitney on 3 + 3 runs cannot call that (p = 0.7).
+        let new = lab_runs(&[(1.9, 4000), (6.0, 4100), (2.0, 3900)]);
+        let rows = diff(&old, &new, Thresholds::default()).expect("diff");
+        let row = |name: &str| rows.iter().find(|r| r.figure == name).expect(name);
+        let p99 = row("runs[bridge].dns.p99_ms");
+        assert_eq!(p99.verdict, Verdict::Changed, "{p99:?}");
+        assert!(p99.p_value.expect("3 runs each") > 0.05, "{p99:?}");
+        // 0 → ~4000 flooded copies in every run: the exact Poisson test.
+        let copies = row("runs[bridge].flood.copies_to_victims");
+        assert_eq!(copies.verdict, Verdict::Worse, "{copies:?}");
+        assert!(copies.p_value.expect("3 runs each") < 1e-6, "{copies:?}");
+        // One run each: the thresholds alone, no p-value.
+        assert_eq!(significance(&[1.0], &[5.0, 6.0]), None);
     }
 
     #[test]

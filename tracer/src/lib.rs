@@ -30,6 +30,7 @@ pub mod probes;
 pub mod rank;
 pub mod report;
 pub mod ring;
+pub mod stats;
 mod sys;
 pub mod tc_netlink;
 pub mod verdict;

@@ -2,7 +2,7 @@
 //! each run of each datapath ([`Metric`]: a name, a kind and a getter, so a
 //! scenario adds rows without touching this file), summarised as a mean
 //! with a 95 % interval, and the two datapaths are tested against each
-//! other by the kind's test ([`super::stats`]).
+//! other by the kind's test ([`crate::stats`]).
 //!
 //! "Resolved by transparent?" is answered for symptom counts only, and only
 //! from a significant difference (Holm-adjusted over the judged rows):
@@ -14,7 +14,8 @@
 
 use serde::Serialize;
 
-use super::{DatapathRun, stats, topology::Datapath};
+use super::{DatapathRun, topology::Datapath};
+use crate::stats;
 
 type Getter = Box<dyn Fn(&DatapathRun) -> Option<f64>>;
 

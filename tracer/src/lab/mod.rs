@@ -9,7 +9,6 @@ pub mod dns;
 pub mod dns_servers;
 #[cfg(feature = "plot")]
 pub mod plot;
-pub mod stats;
 pub mod topology;
 pub mod traffic;
 pub mod verify;

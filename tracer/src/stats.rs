@@ -1,4 +1,4 @@
-//! The statistics behind the lab's verdicts, written out so a reviewer can
+//! The statistics behind the lab's verdicts and `tracer diff`'s, written out so a reviewer can
 //! read them in one sitting: intervals of a mean (Student's t, the exact
 //! Poisson interval of Garwood 1936), the exact conditional test of two
 //! Poisson counts (a binomial test on one count given their sum), and the

@@ -553,14 +553,18 @@ impl DnsCollector {
         }
         // The LRU evicts silently: what went in and is neither answered,
         // swept nor still there was evicted (exact once traffic is quiet).
-        let accounted = stat(DnsStat::Matched as usize) + self.swept + count_pending(ebpf)?;
+        // One read of the pending map serves both the count and the
+        // per-server tally (under a flood it holds 16 384 entries).
+        let pending_now = pending_by_server(ebpf)?;
+        let accounted =
+            stat(DnsStat::Matched as usize) + self.swept + pending_now.values().sum::<u64>();
         let pending_evicted = (stat(DnsStat::PendingInserted as usize) + self.pending_at_start)
             .saturating_sub(accounted);
         let exchanges = self.exchanges(&side_of, node.traced_pod_ip, &side_buckets, &latency);
         let servers = server_use::rows(
             &server_use::UseInputs {
                 answered: &answered,
-                pending: &pending_by_server(ebpf)?,
+                pending: &pending_now,
                 tallies: &self.server_sends,
             },
             name_of,

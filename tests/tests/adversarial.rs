@@ -22,7 +22,10 @@ use std::{
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tracer::{
-    lab::topology::{Datapath, Topology},
+    lab::{
+        topology::{Datapath, Topology},
+        traffic::percentile,
+    },
     netns,
 };
 use tracer_tests::{
@@ -203,12 +206,6 @@ fn resolve_until(netns_name: String, stop: Arc<AtomicBool>) -> JoinHandle<(u64, 
         }
         (lookups, failed)
     })
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 /// CPU time of `pid` so far (utime + stime), in clock ticks.

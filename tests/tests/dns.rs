@@ -9,7 +9,10 @@ use std::{
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use tracer::lab::topology::{Datapath, Topology};
+use tracer::lab::{
+    topology::{Datapath, Topology},
+    traffic::percentile,
+};
 use tracer_tests::{
     TracerRun,
     dns::{
@@ -28,12 +31,6 @@ fn records() -> Vec<(&'static str, Ipv4Addr, Ipv6Addr)> {
         Ipv4Addr::new(10, 96, 0, 20),
         "fd00::20".parse().unwrap(),
     )]
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 fn within(got: f64, want: f64, tolerance: f64) -> bool {

@@ -12,29 +12,10 @@ use std::{process::Command, sync::OnceLock};
 use serde_json::Value;
 use tracer_tests::{privileged, tracer_bin};
 
-/// The lab's JSON report, run once for the tests of this file (twice when
-/// the first run's precondition failed: see [`in_flight_missed`]).
+/// The lab's JSON report, run once for the tests of this file.
 fn lab() -> &'static Value {
     static RUN: OnceLock<Value> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let first = run_lab();
-        if in_flight_missed(&first) {
-            eprintln!(
-                "the in-flight query's answer came back before `ip addr del` finished (a loaded machine): running again"
-            );
-            return run_lab();
-        }
-        first
-    })
-}
-
-/// The lab deletes the address right after the upstream received a query,
-/// whose answer comes 50 ms later; when spawning `ip` took longer than that
-/// on a loaded machine, no answer was in flight and nothing can be lost.
-fn in_flight_missed(report: &Value) -> bool {
-    let b = &run(report, "bridge")["bridge_setup"];
-    let delay = tracer::lab::bridge_setup::UPSTREAM_DELAY.as_secs_f64() * 1000.0;
-    n(b, "lookups_timed_out") == 0 && f(b, "delete_after_query_ms") >= delay
+    RUN.get_or_init(run_lab)
 }
 
 fn run_lab() -> Value {

@@ -11,9 +11,13 @@
 //! dnsmasq keeps no cache here), so queries are in flight as on a real node.
 //! Host-network clients ([`NODE_CLIENTS`] glibc `getent` loops) resolve all
 //! along, with glibc's default `timeout:5 attempts:2`. The pod arrives
-//! right after the upstream received a query (as on a busy node, where one
-//! is always in flight; the lab makes sure rather than leave it to the
-//! scheduling of a shared machine), in both modes.
+//! while a query is in flight, in both modes: the upstream holds the answer
+//! of the next query it receives and, in bridge mode, sends it once the
+//! node's address is gone (in transparent mode, once the pod's plumbing
+//! began). On a busy node an answer is always on its way back; the lab
+//! makes sure one lands in the window rather than leave it to how fast a
+//! shared machine runs the CNI's commands (a window of 40 ms on a fast one
+//! closed before a 50 ms answer came back, and nothing was lost).
 //!
 //! Then the first pod arrives. Bridge mode does what Azure CNI's
 //! `connectExternalInterface` does (azure-container-networking
@@ -85,9 +89,8 @@ pub struct BridgeSetupFigures {
     /// the other (longest).
     pub window_lab_min_ms: f64,
     pub window_lab_max_ms: f64,
-    /// How long after the upstream received the query in flight the
-    /// address was gone: ≥ [`UPSTREAM_DELAY`] means its answer had already
-    /// come back (a machine so loaded that one `ip` command took that long).
+    /// How long after the upstream received the query it held the address
+    /// was gone (its answer was sent then).
     pub delete_after_query_ms: f64,
     /// tracer: the node's address/default route missing, bridges created.
     pub window_ms: f64,
@@ -126,8 +129,7 @@ pub fn run(
             .collect();
         std::thread::sleep(BEFORE_POD);
         let mut topo = lock(topo);
-        let in_flight = || node.upstream.wait_for_query(Duration::from_secs(2));
-        let steps = first_pod(&mut topo, &in_flight);
+        let steps = first_pod(&mut topo, &node.upstream);
         let pod_client = topo
             .pods
             .first()
@@ -254,9 +256,8 @@ pub fn metrics() -> Vec<Metric> {
 /// The comparison rows' symptom.
 const SYMPTOM: &str = "bridge-setup";
 
-fn lock(topo: &Mutex<Topology>) -> std::sync::MutexGuard<'_, Topology> {
-    topo.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -335,14 +336,16 @@ struct Steps {
 }
 
 /// The first pod arrives: the CNI's steps for `topo.datapath`, then the
-/// pod. `in_flight` returns once a query waits for its answer.
-fn first_pod(topo: &mut Topology, in_flight: &dyn Fn() -> Instant) -> Result<Steps, LabError> {
+/// pod. `upstream` holds the answer of a query across the first step that
+/// matters (the address deletion in bridge mode).
+fn first_pod(topo: &mut Topology, upstream: &SlowUpstream) -> Result<Steps, LabError> {
     let start = Instant::now();
     let mut window = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     if topo.datapath == Datapath::Bridge {
-        window = connect_external_interface(topo, in_flight)?;
+        window = connect_external_interface(topo, upstream)?;
     } else {
-        in_flight();
+        upstream.hold_next_answer(HOLD_LIMIT);
+        upstream.release();
     }
     topo.add_pod(0)?;
     let pod = &topo.pods[0];
@@ -361,7 +364,7 @@ fn first_pod(topo: &mut Topology, in_flight: &dyn Fn() -> Instant) -> Result<Ste
 /// the upstream saw a query the address was gone.
 fn connect_external_interface(
     topo: &Topology,
-    in_flight: &dyn Fn() -> Instant,
+    upstream: &SlowUpstream,
 ) -> Result<(Duration, Duration, Duration), LabError> {
     let node = topo.node.as_str();
     let bridge = topo.bridge.as_str();
@@ -375,10 +378,12 @@ fn connect_external_interface(
     let cidr = topology::node_cidr();
     let gateway = GATEWAY.to_string();
     ip(&["link", "add", bridge, "type", "bridge"])?;
-    let query_seen = in_flight();
+    let query_seen = upstream.hold_next_answer(HOLD_LIMIT);
     let deleting = Instant::now();
-    ip(&["addr", "del", &cidr, "dev", "eth0"])?;
-    let deleted = Instant::now();
+    let deleted = ip(&["addr", "del", &cidr, "dev", "eth0"]).map(|_| Instant::now());
+    // Sent whatever happened: a failed step must not leave answers held.
+    upstream.release();
+    let deleted = deleted?;
     ebtables(&[
         "-t",
         "nat",
@@ -449,11 +454,22 @@ fn resent_at_server(queries: &str) -> (u64, u64) {
     (queries, resent)
 }
 
+/// How long the lab waits for a query to hold (the node's clients send one
+/// every few ms; a run without any fails its own checks).
+const HOLD_LIMIT: Duration = Duration::from_secs(2);
+
+/// A reply and where it goes.
+type Reply = (Vec<u8>, std::net::SocketAddr);
+
 /// A DNS upstream that answers every query after [`UPSTREAM_DELAY`]: A
-/// queries with [`ANSWER`], others with an empty NOERROR.
+/// queries with [`ANSWER`], others with an empty NOERROR. While held
+/// ([`Self::hold_next_answer`]), answers wait until [`Self::release`].
 struct SlowUpstream {
     /// Queries received so far.
     received: Arc<std::sync::atomic::AtomicU64>,
+    /// `Some` while answers are held: the ones waiting.
+    held: Arc<Mutex<Option<Vec<Reply>>>>,
+    socket: UdpSocket,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -465,44 +481,26 @@ impl SlowUpstream {
         let socket = netns::run_in(netns, || UdpSocket::bind(SocketAddrV4::new(UPSTREAM, 53)))??;
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
         let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let count = Arc::clone(&received);
-        let thread = std::thread::spawn(move || {
-            let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>, std::net::SocketAddr)>();
-            let sender = socket.try_clone().ok();
-            let delayed = std::thread::spawn(move || {
-                for (due, reply, to) in rx {
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                    if let Some(s) = &sender {
-                        let _ = s.send_to(&reply, to);
-                    }
-                }
-            });
-            let mut buf = [0u8; 1500];
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = socket.recv_from(&mut buf)
-                    && let Some(reply) = answer(&buf[..n])
-                {
-                    count.fetch_add(1, Ordering::Release);
-                    let _ = tx.send((Instant::now() + UPSTREAM_DELAY, reply, from));
-                }
-            }
-            drop(tx);
-            let _ = delayed.join();
-        });
+        let held: Arc<Mutex<Option<Vec<Reply>>>> = Arc::default();
+        let thread = {
+            let (socket, stop) = (socket.try_clone()?, Arc::clone(&stop));
+            let (count, held) = (Arc::clone(&received), Arc::clone(&held));
+            std::thread::spawn(move || serve(&socket, &stop, &count, &held))
+        };
         Ok(Self {
             received,
+            held,
+            socket,
             stop,
             thread: Some(thread),
         })
     }
 
-    /// Returns once a new query arrived (its answer is then
-    /// [`UPSTREAM_DELAY`] away), or after `limit`: when it was seen.
-    fn wait_for_query(&self, limit: Duration) -> Instant {
+    /// Holds answers from now on and returns once a new query arrived (its
+    /// answer is then held), or after `limit`: when it was seen.
+    fn hold_next_answer(&self, limit: Duration) -> Instant {
+        *lock(&self.held) = Some(Vec::new());
         let start = Instant::now();
         let before = self.received.load(Ordering::Acquire);
         while self.received.load(Ordering::Acquire) == before && start.elapsed() < limit {
@@ -510,10 +508,61 @@ impl SlowUpstream {
         }
         Instant::now()
     }
+
+    /// Sends the held answers now and stops holding.
+    fn release(&self) {
+        let held = lock(&self.held).take().unwrap_or_default();
+        for (reply, to) in held {
+            let _ = self.socket.send_to(&reply, to);
+        }
+    }
+}
+
+/// The upstream's loop: each query's answer is held, or sent
+/// [`UPSTREAM_DELAY`] later by a second thread.
+fn serve(
+    socket: &UdpSocket,
+    stop: &AtomicBool,
+    received: &std::sync::atomic::AtomicU64,
+    held: &Mutex<Option<Vec<Reply>>>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Reply)>();
+    let sender = socket.try_clone().ok();
+    let delayed = std::thread::spawn(move || {
+        for (due, (reply, to)) in rx {
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if let Some(s) = &sender {
+                let _ = s.send_to(&reply, to);
+            }
+        }
+    });
+    let mut buf = [0u8; 1500];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let Some(reply) = answer(&buf[..n]) else {
+            continue;
+        };
+        // Counted under the lock: a query counted while holding is held.
+        let mut held = lock(held);
+        received.fetch_add(1, Ordering::Release);
+        match held.as_mut() {
+            Some(waiting) => waiting.push((reply, from)),
+            None => {
+                let _ = tx.send((Instant::now() + UPSTREAM_DELAY, (reply, from)));
+            }
+        }
+    }
+    drop(tx);
+    let _ = delayed.join();
 }
 
 impl Drop for SlowUpstream {
     fn drop(&mut self) {
+        self.release();
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();

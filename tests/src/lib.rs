@@ -295,10 +295,10 @@ pub fn default_tc_attach() -> tracer::attach::TcAttachMode {
 /// How long a started tracer may take to be ready: loading and verifying
 /// the programs takes ~1 s here but ~20–60 s in the kernel matrix's QEMU
 /// VMs (TCG, two tracers at once on two emulated CPUs).
-const READY_TIMEOUT: Duration = Duration::from_secs(180);
+pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a signalled tracer may take to exit (detach, final report);
 /// generous for the same reason.
-const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `tracer --netns NODE watch --output json`, stopped by a signal.
 ///

@@ -570,3 +570,38 @@ pub fn set_fdb_ageing(topo: &tracer::lab::topology::Topology, centiseconds: u32)
     )
     .expect("bridge ageing_time");
 }
+
+/// Entries of tracer's (`pid`'s) BPF map `name`, by `bpftool`: the maps
+/// are told apart from other tracers' by the ids in `pid`'s fdinfo.
+pub fn map_entries(pid: u32, name: &str) -> usize {
+    let ids: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter_map(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("map_id:"))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new("bpftool")
+            .arg("-j")
+            .args(args)
+            .output()
+            .expect("bpftool");
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    let id = json(&["map", "show"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"] == name && m["id"].as_u64().is_some_and(|id| ids.contains(&id)))
+        .and_then(|m| m["id"].as_u64())
+        .unwrap_or_else(|| panic!("tracer's map {name}"));
+    json(&["map", "dump", "id", &id.to_string()])
+        .as_array()
+        .map_or(0, Vec::len)
+}

@@ -124,3 +124,74 @@ fn hundred_pods_come_and_go_during_a_trace() {
             .all(|l| l["count"] == 0)
     );
 }
+
+/// Pods that resolve a name and go, one after another: tracer deletes the
+/// kernel entries of each vanished port (DNS histograms, flood counters)
+/// so a node whose pods churn for weeks never fills those maps, and the
+/// report still counts every answer, on the vanished ports' own rows.
+/// Ground truth: each `dig` that printed its answer.
+#[test_log::test]
+fn vanished_pods_free_their_kernel_entries_and_keep_their_answers() {
+    if !privileged("vanished_pods_free_their_kernel_entries_and_keep_their_answers") {
+        return;
+    }
+    const PODS: usize = 10;
+    let mut topo = Topology::build(Datapath::Bridge, 1).expect("topology");
+    let server = topo.pods[0].clone();
+    let records = [(
+        "api.lab.test",
+        std::net::Ipv4Addr::new(10, 96, 0, 20),
+        "fd00::20".parse().expect("v6"),
+    )];
+    let _dns = tracer_tests::dns::DnsServer::start(&server.netns, server.ip, &records);
+    let tracer = TracerRun::start(&topo.node, &[]);
+    let at = format!("@{}", server.ip);
+    let mut answered = 0;
+    let mut gone = Vec::new();
+    for i in 1..=PODS {
+        topo.add_pod(i).expect("pod");
+        let pod = topo.pods.last().expect("pod").clone();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &pod.netns, "dig", "+short", "+tries=1"])
+            .args(["+time=2", &at, "api.lab.test", "A"])
+            .output()
+            .expect("dig");
+        if String::from_utf8_lossy(&out.stdout).trim() == "10.96.0.20" {
+            answered += 1;
+        }
+        assert!(
+            Command::new("ip")
+                .args(["-n", &topo.node, "link", "del", &pod.host_if])
+                .status()
+                .expect("ip link del")
+                .success()
+        );
+        gone.push(pod.host_if);
+    }
+    assert_eq!(answered, PODS, "every dig answered");
+    // tracer follows a deletion within its 1 s tick at the latest.
+    let pid = tracer.pid();
+    let entries = |map: &str| tracer_tests::map_entries(pid, map);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while entries("DNS_HIST") > 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Left: the server's port and the bridge (one key per direction and
+    // server each at most), never one per pod that came and went.
+    let (hist, ports) = (entries("DNS_HIST"), entries("FLOOD_PORTS"));
+    assert!(hist <= 3, "{hist} DNS_HIST entries after {PODS} pods went");
+    assert!(
+        ports <= 2,
+        "{ports} FLOOD_PORTS entries after {PODS} pods went"
+    );
+    let report = tracer.stop(Signal::SIGINT);
+    let latency = report["dns"]["latency"].as_array().expect("latency");
+    for name in &gone {
+        let answers: u64 = latency
+            .iter()
+            .filter(|r| r["interface"] == name.as_str() && r["side"] == "client")
+            .map(|r| r["answers"].as_u64().expect("answers"))
+            .sum();
+        assert_eq!(answers, 1, "{name}'s answer, kept after it vanished");
+    }
+}

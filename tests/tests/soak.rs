@@ -35,7 +35,7 @@ use tracer::{
     lab::topology::{Datapath, Topology},
     netns,
 };
-use tracer_tests::{Receiver, privileged, tracer_bin};
+use tracer_tests::{Receiver, map_entries, privileged, tracer_bin};
 
 const DEFAULT_SECS: u64 = 45;
 /// The suite's rate: its tracer is the debug build. `cargo xtask soak`
@@ -144,41 +144,6 @@ fn scrape(node: &str) -> (Duration, bool) {
         (start.elapsed(), body.starts_with(b"HTTP/1.1 200 OK"))
     })
     .unwrap_or((Duration::MAX, false))
-}
-
-/// Entries of tracer's (`pid`'s) BPF map `name`, by `bpftool`: the maps
-/// are told apart from other tracers' by the ids in `pid`'s fdinfo.
-fn map_entries(pid: u32, name: &str) -> usize {
-    let ids: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .filter_map(|t| {
-                    t.lines()
-                        .find_map(|l| l.strip_prefix("map_id:"))
-                        .and_then(|v| v.trim().parse().ok())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let json = |args: &[&str]| -> Value {
-        let out = Command::new("bpftool")
-            .arg("-j")
-            .args(args)
-            .output()
-            .expect("bpftool");
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    };
-    let id = json(&["map", "show"])
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["name"] == name && m["id"].as_u64().is_some_and(|id| ids.contains(&id)))
-        .and_then(|m| m["id"].as_u64())
-        .unwrap_or_else(|| panic!("tracer's map {name}"));
-    json(&["map", "dump", "id", &id.to_string()])
-        .as_array()
-        .map_or(0, Vec::len)
 }
 
 /// Least-squares slope of `y` over `t`, per second.

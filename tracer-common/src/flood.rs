@@ -68,6 +68,21 @@ impl PortFlood {
         self.broadcast_packets += other.broadcast_packets;
         self.multicast_packets += other.multicast_packets;
     }
+
+    /// The counts since `base` was read.
+    #[must_use]
+    pub const fn minus(&self, base: &Self) -> Self {
+        Self {
+            victim_packets: self.victim_packets.saturating_sub(base.victim_packets),
+            victim_bytes: self.victim_bytes.saturating_sub(base.victim_bytes),
+            broadcast_packets: self
+                .broadcast_packets
+                .saturating_sub(base.broadcast_packets),
+            multicast_packets: self
+                .multicast_packets
+                .saturating_sub(base.multicast_packets),
+        }
+    }
 }
 
 /// `enum br_pkt_type` (net/bridge/br_private.h): what `br_flood` floods.

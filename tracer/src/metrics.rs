@@ -27,7 +27,7 @@
 //! Why hand-written and not hyper/axum/tiny_http: README, "Design notes".
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{
@@ -191,24 +191,48 @@ impl LatencyHistogram {
 /// words (never DNS names).
 type Labels = Vec<(&'static str, String)>;
 
-/// The pod behind a host interface (`namespace/name`), when attribution
-/// found one: per-interface series then carry a `pod` label too.
-fn pod_of(report: &Report, interface: &str) -> Option<String> {
-    report
-        .interfaces
-        .iter()
-        .find(|i| i.name == interface)
-        .and_then(|i| i.pod.clone())
+/// A report and its interface rows by name, for the label sets.
+struct View<'a> {
+    report: &'a Report,
+    rows: HashMap<&'a str, &'a crate::report::InterfaceReport>,
 }
 
-/// `interface` (and `pod` when known) for a host interface.
-fn iface_labels(report: &Report, interface: &str) -> Labels {
+impl<'a> View<'a> {
+    fn new(report: &'a Report) -> Self {
+        let rows = report
+            .interfaces
+            .iter()
+            .map(|row| (row.name.as_str(), row))
+            .collect();
+        Self { report, rows }
+    }
+}
+
+impl std::ops::Deref for View<'_> {
+    type Target = Report;
+    fn deref(&self) -> &Report {
+        self.report
+    }
+}
+
+/// The `interface` label's value for every interface that vanished: their
+/// series merge into one, so pods coming and going for weeks do not grow
+/// the scrape (totals keep what they counted).
+pub const VANISHED_LABEL: &str = "vanished";
+
+/// `interface` (and `pod` when known) for a host interface; one label set
+/// for all vanished ones ([`VANISHED_LABEL`]).
+fn iface_labels(r: &View<'_>, interface: &str) -> Labels {
+    let row = r.rows.get(interface);
+    if row.is_some_and(|row| row.vanished) {
+        return vec![("interface", VANISHED_LABEL.to_owned())];
+    }
     // Interface and pod names come from the node's files and netlink:
     // escaped as everywhere else, so no control byte reaches a scraper's
     // terminal (`curl …/metrics`) either.
     let mut labels = vec![("interface", crate::escape::terminal(interface))];
-    if let Some(pod) = pod_of(report, interface) {
-        labels.push(("pod", crate::escape::terminal(&pod)));
+    if let Some(pod) = row.and_then(|row| row.pod.as_deref()) {
+        labels.push(("pod", crate::escape::terminal(pod)));
     }
     labels
 }
@@ -295,6 +319,7 @@ impl Collector for Snapshot {
 }
 
 fn encode_report(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+    let r = &View::new(r);
     encode_dns(r, e)?;
     encode_dns_servers(r, e)?;
     encode_conntrack(r, e)?;
@@ -306,7 +331,7 @@ fn encode_report(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     encode_findings(r, e)
 }
 
-fn encode_dns(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+fn encode_dns(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
     let dns = &r.dns;
     let c = |stat: DnsStat| dns.counters.get(stat.name()).copied().unwrap_or(0);
 
@@ -466,7 +491,7 @@ fn encode_dns_exchanges(
 }
 
 /// Per pod and DNS server: sends, answers, and whether the pod is flagged.
-fn encode_dns_servers(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+fn encode_dns_servers(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
     let mut sends = Samples::default();
     let mut answered = Samples::default();
     let mut flagged = Samples::default();
@@ -505,7 +530,7 @@ fn encode_dns_servers(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     )
 }
 
-fn encode_conntrack(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+fn encode_conntrack(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
     let ct = &r.conntrack;
     // The kernel's own counters, for the traced namespace; absent (no
     // series rather than a false zero) when they could not be read.
@@ -549,7 +574,7 @@ fn encode_conntrack(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     )
 }
 
-fn encode_flood(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+fn encode_flood(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
     let flood = &r.flood;
     let mut victims = Samples::default();
     for p in &flood.victims {
@@ -575,7 +600,7 @@ fn encode_flood(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     )
 }
 
-fn encode_bridge_setup(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+fn encode_bridge_setup(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
     let b = &r.bridge_setup;
     counter(
         e,
@@ -595,7 +620,7 @@ fn encode_bridge_setup(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     )
 }
 
-fn encode_drops(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+fn encode_drops(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
     // No series at all on kernels without drop reasons (not a false zero).
     let mut drops = Samples::default();
     for row in &r.drops.rows {
@@ -621,7 +646,7 @@ fn encode_drops(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     )
 }
 
-fn encode_interfaces(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+fn encode_interfaces(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
     let mut packets = Samples::default();
     let mut bytes = Samples::default();
     for row in &r.interfaces {
@@ -646,7 +671,7 @@ fn encode_interfaces(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     )
 }
 
-fn encode_losses(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+fn encode_losses(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
     let mut losses = Samples::default();
     for l in &r.losses {
         losses.add(vec![("reason", l.reason.to_owned())], l.count);
@@ -669,7 +694,7 @@ fn encode_losses(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
     )
 }
 
-fn encode_findings(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
+fn encode_findings(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
     let mut findings = Samples::default();
     for f in &r.findings {
         findings.0.insert(

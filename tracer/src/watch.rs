@@ -583,15 +583,24 @@ impl Session {
     }
 }
 
-/// Vanished interfaces kept in the report (the most recent ones): a node
-/// that runs pods for weeks must not grow without bound.
+/// Vanished interfaces kept in the report one by one (the most recent
+/// ones): a node that runs pods for weeks must not grow without bound.
+/// Older ones are folded into one row, [`OLDER_VANISHED`].
 pub const VANISHED_KEPT: usize = 1024;
+
+/// The report's row of the vanished interfaces past [`VANISHED_KEPT`]: an
+/// ifindex no device has (the kernel numbers from 1), so every count stays
+/// in the totals.
+pub const OLDER_VANISHED: u32 = 0;
+/// Its name in the report.
+pub const OLDER_VANISHED_NAME: &str = "(older vanished interfaces)";
 
 impl Session {
     /// Keeps the final counts of a vanished interface and frees its kernel
-    /// counter entries; past [`VANISHED_KEPT`] vanished interfaces, the
-    /// oldest (lowest ifindex: the kernel hands them out in order) leaves
-    /// the report.
+    /// entries (counters, DNS histograms, flood counters); past
+    /// [`VANISHED_KEPT`] vanished interfaces, the oldest (lowest ifindex:
+    /// the kernel hands them out in order) is folded into
+    /// [`OLDER_VANISHED`].
     fn retire(&mut self, ebpf: &mut Ebpf, index: u32) {
         if let Ok(now) = counter::read(ebpf) {
             for (key, count) in counter::delta(&self.baseline, &now) {
@@ -604,17 +613,55 @@ impl Session {
         if let Err(err) = counter::forget(ebpf, index) {
             tracing::debug!("forgetting the counters of ifindex {index}: {err}");
         }
+        if let Err(err) = self.dns.retire(ebpf, index) {
+            tracing::debug!("forgetting the DNS histograms of ifindex {index}: {err}");
+        }
+        if let Err(err) = self.floods.retire(ebpf, index) {
+            tracing::debug!("forgetting the flood counters of ifindex {index}: {err}");
+        }
         let gone: Vec<u32> = self
             .traced
             .iter()
-            .filter(|(_, (_, gone))| *gone)
+            .filter(|(i, (_, gone))| *gone && **i != OLDER_VANISHED)
             .map(|(i, _)| *i)
             .collect();
-        for old in gone.iter().take(gone.len().saturating_sub(VANISHED_KEPT)) {
-            self.traced.remove(old);
-            self.known.remove(old);
-            self.retired.retain(|key, _| key.0 != *old);
+        for &old in gone.iter().take(gone.len().saturating_sub(VANISHED_KEPT)) {
+            self.fold_vanished(old);
         }
+    }
+
+    /// Folds vanished interface `old` into the [`OLDER_VANISHED`] row.
+    fn fold_vanished(&mut self, old: u32) {
+        let older = self.traced.entry(OLDER_VANISHED).or_insert_with(|| {
+            let iface = Interface {
+                index: OLDER_VANISHED,
+                name: OLDER_VANISHED_NAME.to_owned(),
+                kind: Kind::Veth,
+                master: None,
+                mac: None,
+                peer: None,
+            };
+            (iface, true)
+        });
+        self.known.insert(OLDER_VANISHED, older.0.clone());
+        self.traced.remove(&old);
+        self.known.remove(&old);
+        let keys: Vec<(u32, tracer_common::counter::Direction)> = self
+            .retired
+            .keys()
+            .filter(|k| k.0 == old)
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some(c) = self.retired.remove(&key) {
+                self.retired
+                    .entry((OLDER_VANISHED, key.1))
+                    .or_default()
+                    .add(&c);
+            }
+        }
+        self.dns.fold_interface(old, OLDER_VANISHED);
+        self.floods.fold_interface(old, OLDER_VANISHED);
     }
 
     /// An interface we trace got a new name (`ip link set … name …`): the

@@ -206,6 +206,10 @@ pub struct DnsCollector {
     settings: DnsSettings,
     stats_base: Vec<u64>,
     hist_base: HashMap<DnsHistKey, Vec<u64>>,
+    /// Final histograms of vanished interfaces, whose kernel entries were
+    /// deleted ([`Self::retire`]): the map is sized for the live pods, not
+    /// for every pod a node ever ran.
+    hist_retired: HashMap<DnsHistKey, Vec<u64>>,
     tally: BTreeMap<(u32, u8), IfaceTally>,
     losses: HashMap<ExchangeId, Vec<LossRecord>>,
     loss_records: usize,
@@ -266,6 +270,7 @@ impl DnsCollector {
             settings,
             stats_base: read_stats(ebpf)?,
             hist_base: read_hists(ebpf)?,
+            hist_retired: HashMap::new(),
             tally: BTreeMap::new(),
             losses: HashMap::new(),
             loss_records: 0,
@@ -463,6 +468,51 @@ impl DnsCollector {
         Ok(())
     }
 
+    /// `ifindex` vanished: keeps its latency histograms' counts and
+    /// deletes their kernel entries (`DNS_HIST` and its spill), so a node
+    /// whose pods come and go for weeks never fills the map.
+    pub fn retire(&mut self, ebpf: &mut Ebpf, ifindex: u32) -> Result<(), DnsError> {
+        let now = read_hists(ebpf)?;
+        for (key, buckets) in now.into_iter().filter(|(k, _)| k.ifindex == ifindex) {
+            let delta = since(&buckets, self.hist_base.remove(&key).as_ref());
+            add_buckets(self.hist_retired.entry(key).or_default(), &delta);
+            remove_hist(ebpf, &key)?;
+        }
+        Ok(())
+    }
+
+    /// Merges what was counted on the vanished `ifindex` (histograms and
+    /// tallies) into `into`: the report then lists the oldest vanished
+    /// interfaces as one row and still counts every answer and loss.
+    pub fn fold_interface(&mut self, ifindex: u32, into: u32) {
+        let keys: Vec<DnsHistKey> = self
+            .hist_retired
+            .keys()
+            .filter(|k| k.ifindex == ifindex)
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some(buckets) = self.hist_retired.remove(&key) {
+                let folded = DnsHistKey {
+                    ifindex: into,
+                    ..key
+                };
+                add_buckets(self.hist_retired.entry(folded).or_default(), &buckets);
+            }
+        }
+        let keys: Vec<(u32, u8)> = self
+            .tally
+            .range((ifindex, 0)..=(ifindex, u8::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            if let Some(t) = self.tally.remove(&key) {
+                self.tally.entry((into, key.1)).or_default().add(&t);
+            }
+        }
+        server_use::fold_sends(&mut self.server_sends, ifindex, into);
+    }
+
     /// Builds the DNS section of the report.
     pub fn report(&self, ebpf: &Ebpf, node: &NodeView<'_>) -> Result<DnsReport, DnsError> {
         let name_of = node.name_of;
@@ -484,13 +534,11 @@ impl DnsCollector {
         let mut latency = Vec::new();
         let mut answered: BTreeMap<SendKey, u64> = BTreeMap::new();
         let mut side_buckets: BTreeMap<Side, Vec<u64>> = BTreeMap::new();
-        for (key, buckets) in read_hists(ebpf)? {
-            let base = self.hist_base.get(&key);
-            let delta: Vec<u64> = buckets
-                .iter()
-                .enumerate()
-                .map(|(i, n)| n.saturating_sub(base.map_or(0, |b| b[i])))
-                .collect();
+        let live = read_hists(ebpf)?
+            .into_iter()
+            .map(|(key, buckets)| (key, since(&buckets, self.hist_base.get(&key))));
+        let retired = self.hist_retired.iter().map(|(k, v)| (*k, v.clone()));
+        for (key, delta) in live.chain(retired) {
             if delta.iter().all(|&n| n == 0) {
                 continue;
             }
@@ -801,6 +849,40 @@ pub fn read_hist_totals(ebpf: &Ebpf) -> Result<u64, DnsError> {
         .values()
         .map(|buckets| buckets.iter().sum::<u64>())
         .sum())
+}
+
+/// `buckets` minus `base` (counts since the trace began).
+fn since(buckets: &[u64], base: Option<&Vec<u64>>) -> Vec<u64> {
+    buckets
+        .iter()
+        .enumerate()
+        .map(|(i, n)| n.saturating_sub(base.and_then(|b| b.get(i).copied()).unwrap_or(0)))
+        .collect()
+}
+
+/// Adds `more` into `total`, bucket by bucket (an empty `total` grows).
+fn add_buckets(total: &mut Vec<u64>, more: &[u64]) {
+    if total.len() < more.len() {
+        total.resize(more.len(), 0);
+    }
+    for (t, n) in total.iter_mut().zip(more) {
+        *t += n;
+    }
+}
+
+/// Deletes `key` from `DNS_HIST` and `DNS_HIST_SPILL` (absent is fine).
+fn remove_hist(ebpf: &mut Ebpf, key: &DnsHistKey) -> Result<(), DnsError> {
+    let map = ebpf
+        .map_mut("DNS_HIST")
+        .ok_or(DnsError::MissingMap("DNS_HIST"))?;
+    let mut hists: PerCpuHashMap<_, DnsHistKey, DnsHist> = PerCpuHashMap::try_from(map)?;
+    let _ = hists.remove(key);
+    let spill = ebpf
+        .map_mut("DNS_HIST_SPILL")
+        .ok_or(DnsError::MissingMap("DNS_HIST_SPILL"))?;
+    let mut spill: BpfHashMap<_, DnsHistKey, DnsHist> = BpfHashMap::try_from(spill)?;
+    let _ = spill.remove(key);
+    Ok(())
 }
 
 fn read_hists(ebpf: &Ebpf) -> Result<HashMap<DnsHistKey, Vec<u64>>, DnsError> {

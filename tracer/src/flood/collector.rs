@@ -42,11 +42,16 @@ pub struct FloodCollector {
     ring: Ring,
     start_ns: u64,
     ports_base: BTreeMap<u32, PortFlood>,
+    /// Final per-port counts of vanished ports, whose kernel entries were
+    /// deleted ([`Self::retire`]).
+    ports_retired: BTreeMap<u32, PortFlood>,
     episodes: Episodes,
     causes: Vec<FloodCause>,
     causes_dropped: u64,
     /// `FLOOD_FLOWS` (filled by the br_flood hook) at the start.
     bridge_base: BTreeMap<FloodKey, FloodCount>,
+    /// Bridge floods that came in on vanished ports: frames and bytes.
+    bridge_retired: BTreeMap<FloodKey, FloodCount>,
     /// Which bridges and namespaces the kernel keeps FDB and neighbour
     /// events of.
     scope: Scope,
@@ -81,6 +86,7 @@ impl FloodCollector {
             ring: Ring::new(ring).map_err(|e| FloodError::Ring(e.to_string()))?,
             start_ns,
             ports_base: read_ports(ebpf)?,
+            ports_retired: BTreeMap::new(),
             episodes: Episodes::default(),
             causes: Vec::new(),
             causes_dropped: 0,
@@ -88,6 +94,7 @@ impl FloodCollector {
                 .into_iter()
                 .map(|(k, slots)| (k, sum(&slots)))
                 .collect(),
+            bridge_retired: BTreeMap::new(),
             scope,
             fdb_at_start,
             pods_at_start: pod_macs.iter().map(|&(port, mac)| (mac, port)).collect(),
@@ -112,6 +119,59 @@ impl FloodCollector {
         scope.apply(ebpf, &self.scope)?;
         self.scope = scope;
         Ok(())
+    }
+
+    /// Port `ifindex` vanished: keeps its final counts and deletes its
+    /// kernel entries (per-port counters, its pod's MAC, the flows counted
+    /// on it), so pod churn over weeks never fills those maps. Episodes
+    /// keep the copies it received.
+    pub fn retire(&mut self, ebpf: &mut Ebpf, ifindex: u32) -> Result<(), FloodError> {
+        if let Some(total) = read_ports(ebpf)?.get(&ifindex) {
+            let base = self.ports_base.remove(&ifindex).unwrap_or_default();
+            self.ports_retired
+                .entry(ifindex)
+                .or_default()
+                .add(&total.minus(&base));
+        }
+        super::forget_port(ebpf, ifindex)?;
+        for (key, slots) in remove_port_flows(ebpf, "FLOOD_VICTIM_FLOWS", ifindex)? {
+            self.episodes.forget(Flow::from(&key), key.port, &slots);
+        }
+        for (key, slots) in remove_port_flows(ebpf, "FLOOD_FLOWS", ifindex)? {
+            let (now, base) = (
+                sum(&slots),
+                self.bridge_base.remove(&key).unwrap_or_default(),
+            );
+            let total = self.bridge_retired.entry(key).or_default();
+            total.packets += now.packets.saturating_sub(base.packets);
+            total.bytes += now.bytes.saturating_sub(base.bytes);
+        }
+        Ok(())
+    }
+
+    /// Merges the vanished port `ifindex`'s counts into port `into` (the
+    /// report's row of the oldest vanished interfaces).
+    pub fn fold_interface(&mut self, ifindex: u32, into: u32) {
+        if let Some(counts) = self.ports_retired.remove(&ifindex) {
+            self.ports_retired.entry(into).or_default().add(&counts);
+        }
+        let keys: Vec<FloodKey> = self
+            .bridge_retired
+            .keys()
+            .filter(|k| k.port == ifindex)
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some(c) = self.bridge_retired.remove(&key) {
+                let total = self
+                    .bridge_retired
+                    .entry(FloodKey { port: into, ..key })
+                    .or_default();
+                total.packets += c.packets;
+                total.bytes += c.bytes;
+            }
+        }
+        self.episodes.fold_port(ifindex, into);
     }
 
     /// Waits for cause events and keeps them.
@@ -192,17 +252,19 @@ impl FloodCollector {
             })
             .collect();
         let now = read_ports(ebpf)?;
-        let mut ports: Vec<PortReport> = now
-            .iter()
-            .map(|(ifindex, total)| {
-                let base = self.ports_base.get(ifindex).copied().unwrap_or_default();
-                PortReport {
-                    interface: name_of(*ifindex),
-                    victim_packets: total.victim_packets - base.victim_packets,
-                    victim_bytes: total.victim_bytes - base.victim_bytes,
-                    broadcast_packets: total.broadcast_packets - base.broadcast_packets,
-                    multicast_packets: total.multicast_packets - base.multicast_packets,
-                }
+        let live = now.iter().map(|(ifindex, total)| {
+            let base = self.ports_base.get(ifindex).copied().unwrap_or_default();
+            (*ifindex, total.minus(&base))
+        });
+        let retired = self.ports_retired.iter().map(|(i, c)| (*i, *c));
+        let mut ports: Vec<PortReport> = live
+            .chain(retired)
+            .map(|(ifindex, c)| PortReport {
+                interface: name_of(ifindex),
+                victim_packets: c.victim_packets,
+                victim_bytes: c.victim_bytes,
+                broadcast_packets: c.broadcast_packets,
+                multicast_packets: c.multicast_packets,
             })
             .filter(|p| p.victim_packets + p.broadcast_packets + p.multicast_packets > 0)
             .collect();
@@ -224,12 +286,23 @@ impl FloodCollector {
             })
             .collect();
         let count = |kind| self.causes.iter().filter(|c| c.kind == kind).count() as u64;
-        let mut bridge_floods: Vec<BridgeFlood> = read_flows(ebpf, "FLOOD_FLOWS")?
+        let live = read_flows(ebpf, "FLOOD_FLOWS")?
             .into_iter()
-            .filter_map(|(key, slots)| {
-                let count = sum(&slots);
-                let base = self.bridge_base.get(&key).copied().unwrap_or_default();
-                let frames = count.packets.saturating_sub(base.packets);
+            .map(|(key, slots)| {
+                let (count, base) = (sum(&slots), self.bridge_base.get(&key).copied());
+                let base = base.unwrap_or_default();
+                let since = FloodCount {
+                    packets: count.packets.saturating_sub(base.packets),
+                    bytes: count.bytes.saturating_sub(base.bytes),
+                    ..count
+                };
+                (key, since)
+            });
+        let retired = self.bridge_retired.iter().map(|(k, c)| (*k, *c));
+        let mut bridge_floods: Vec<BridgeFlood> = live
+            .chain(retired)
+            .filter_map(|(key, count)| {
+                let frames = count.packets;
                 (frames > 0).then(|| BridgeFlood {
                     ingress: name_of(key.port),
                     src_mac: mac(&key.src_mac),
@@ -239,7 +312,7 @@ impl FloodCollector {
                     protocol: protocol(key.ip_proto),
                     dport: key.dport,
                     frames,
-                    bytes: count.bytes.saturating_sub(base.bytes),
+                    bytes: count.bytes,
                 })
             })
             .collect();
@@ -268,6 +341,33 @@ fn sum(slots: &[FloodCount]) -> FloodCount {
             bytes: acc.bytes + s.bytes,
             ..acc
         })
+}
+
+/// Deletes every entry of flow map `name` counted on `port`; returns the
+/// unknown-unicast ones with their per-CPU slots (what episodes and bridge
+/// floods count).
+fn remove_port_flows(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    port: u32,
+) -> Result<Vec<(FloodKey, Vec<FloodCount>)>, FloodError> {
+    let map = ebpf.map_mut(name).ok_or(FloodError::MissingMap(name))?;
+    let mut map: PerCpuHashMap<_, FloodKey, FloodCount> = PerCpuHashMap::try_from(map)?;
+    let mut out = Vec::new();
+    let mut keys = Vec::new();
+    for entry in map.iter() {
+        let (key, per_cpu) = entry?;
+        if key.port == port {
+            keys.push(key);
+            if key.pkt_type == pkt_type::UNICAST {
+                out.push((key, per_cpu.iter().copied().collect()));
+            }
+        }
+    }
+    for key in &keys {
+        let _ = map.remove(key);
+    }
+    Ok(out)
 }
 
 /// Unknown-unicast flows of `name` with their per-CPU slots.

@@ -88,6 +88,26 @@ impl Episodes {
         episode.last_ns = episode.last_ns.max(now.last_ns);
     }
 
+    /// Victim `port` vanished and its kernel counters of `flow` were
+    /// deleted: its last copies count, then its sample is forgotten.
+    pub fn forget(&mut self, flow: Flow, port: u32, slots: &[FloodCount]) {
+        self.observe(flow, port, slots);
+        self.seen.remove(&(flow, port));
+    }
+
+    /// Merges the copies vanished `port` received into `into`'s.
+    pub fn fold_port(&mut self, port: u32, into: u32) {
+        let episodes = self
+            .open
+            .values_mut()
+            .chain(self.closed.iter_mut().map(|(_, e)| e));
+        for e in episodes {
+            if let Some(n) = e.copies.remove(&port) {
+                *e.copies.entry(into).or_default() += n;
+            }
+        }
+    }
+
     /// Closes the episodes silent for [`EPISODE_GAP_NS`] at `now_ns`.
     pub fn close_quiet(&mut self, now_ns: u64) {
         let quiet: Vec<Flow> = self

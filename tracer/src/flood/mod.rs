@@ -60,6 +60,30 @@ pub fn set_port_macs(ebpf: &mut Ebpf, macs: &[(u32, [u8; 6])]) -> Result<(), Flo
     Ok(())
 }
 
+/// Deletes vanished port `ifindex`'s entries: its counters and its pod's
+/// MAC (hash, or zeroes its array slot).
+pub fn forget_port(ebpf: &mut Ebpf, ifindex: u32) -> Result<(), FloodError> {
+    let map = ebpf
+        .map_mut("FLOOD_PORTS")
+        .ok_or(FloodError::MissingMap("FLOOD_PORTS"))?;
+    let mut ports: PerCpuHashMap<_, u32, PortFlood> = PerCpuHashMap::try_from(map)?;
+    let _ = ports.remove(&ifindex);
+    if ifindex < PORT_MAC_SLOTS {
+        let map = ebpf
+            .map_mut("FLOOD_PORT_MAC_SLOTS")
+            .ok_or(FloodError::MissingMap("FLOOD_PORT_MAC_SLOTS"))?;
+        let mut slots: Array<_, PortMac> = Array::try_from(map)?;
+        slots.set(ifindex, PortMac::default(), 0)?;
+    } else {
+        let map = ebpf
+            .map_mut("FLOOD_PORT_MACS")
+            .ok_or(FloodError::MissingMap("FLOOD_PORT_MACS"))?;
+        let mut macs: BpfHashMap<_, u32, PortMac> = BpfHashMap::try_from(map)?;
+        let _ = macs.remove(&ifindex);
+    }
+    Ok(())
+}
+
 /// Per-port flood counters summed over CPUs.
 pub fn read_ports(ebpf: &Ebpf) -> Result<BTreeMap<u32, PortFlood>, FloodError> {
     let map = ebpf

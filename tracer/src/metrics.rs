@@ -1263,6 +1263,8 @@ mod tests {
                 count: 1,
                 max_ms: 120.0,
             }],
+            slow_names_not_tracked: 0,
+            unanswered_not_listed: 0,
             unanswered: vec![UnansweredReport {
                 interface: "azv1".into(),
                 side: Side::Client,
@@ -1313,6 +1315,7 @@ mod tests {
             hooks: Vec::new(),
             bridge_floods: Vec::new(),
             episodes: Vec::new(),
+            episodes_not_listed: 0,
             victims: vec![PortReport {
                 interface: "azv2".into(),
                 victim_packets: 40,

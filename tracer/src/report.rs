@@ -260,7 +260,7 @@ impl Report {
             c("unmatched_answers"),
             c("resent"),
             c("parallel_pairs"),
-            dns.unanswered.len(),
+            dns.unanswered.len() as u64 + dns.unanswered_not_listed,
             c("slow_answers"),
         );
         let x = &dns.exchanges;

@@ -28,6 +28,14 @@ use crate::ring::{Ring, RingError};
 /// Lost sends remembered for locating them (a bounded map: beyond it a loss
 /// is still counted, only not located; the overflow is reported).
 const LOSS_RECORDS_MAX: usize = 100_000;
+/// Never-answered queries listed one by one (each holds its question, up
+/// to 255 bytes); past it they are counted in `unanswered_not_listed`.
+/// A pod asking a silent server 100 times a second for days must not
+/// grow tracer without bound.
+pub const UNANSWERED_LISTED: usize = 10_000;
+/// Distinct names whose slow answers are tallied one by one; slow answers
+/// for other names past it are counted in `slow_names_not_tracked`.
+pub const SLOW_NAMES_TRACKED: usize = 4096;
 
 /// Errors of the DNS collector.
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +226,10 @@ pub struct DnsCollector {
     events: Vec<DnsEventRecord>,
     events_total: u64,
     unanswered: Vec<UnansweredQuery>,
+    /// Never-answered queries past [`UNANSWERED_LISTED`].
+    unanswered_not_listed: u64,
+    /// Slow answers for names past [`SLOW_NAMES_TRACKED`].
+    slow_names_not_tracked: u64,
     undecodable_events: u64,
     /// Pending entries at the start, and removed by the sweeper since.
     pending_at_start: u64,
@@ -279,6 +291,8 @@ impl DnsCollector {
             events: Vec::new(),
             events_total: 0,
             unanswered: Vec::new(),
+            unanswered_not_listed: 0,
+            slow_names_not_tracked: 0,
             undecodable_events: 0,
             pending_at_start: count_pending(ebpf)?,
             swept: 0,
@@ -316,9 +330,15 @@ impl DnsCollector {
         if raw.reasons & reason::SLOW != 0 {
             tally.slow += 1;
             tally.late_answer_modes.add(elapsed);
-            let slow = self.slow_names.entry(question.clone()).or_default();
-            slow.count += 1;
-            slow.max_ms = slow.max_ms.max(ms(elapsed));
+            let tracked = self.slow_names.len() < SLOW_NAMES_TRACKED
+                || self.slow_names.contains_key(&question);
+            if tracked {
+                let slow = self.slow_names.entry(question.clone()).or_default();
+                slow.count += 1;
+                slow.max_ms = slow.max_ms.max(ms(elapsed));
+            } else {
+                self.slow_names_not_tracked += 1;
+            }
         }
         if raw.reasons & reason::RESENT != 0 {
             self.server_sends
@@ -448,6 +468,10 @@ impl DnsCollector {
             tally.unanswered_sends += 1;
             self.remember_loss(&key, LossSign::NeverAnswered);
             self.remember_time(&key, p.first_ns, true);
+            if self.unanswered.len() >= UNANSWERED_LISTED {
+                self.unanswered_not_listed += 1;
+                continue;
+            }
             let (client, server) = addrs(&key);
             let cut = if usize::from(p.question_len) >= p.question.len() {
                 flag::QUESTION_CUT
@@ -628,6 +652,8 @@ impl DnsCollector {
             latency,
             per_interface,
             top_slow_names: slow_names,
+            slow_names_not_tracked: self.slow_names_not_tracked,
+            unanswered_not_listed: self.unanswered_not_listed,
             unanswered: self
                 .unanswered
                 .iter()
@@ -942,7 +968,13 @@ pub struct DnsReport {
     pub latency: Vec<LatencyReport>,
     pub per_interface: Vec<InterfaceDns>,
     pub top_slow_names: Vec<SlowNameReport>,
+    /// Slow answers for names beyond the first 4 096 distinct ones (not
+    /// in `top_slow_names`; counted in the per-interface figures).
+    pub slow_names_not_tracked: u64,
+    /// Queries never answered, one by one (at most 10 000; see
+    /// `unanswered_not_listed` for the rest).
     pub unanswered: Vec<UnansweredReport>,
+    pub unanswered_not_listed: u64,
     /// The first events (see `events_total`).
     pub events: Vec<DnsEventRecord>,
     pub events_total: u64,

@@ -321,6 +321,7 @@ impl FloodCollector {
             hooks,
             bridge_floods,
             episodes,
+            episodes_not_listed: self.episodes.dropped(),
             victims: ports,
             neighbour_failures,
             fdb_deletes: count(cause::FDB_DELETE),
@@ -420,6 +421,8 @@ pub struct FloodReport {
     /// Unknown-unicast flood episodes (broadcast and multicast are not
     /// floods of this kind: they are counted per port in `victims`).
     pub episodes: Vec<FloodEpisode>,
+    /// The oldest closed episodes, past the 1 000 listed.
+    pub episodes_not_listed: u64,
     /// Per port: flooded unicast copies delivered to a pod that was not the
     /// destination, and broadcast/multicast kept apart.
     pub victims: Vec<PortReport>,

@@ -46,8 +46,15 @@ struct Seen {
 pub struct Episodes {
     seen: BTreeMap<(Flow, u32), Seen>,
     open: BTreeMap<Flow, Episode>,
-    closed: Vec<(Flow, Episode)>,
+    closed: std::collections::VecDeque<(Flow, Episode)>,
+    /// Closed episodes dropped from `closed` (the oldest first) past
+    /// [`CLOSED_KEPT`].
+    dropped: u64,
 }
+
+/// Closed episodes kept one by one: a flood recurring every few seconds
+/// for weeks must not grow tracer without bound.
+pub const CLOSED_KEPT: usize = 1000;
 
 impl Episodes {
     /// Takes what was counted before the trace as the baseline: no episode.
@@ -74,7 +81,7 @@ impl Episodes {
         };
         let restarted = start.is_some_and(|s| s >= after.saturating_add(EPISODE_GAP_NS));
         if restarted && let Some(old) = self.open.remove(&flow) {
-            self.closed.push((flow, old));
+            self.close(flow, old);
         }
         let episode = self.open.entry(flow).or_insert_with(|| Episode {
             // No burst start after the last frame seen: the flow went on
@@ -118,9 +125,22 @@ impl Episodes {
             .collect();
         for flow in quiet {
             if let Some(e) = self.open.remove(&flow) {
-                self.closed.push((flow, e));
+                self.close(flow, e);
             }
         }
+    }
+
+    fn close(&mut self, flow: Flow, episode: Episode) {
+        if self.closed.len() >= CLOSED_KEPT {
+            self.closed.pop_front();
+            self.dropped += 1;
+        }
+        self.closed.push_back((flow, episode));
+    }
+
+    /// Closed episodes no longer listed (the oldest, past [`CLOSED_KEPT`]).
+    pub const fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Every episode, oldest first, with whether it is still going on.
@@ -238,6 +258,24 @@ mod tests {
         let duration = (ep.last_ns - ep.start_ns) as f64 / 1e9;
         let pps = rate(ep.copies[&7], duration);
         assert!((pps - 1000.0).abs() < 1.0, "{pps}");
+    }
+
+    #[test]
+    fn closed_episodes_past_the_bound_drop_the_oldest_and_are_counted() {
+        let mut e = Episodes::default();
+        let mut slot = FloodCount::default();
+        let n = u64::try_from(CLOSED_KEPT).unwrap() + 5;
+        for i in 0..n {
+            // One second of flood every 10 s: each its own episode.
+            let t = (10 + 10 * i) * S;
+            stream(&mut slot, t, t + S);
+            e.observe(flow(), 7, &[slot]);
+            e.close_quiet(t + 9 * S);
+        }
+        let all = e.all();
+        assert_eq!(all.len(), CLOSED_KEPT);
+        assert_eq!(e.dropped(), 5);
+        assert_eq!(all[0].1.start_ns, (10 + 10 * 5) * S, "the oldest went");
     }
 
     #[test]

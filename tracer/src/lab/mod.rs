@@ -525,7 +525,7 @@ impl LabNode {
                 }
                 run.flood = Some(FloodFigures {
                     sent,
-                    episodes: f.episodes.len() as u64,
+                    episodes: f.episodes.len() as u64 + f.episodes_not_listed,
                     frames_flooded: f.episodes.iter().map(|e| e.packets).sum(),
                     copies_to_victims: f.victims.iter().map(|v| v.victim_packets).sum(),
                     victim_ports: f.victims.iter().filter(|v| v.victim_packets > 0).count() as u64,

@@ -594,12 +594,13 @@ pub fn map_entries(pid: u32, name: &str) -> usize {
             .expect("bpftool");
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     };
-    let id = json(&["map", "show"])
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["name"] == name && m["id"].as_u64().is_some_and(|id| ids.contains(&id)))
-        .and_then(|m| m["id"].as_u64())
+    // One `map show id` per map of `pid`'s: a plain `map show` opens every
+    // map in the kernel, dying ones of other tests' tracers included,
+    // which can leak a program array (reliability.rs, `loaded_ids`).
+    let id = ids
+        .iter()
+        .copied()
+        .find(|id| json(&["map", "show", "id", &id.to_string()])["name"] == name)
         .unwrap_or_else(|| panic!("tracer's map {name}"));
     json(&["map", "dump", "id", &id.to_string()])
         .as_array()

@@ -571,9 +571,49 @@ pub fn set_fdb_ageing(topo: &tracer::lab::topology::Topology, centiseconds: u32)
     .expect("bridge ageing_time");
 }
 
+/// Polls `f` every 20 ms until it holds; false if it still does not
+/// after `limit`.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Entries of tracer's (`pid`'s) BPF map `name`, by `bpftool`: the maps
 /// are told apart from other tracers' by the ids in `pid`'s fdinfo.
 pub fn map_entries(pid: u32, name: &str) -> usize {
+    map_dump(pid, name).len()
+}
+
+/// The keys of tracer's (`pid`'s) BPF map `name`, as raw bytes.
+pub fn map_keys(pid: u32, name: &str) -> Vec<Vec<u8>> {
+    let byte = |b: &serde_json::Value| {
+        b.as_str()
+            .and_then(|h| u8::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+            .expect("bpftool key byte")
+    };
+    map_dump(pid, name)
+        .iter()
+        .map(|e| {
+            e["key"]
+                .as_array()
+                .expect("raw key")
+                .iter()
+                .map(byte)
+                .collect()
+        })
+        .collect()
+}
+
+/// `bpftool -j map dump` of tracer's (`pid`'s) BPF map `name`.
+fn map_dump(pid: u32, name: &str) -> Vec<serde_json::Value> {
     let ids: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
         .map(|d| {
             d.filter_map(Result::ok)
@@ -602,7 +642,8 @@ pub fn map_entries(pid: u32, name: &str) -> usize {
         .copied()
         .find(|id| json(&["map", "show", "id", &id.to_string()])["name"] == name)
         .unwrap_or_else(|| panic!("tracer's map {name}"));
-    json(&["map", "dump", "id", &id.to_string()])
-        .as_array()
-        .map_or(0, Vec::len)
+    match json(&["map", "dump", "id", &id.to_string()]) {
+        serde_json::Value::Array(entries) => entries,
+        _ => Vec::new(),
+    }
 }

@@ -13,7 +13,7 @@ use std::{
 use nix::sys::signal::Signal;
 use tracer::lab::topology::{Datapath, Topology};
 use tracer_tests::{
-    Receiver, TracerRun, UDP_OVERHEAD, attached_programs, privileged, send_udp, warm_up,
+    Receiver, TracerRun, UDP_OVERHEAD, attached_programs, privileged, send_udp, wait_until, warm_up,
 };
 
 const CHURN: usize = 100;
@@ -125,11 +125,12 @@ fn hundred_pods_come_and_go_during_a_trace() {
     );
 }
 
-/// Pods that resolve a name and go, one after another: tracer deletes the
-/// kernel entries of each vanished port (DNS histograms, flood counters)
-/// so a node whose pods churn for weeks never fills those maps, and the
-/// report still counts every answer, on the vanished ports' own rows.
-/// Ground truth: each `dig` that printed its answer.
+/// Pods that resolve a name, drop a few datagrams and go, one after
+/// another: tracer deletes the kernel entries of each vanished port (DNS
+/// histograms, flood counters, drops on either side of it) so a node whose
+/// pods churn for weeks never fills those maps, and the report still
+/// counts every answer and drop, on the vanished ports' own rows. Ground
+/// truth: each `dig` that printed its answer, each pod's nft counter.
 #[test_log::test]
 fn vanished_pods_free_their_kernel_entries_and_keep_their_answers() {
     if !privileged("vanished_pods_free_their_kernel_entries_and_keep_their_answers") {
@@ -148,9 +149,38 @@ fn vanished_pods_free_their_kernel_entries_and_keep_their_answers() {
     let at = format!("@{}", server.ip);
     let mut answered = 0;
     let mut gone = Vec::new();
+    let mut netfilter = Vec::new();
+    let drops_on = tracer::probes::kernel_info()
+        .drop_reasons
+        .available()
+        .is_ok();
     for i in 1..=PODS {
         topo.add_pod(i).expect("pod");
-        let pod = topo.pods.last().expect("pod").clone();
+    }
+    let pods = topo.pods[1..].to_vec();
+    // The queries must find tracer on each port (both directions), and
+    // the drops each pod's namespace in tracer's scope (its pod index is
+    // refreshed on the next 1 s tick after a link event).
+    let attached = wait_until(Duration::from_secs(20), || {
+        pods.iter()
+            .all(|p| attached_programs(&topo.node, &p.host_if).len() >= 2)
+    });
+    assert!(attached, "tracer on every new port within 20 s");
+    if drops_on {
+        let inodes: Vec<u32> = pods.iter().map(|p| netns_inode(&p.netns)).collect();
+        let scoped = wait_until(Duration::from_secs(10), || {
+            let keys = tracer_tests::map_keys(tracer.pid(), "DROPS_SCOPE");
+            inodes.iter().all(|inode| {
+                keys.iter()
+                    .any(|k| k.get(..4) == Some(&inode.to_ne_bytes()[..]))
+            })
+        });
+        assert!(
+            scoped,
+            "every pod's namespace in the drop scope within 10 s"
+        );
+    }
+    for pod in pods {
         let out = Command::new("ip")
             .args(["netns", "exec", &pod.netns, "dig", "+short", "+tries=1"])
             .args(["+time=2", &at, "api.lab.test", "A"])
@@ -159,6 +189,28 @@ fn vanished_pods_free_their_kernel_entries_and_keep_their_answers() {
         if String::from_utf8_lossy(&out.stdout).trim() == "10.96.0.20" {
             answered += 1;
         }
+        // A drop inside the pod (nft input rule, with a counter): the
+        // pod side of the drops map, placed on its port.
+        let nft = format!(
+            "add table ip churn; add chain ip churn input {{ type filter hook input priority 0; }}; \
+             add rule ip churn input udp dport {DROPPED_PORT} counter drop"
+        );
+        assert!(
+            Command::new("ip")
+                .args(["netns", "exec", &pod.netns, "nft", &nft])
+                .status()
+                .expect("nft")
+                .success()
+        );
+        send_udp(
+            &server.netns,
+            SocketAddrV4::new(pod.ip, DROPPED_PORT),
+            7000,
+            DROPPED,
+            10,
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        netfilter.push(nft_counter(&pod.netns));
         assert!(
             Command::new("ip")
                 .args(["-n", &topo.node, "link", "del", &pod.host_if])
@@ -184,6 +236,10 @@ fn vanished_pods_free_their_kernel_entries_and_keep_their_answers() {
         ports <= 2,
         "{ports} FLOOD_PORTS entries after {PODS} pods went"
     );
+    if drops_on {
+        let drops = entries("DROPS");
+        assert!(drops <= 2, "{drops} DROPS entries after {PODS} pods went");
+    }
     let report = tracer.stop(Signal::SIGINT);
     let latency = report["dns"]["latency"].as_array().expect("latency");
     for name in &gone {
@@ -192,6 +248,51 @@ fn vanished_pods_free_their_kernel_entries_and_keep_their_answers() {
             .filter(|r| r["interface"] == name.as_str() && r["side"] == "client")
             .map(|r| r["answers"].as_u64().expect("answers"))
             .sum();
-        assert_eq!(answers, 1, "{name}'s answer, kept after it vanished");
+        assert_eq!(
+            answers, 1,
+            "{name}'s answer, kept after it vanished: {latency:#?}"
+        );
     }
+    if !drops_on {
+        return;
+    }
+    let rows = report["drops"]["rows"].as_array().expect("drop rows");
+    for (name, want) in gone.iter().zip(&netfilter) {
+        let got: u64 = rows
+            .iter()
+            .filter(|r| r["reason"] == "NETFILTER_DROP" && r["interface"] == name.as_str())
+            .filter_map(|r| r["count"].as_u64())
+            .sum();
+        assert_eq!(
+            got, *want,
+            "{name}: tracer vs the pod's nft counter: {rows:#?}"
+        );
+    }
+}
+
+/// Port the churned pods' nft rule drops, and datagrams sent to it per pod.
+const DROPPED_PORT: u16 = 9;
+const DROPPED: u64 = 3;
+
+/// The inode of named namespace `netns` (what the kernel keys it by).
+fn netns_inode(netns: &str) -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(format!("/run/netns/{netns}")).expect("netns file");
+    u32::try_from(meta.ino()).expect("32-bit namespace inode")
+}
+
+/// Packets the `churn` table's counter saw in `netns`.
+fn nft_counter(netns: &str) -> u64 {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", netns, "nft", "list", "table", "ip", "churn",
+        ])
+        .output()
+        .expect("nft list");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("counter packets ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {text}"))
 }

@@ -11,7 +11,7 @@ use std::{
     net::{Ipv4Addr, SocketAddrV4, TcpListener},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use nix::{
@@ -24,7 +24,7 @@ use tracer::{
     netns,
 };
 use tracer_tests::{
-    Receiver, TracerRun, attached_programs, privileged, send_udp, tracer_bin, warm_up,
+    Receiver, TracerRun, attached_programs, privileged, send_udp, tracer_bin, wait_until, warm_up,
 };
 
 fn ip(node: &str, args: &[&str]) {
@@ -61,17 +61,6 @@ fn stderr_lines(out: &Output) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }
 
 #[test]

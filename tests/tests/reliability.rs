@@ -39,7 +39,7 @@ use tracer_common::dns::{DnsStat, PENDING_MAX_ENTRIES};
 use tracer_tests::{
     TracerRun, attached_programs, default_tc_attach,
     frames::{DnsMsg, Frame, L4},
-    privileged, tracer_bin, tracer_filters,
+    privileged, tracer_bin, tracer_filters, wait_until,
 };
 
 /// A client address nothing routes to: answers sent to it die in the node.
@@ -247,18 +247,6 @@ impl Expect {
             *self.0.get_mut(s.name()).expect("known counter") += 1;
         }
     }
-}
-
-/// Polls until `f` holds; false after `timeout`.
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while !f() {
-        if start.elapsed() > timeout {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
 }
 
 /// A `tracer --netns NODE watch` we spawned ourselves, to choose its output

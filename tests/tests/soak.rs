@@ -430,6 +430,10 @@ fn soak_steady_under_load_churn_floods_and_slow_clients() {
     std::thread::sleep(Duration::from_secs(2));
     let (fds_after, maps_after) = fds(pid);
     let counters = map_entries(pid, "COUNTERS");
+    let (flood_ports, dns_hists) = (
+        map_entries(pid, "FLOOD_PORTS"),
+        map_entries(pid, "DNS_HIST"),
+    );
     kill(Pid::from_raw(pid as i32), Signal::SIGINT).expect("SIGINT");
     let status = tracer.0.wait().expect("wait");
     let report: Value = serde_json::from_str(&stdout.join().unwrap()).expect("JSON report");
@@ -445,7 +449,8 @@ fn soak_steady_under_load_churn_floods_and_slow_clients() {
          | fds before load / after (churn over) | {fds_before} / {fds_after} |\n\
          | BPF map fds before / after | {maps_before} / {maps_after} |\n\
          | failed scrapes | {failed_scrapes} |\n\
-         | COUNTERS map entries at the end (2 per live interface) | {counters} |\n",
+         | COUNTERS map entries at the end (2 per live interface) | {counters} |\n\
+         | FLOOD_PORTS / DNS_HIST entries at the end | {flood_ports} / {dns_hists} |\n",
         churned.load(Ordering::Relaxed),
         reconnects.load(Ordering::Relaxed),
     );
@@ -473,6 +478,11 @@ fn soak_steady_under_load_churn_floods_and_slow_clients() {
     assert!(
         counters <= 2 * live,
         "vanished interfaces' counters freed: {counters} entries for {live} live interfaces"
+    );
+    // Every churned port received flood copies: its entry must be gone.
+    assert!(
+        flood_ports <= live,
+        "vanished ports' flood counters freed: {flood_ports} entries for {live} live interfaces"
     );
     assert!(
         samples.iter().all(|s| s.map_fds == maps_before),

@@ -597,7 +597,7 @@ pub const OLDER_VANISHED_NAME: &str = "(older vanished interfaces)";
 
 impl Session {
     /// Keeps the final counts of a vanished interface and frees its kernel
-    /// entries (counters, DNS histograms, flood counters); past
+    /// entries (counters, DNS histograms, flood counters, drops); past
     /// [`VANISHED_KEPT`] vanished interfaces, the oldest (lowest ifindex:
     /// the kernel hands them out in order) is folded into
     /// [`OLDER_VANISHED`].
@@ -618,6 +618,11 @@ impl Session {
         }
         if let Err(err) = self.floods.retire(ebpf, index) {
             tracing::debug!("forgetting the flood counters of ifindex {index}: {err}");
+        }
+        if self.drops.available().is_ok()
+            && let Err(err) = self.drops.retire(ebpf, index)
+        {
+            tracing::debug!("forgetting the drops on ifindex {index}: {err}");
         }
         let gone: Vec<u32> = self
             .traced
@@ -662,6 +667,7 @@ impl Session {
         }
         self.dns.fold_interface(old, OLDER_VANISHED);
         self.floods.fold_interface(old, OLDER_VANISHED);
+        self.drops.fold_interface(old, OLDER_VANISHED);
     }
 
     /// An interface we trace got a new name (`ip link set … name …`): the

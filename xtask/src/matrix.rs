@@ -42,6 +42,8 @@ const SUBSET: &[(&str, &[&str])] = &[
     // ~45 s per kernel under TCG: every named drop reason against the
     // kernel's counters (before v5.17: the report says why there are none).
     ("drops", &["drop_reasons_"]),
+    // Vanished pods' kernel entries freed (map deletes on every kernel).
+    ("churn", &["vanished_pods_"]),
 ];
 
 /// One run of the whole subset on one kernel may take this long under TCG.

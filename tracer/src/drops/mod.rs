@@ -156,6 +156,8 @@ pub struct DropRow {
     /// pod's host port on the pod's side.
     pub interface: Option<String>,
     pub pod: Option<String>,
+    /// The device the packet was on and its namespace's inode; both 0 for
+    /// drops inside a pod whose port vanished (`interface` still names it).
     pub ifindex: u32,
     pub netns: u32,
     pub protocol: &'static str,
@@ -236,7 +238,20 @@ pub struct DropsCollector {
     scope: DropScope,
     node: u32,
     kallsyms: Option<Kallsyms>,
+    /// Drops counted on the node's vanished ports and in their pods,
+    /// whose kernel entries were deleted ([`Self::retire`]); a pod's side
+    /// is keyed [`RETIRED_POD_SIDE`] and its former port.
+    retired: BTreeMap<DropKey, u64>,
+    /// Each pod port's namespace inode, as of the scopes set so far: the
+    /// pod index may have forgotten a pod by the time its port vanishes.
+    pod_ports: BTreeMap<u32, u32>,
 }
+
+/// The namespace of a retired drop that was counted inside a vanished
+/// pod: its `ifindex` is then the pod's former port on the node. The
+/// pod's own inode is not kept: the kernel reuses namespace inodes, and a
+/// new pod's drops must not land on an old port.
+pub const RETIRED_POD_SIDE: u32 = u32::MAX;
 
 impl DropsCollector {
     pub fn new(kernel: &crate::kernel::KernelInfo) -> Self {
@@ -245,6 +260,8 @@ impl DropsCollector {
             scope: DropScope::default(),
             node: node_netns().unwrap_or(0),
             kallsyms: None,
+            retired: BTreeMap::new(),
+            pod_ports: BTreeMap::new(),
         }
     }
 
@@ -263,7 +280,68 @@ impl DropsCollector {
         let scope = DropScope::of_node(traced, pods)?;
         scope.apply(ebpf, &self.scope)?;
         self.scope = scope;
+        for (port, pod) in pods.by_ifindex() {
+            if let Some(netns) = pod.netns.as_ref().and_then(|l| u32::try_from(l.inode).ok()) {
+                self.pod_ports.insert(port, netns);
+            }
+        }
         Ok(())
+    }
+
+    /// The node's port `ifindex` vanished: keeps the drops counted on
+    /// either side of it (the node's, and its pod's namespace when a scope
+    /// had it) and deletes their kernel entries, so pod churn over weeks
+    /// never fills `DROPS`. The pod side stays placed on the port.
+    pub fn retire(&mut self, ebpf: &mut Ebpf, ifindex: u32) -> Result<(), DropsError> {
+        let pod_netns = self.pod_ports.remove(&ifindex);
+        let map = ebpf
+            .map_mut("DROPS")
+            .ok_or(DropsError::MissingMap("DROPS"))?;
+        let mut map: PerCpuHashMap<_, DropKey, u64> = PerCpuHashMap::try_from(map)?;
+        let node = self.node;
+        let pod = pod_netns.filter(|&n| n != node);
+        let mut gone = Vec::new();
+        for entry in map.iter() {
+            let (key, per_cpu) = entry?;
+            let kept = if key.netns == node && key.ifindex == ifindex {
+                key
+            } else if Some(key.netns) == pod {
+                DropKey {
+                    netns: RETIRED_POD_SIDE,
+                    ifindex,
+                    ..key
+                }
+            } else {
+                continue;
+            };
+            *self.retired.entry(kept).or_default() += per_cpu.iter().sum::<u64>();
+            gone.push(key);
+        }
+        for key in &gone {
+            // Gone already (a racing delete) or not: its count is kept.
+            let _ = map.remove(key);
+        }
+        Ok(())
+    }
+
+    /// Merges the drops of the node's vanished port `ifindex` (both sides)
+    /// into port `into`.
+    pub fn fold_interface(&mut self, ifindex: u32, into: u32) {
+        let keys: Vec<DropKey> = self
+            .retired
+            .keys()
+            .filter(|k| k.ifindex == ifindex)
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some(n) = self.retired.remove(&key) {
+                let folded = DropKey {
+                    ifindex: into,
+                    ..key
+                };
+                *self.retired.entry(folded).or_default() += n;
+            }
+        }
     }
 
     /// The drops section; `hooks` are the area's hook statuses.
@@ -287,7 +365,10 @@ impl DropsCollector {
                 ..DropsReport::default()
             });
         }
-        let counts: BTreeMap<DropKey, u64> = sum_per_cpu(ebpf, "DROPS")?;
+        let mut counts: BTreeMap<DropKey, u64> = sum_per_cpu(ebpf, "DROPS")?;
+        for (key, n) in &self.retired {
+            *counts.entry(*key).or_default() += n;
+        }
         let mut report = DropsReport {
             available: true,
             hooks,
@@ -302,7 +383,12 @@ impl DropsCollector {
                     report.dns += count;
                 }
                 *report.by_reason.entry(reason.clone()).or_default() += count;
-                let (interface, pod) = view.place(self.node, key.netns, key.ifindex);
+                let retired_pod = key.netns == RETIRED_POD_SIDE;
+                let (interface, pod) = if retired_pod {
+                    (Some((view.name_of)(key.ifindex)), None)
+                } else {
+                    view.place(self.node, key.netns, key.ifindex)
+                };
                 DropRow {
                     reason,
                     count,
@@ -313,8 +399,8 @@ impl DropsCollector {
                     },
                     interface,
                     pod,
-                    ifindex: key.ifindex,
-                    netns: key.netns,
+                    ifindex: if retired_pod { 0 } else { key.ifindex },
+                    netns: if retired_pod { 0 } else { key.netns },
                     protocol: protocol_name(key.proto),
                     dns: key.dns != 0,
                     dns_packet: (key.dns != 0).then_some(if key.answer != 0 {
@@ -475,6 +561,39 @@ const fn protocol_name(proto: u8) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folded_port_keeps_both_sides_counts() {
+        let node = 4_026_531_840;
+        let key = |netns, ifindex| DropKey {
+            reason: 2,
+            netns,
+            ifindex,
+            ..DropKey::default()
+        };
+        let mut drops = DropsCollector {
+            reasons: ReasonTable::default(),
+            scope: DropScope::default(),
+            node,
+            kallsyms: None,
+            retired: BTreeMap::from([
+                (key(node, 7), 3),
+                (key(RETIRED_POD_SIDE, 7), 5),
+                (key(RETIRED_POD_SIDE, 8), 1),
+                (key(RETIRED_POD_SIDE, 0), 10),
+            ]),
+            pod_ports: BTreeMap::new(),
+        };
+        drops.fold_interface(7, 0);
+        assert_eq!(
+            drops.retired,
+            BTreeMap::from([
+                (key(node, 0), 3),
+                (key(RETIRED_POD_SIDE, 0), 15),
+                (key(RETIRED_POD_SIDE, 8), 1),
+            ])
+        );
+    }
 
     #[test]
     fn a_query_finds_its_exchange_whatever_the_server() {

@@ -4,7 +4,8 @@
 //! CNI state file truncated / huge / replaced mid-run, SIGHUP, the bridge
 //! deleted and recreated under its name, interfaces renamed, a full disk
 //! under `--output json > file`. (`/var/log/pods` symlinks pointing outside
-//! are a unit test in `tracer/src/pods.rs`: only entry names are read.)
+//! are a unit test in `tracer/src/pods/tests.rs`: only entry names are
+//! read.)
 
 use std::{
     fs,

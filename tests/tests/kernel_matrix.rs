@@ -7,9 +7,11 @@
 //! `cargo xtask vm run --kernel 6.12 -- <this test binary> matrix_ --test-threads=1`.
 //! Each test asserts the mechanism this kernel must give, then measures.
 //!
-//! The programs are loaded in-process and only the tracing hooks are
-//! attached (no TC programs), so the tests also run on kernels whose
-//! verifier refuses the TC programs.
+//! The hook tests load the programs in-process and attach only the
+//! tracing hooks, so they say what a kernel gives each hook apart from the
+//! TC programs; `matrix_every_tc_program_loads_and_attaches` and
+//! `matrix_tracer_watch_…` then load and attach the TC programs the
+//! kernel's way and run the real binary.
 
 use std::{
     net::Ipv4Addr,

@@ -571,6 +571,18 @@ pub fn set_fdb_ageing(topo: &tracer::lab::topology::Topology, centiseconds: u32)
     .expect("bridge ageing_time");
 }
 
+/// The number after `word` in `text` (nft and tc statistics).
+pub fn number_after(text: &str, word: &str) -> u64 {
+    text.split(word)
+        .nth(1)
+        .and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .find(|s| !s.is_empty())
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {word:?} in {text}"))
+}
+
 /// Polls `f` every 20 ms until it holds; false if it still does not
 /// after `limit`.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {

@@ -13,7 +13,8 @@ use std::{
 use nix::sys::signal::Signal;
 use tracer::lab::topology::{Datapath, Topology};
 use tracer_tests::{
-    Receiver, TracerRun, UDP_OVERHEAD, attached_programs, privileged, send_udp, wait_until, warm_up,
+    Receiver, TracerRun, UDP_OVERHEAD, attached_programs, number_after, privileged, send_udp,
+    wait_until, warm_up,
 };
 
 const CHURN: usize = 100;
@@ -291,10 +292,5 @@ fn nft_counter(netns: &str) -> u64 {
         ])
         .output()
         .expect("nft list");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split("counter packets ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no counter in {text}"))
+    number_after(&String::from_utf8_lossy(&out.stdout), "counter packets")
 }

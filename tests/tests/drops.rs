@@ -24,7 +24,9 @@ use tracer::{
     lab::topology::{Datapath, Topology},
     netns,
 };
-use tracer_tests::{TracerRun, dns::build_query, privileged, send_udp, send_udp_bytes};
+use tracer_tests::{
+    TracerRun, dns::build_query, number_after, privileged, send_udp, send_udp_bytes,
+};
 
 /// Port the nft rule drops.
 const DISCARD_PORT: u16 = 9;
@@ -100,18 +102,6 @@ fn udp_snmp(topo: &Topology, ns: &str, field: &str) -> u64 {
         .expect("value")
         .parse()
         .expect("number")
-}
-
-/// The number after `word` in `text` (nft and tc statistics).
-fn number_after(text: &str, word: &str) -> u64 {
-    text.split(word)
-        .nth(1)
-        .and_then(|rest| {
-            rest.split(|c: char| !c.is_ascii_digit())
-                .find(|s| !s.is_empty())
-        })
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no number after {word:?} in {text}"))
 }
 
 /// tracer's drops of `reason` attributed to the pod behind `host_if`.

@@ -51,6 +51,10 @@ const SCRAPE_SHARE: f64 = 0.95;
 /// …and every one within this (no stall).
 const SCRAPE_STALL: Duration = Duration::from_secs(1);
 const NAME: &str = "soak.svc.cluster.local";
+/// dnsperf must send at least this share of the asked-for queries.
+const LOAD_SHARE: f64 = 0.8;
+/// dnsperf prints its rate this often (`-S`).
+const RATE_INTERVAL_SECS: u64 = 10;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -253,6 +257,9 @@ fn slow_clients(
 struct DnsLoad {
     server: Proc,
     dnsperf: Proc,
+    /// dnsperf's stdout, read as it comes (with `-W`, one line per timed-out
+    /// query: left in the pipe, they could fill it and stall dnsperf).
+    output: JoinHandle<String>,
 }
 
 fn start_dns(topo: &Topology, secs: u64, qps: u64) -> DnsLoad {
@@ -281,7 +288,7 @@ fn start_dns(topo: &Topology, secs: u64, qps: u64) -> DnsLoad {
     std::thread::sleep(Duration::from_millis(300));
     let data = std::env::temp_dir().join(format!("tracer-soak-queries-{}", std::process::id()));
     std::fs::write(&data, format!("{NAME} A\n")).expect("dnsperf data");
-    let dnsperf = Proc(
+    let mut dnsperf = Proc(
         netns_exec(
             &client_pod.netns,
             "dnsperf",
@@ -300,6 +307,12 @@ fn start_dns(topo: &Topology, secs: u64, qps: u64) -> DnsLoad {
                 "500",
                 "-t",
                 "2",
+                // The rate every interval and every warning (timeouts
+                // included) on stdout: a failed load check says when the
+                // rate fell and what dnsperf saw.
+                "-S",
+                &RATE_INTERVAL_SECS.to_string(),
+                "-W",
             ],
         )
         .stdout(Stdio::piped())
@@ -307,7 +320,98 @@ fn start_dns(topo: &Topology, secs: u64, qps: u64) -> DnsLoad {
         .spawn()
         .expect("dnsperf (cargo xtask setup installs it)"),
     );
-    DnsLoad { server, dnsperf }
+    let mut out = dnsperf.0.stdout.take().expect("dnsperf stdout");
+    let output = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    DnsLoad {
+        server,
+        dnsperf,
+        output,
+    }
+}
+
+/// dnsperf's rate over time: `(seconds since its first interval, q/s)` from
+/// its `-S` lines (`<epoch>.<us>: <q/s>`).
+fn dnsperf_rates(out: &str) -> Vec<(f64, f64)> {
+    let points: Vec<(f64, f64)> = out
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter_map(|(t, r)| Some((t.trim().parse::<f64>().ok()?, r.trim().parse().ok()?)))
+        .collect();
+    let t0 = points.first().map_or(0.0, |p| p.0);
+    points.into_iter().map(|(t, r)| (t - t0, r)).collect()
+}
+
+/// One table row on the load's rate: its spread, and the intervals that
+/// fell below the load check's share (the first few, with their time).
+fn rate_row(rates: &[(f64, f64)], qps: u64) -> String {
+    // The first interval starts before the first send: not a rate.
+    let steady: Vec<(f64, f64)> = rates.iter().skip(1).copied().collect();
+    let mut sorted: Vec<f64> = steady.iter().map(|p| p.1).collect();
+    sorted.sort_by(f64::total_cmp);
+    let Some((min, max)) = sorted.first().zip(sorted.last()) else {
+        return "| dnsperf rate per interval | none reported |\n".to_owned();
+    };
+    let low: Vec<String> = steady
+        .iter()
+        .filter(|p| p.1 < LOAD_SHARE * qps as f64)
+        .map(|(t, r)| format!("{t:.0} s: {r:.0}"))
+        .collect();
+    format!(
+        "| dnsperf q/s per {RATE_INTERVAL_SECS} s: min / median / max; intervals under {:.0} % | {min:.0} / {:.0} / {max:.0}; {} of {}{}{} |\n",
+        LOAD_SHARE * 100.0,
+        sorted[sorted.len() / 2],
+        low.len(),
+        steady.len(),
+        if low.is_empty() { "" } else { " (" },
+        if low.is_empty() {
+            String::new()
+        } else {
+            let shown = low.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+            format!("{shown}{})", if low.len() > 8 { ", …" } else { "" })
+        },
+    )
+}
+
+/// The kernel's UDP counter `field` (`/proc/net/snmp`, the `Udp:` lines)
+/// in namespace `ns`.
+fn udp_counter(ns: &str, field: &str) -> Option<u64> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", "/proc/net/snmp"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let at = names.split_whitespace().position(|n| n == field)?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// Where tracer located the sends it saw go unanswered, how many dnsperf
+/// reported timed out, and what the server's kernel dropped for a full
+/// socket buffer (the ground truth for "reached the server's port").
+fn loss_row(report: &Value, perf: &str, server_rcvbuf_errors: Option<u64>) -> String {
+    let timeouts = perf.lines().filter(|l| l.contains("[Timeout]")).count();
+    let x = &report["dns"]["exchanges"];
+    let at: Vec<String> = x["lost_at"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
+        .unwrap_or_default();
+    let rcvbuf = server_rcvbuf_errors.map_or_else(|| "?".to_owned(), |n| n.to_string());
+    format!(
+        "| dnsperf timeouts; tracer's unanswered sends (never answered) by place; server netns UDP RcvbufErrors | {timeouts}; {} ({}) {}; {rcvbuf} |\n",
+        x["lost_sends"],
+        x["never_answered"],
+        at.join(" ")
+    )
+}
+
+/// dnsperf's closing statistics (without its per-query warnings).
+fn stats(perf: &str) -> &str {
+    perf.split_once("Statistics:").map_or(perf, |(_, s)| s)
 }
 
 /// dnsperf's "Queries sent:" and "Queries completed:".
@@ -419,12 +523,9 @@ fn soak_steady_under_load_churn_floods_and_slow_clients() {
         w.join().expect("worker");
     }
     rx.finish();
-    let perf = {
-        let mut s = String::new();
-        let _ = dns.dnsperf.0.stdout.take().unwrap().read_to_string(&mut s);
-        let _ = dns.dnsperf.0.wait();
-        s
-    };
+    let _ = dns.dnsperf.0.wait();
+    let perf = dns.output.join().expect("dnsperf output");
+    let server_rcvbuf_errors = udp_counter(&topo.pods[0].netns, "RcvbufErrors");
     drop(dns.server);
     // Churned veths are gone: descriptors must come back to where they were.
     std::thread::sleep(Duration::from_secs(2));
@@ -443,7 +544,7 @@ fn soak_steady_under_load_churn_floods_and_slow_clients() {
     let summary = summarize(&topo, &report, &samples, hz, (secs, qps));
     let (sent, completed) = dnsperf_counts(&perf);
     let text = format!(
-        "{summary}\n| dnsperf sent / completed | {sent} / {completed} |\n\
+        "{summary}\n| dnsperf sent / completed | {sent} / {completed} |\n{}{}\
          | pod churn: veth pairs added and deleted | {} |\n\
          | slow /metrics clients, reconnects | {SLOW_CLIENTS}, {} |\n\
          | fds before load / after (churn over) | {fds_before} / {fds_after} |\n\
@@ -451,6 +552,8 @@ fn soak_steady_under_load_churn_floods_and_slow_clients() {
          | failed scrapes | {failed_scrapes} |\n\
          | COUNTERS map entries at the end (2 per live interface) | {counters} |\n\
          | FLOOD_PORTS / DNS_HIST entries at the end | {flood_ports} / {dns_hists} |\n",
+        rate_row(&dnsperf_rates(&perf), qps),
+        loss_row(&report, &perf, server_rcvbuf_errors),
         churned.load(Ordering::Relaxed),
         reconnects.load(Ordering::Relaxed),
     );
@@ -460,14 +563,20 @@ fn soak_steady_under_load_churn_floods_and_slow_clients() {
     }
     assert_eq!(failed_scrapes, 0, "{log}");
     assert!(
-        sent as f64 >= 0.8 * (qps * secs) as f64,
-        "dnsperf kept (most of) {qps} q/s: {perf}"
+        sent as f64 >= LOAD_SHARE * (qps * secs) as f64,
+        "dnsperf kept (most of) {qps} q/s: {}\n{text}",
+        stats(&perf)
     );
     for loss in report["losses"].as_array().unwrap() {
         assert_eq!(loss["count"], 0, "no lost events: {loss}");
     }
     let answers = client_answers(&topo, &report);
-    assert_eq!(answers, completed, "every completed query measured: {perf}");
+    assert_eq!(
+        answers,
+        completed,
+        "every completed query measured: {}",
+        stats(&perf)
+    );
     assert_eq!(maps_before, maps_after, "no map growth");
     let live = report["interfaces"]
         .as_array()

@@ -302,7 +302,7 @@ pub const HIST_BUCKETS: usize = 1024;
 /// Key of the latency histograms: one per interface and DNS server (the
 /// service IP on a client's veth, the backend on the server pod's veth).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct DnsHistKey {
     pub ifindex: u32,
     /// 4 or 6.

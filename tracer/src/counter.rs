@@ -1,7 +1,7 @@
 //! Packet and byte counters per interface and TC direction: the collector side
 //! of `tracer-ebpf/src/counter.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{
     Ebpf,
@@ -54,12 +54,15 @@ pub fn read(ebpf: &Ebpf) -> Result<Snapshot, MapError> {
 /// namespace lives, so without this every pod a node ever ran would hold
 /// two of the map's entries, and a node with churn would fill it
 /// (`counter_map_full`) after a few thousand pods.
-pub fn forget(ebpf: &mut Ebpf, ifindex: u32) -> Result<(), MapError> {
+pub fn forget(ebpf: &mut Ebpf, ifindexes: &BTreeSet<u32>) -> Result<(), MapError> {
     let map = ebpf.map_mut(MAP).ok_or_else(|| MapError::InvalidName {
         name: MAP.to_owned(),
     })?;
     let mut map: PerCpuHashMap<_, IfaceKey, IfaceCounters> = PerCpuHashMap::try_from(map)?;
-    for direction in [Direction::Ingress, Direction::Egress] {
+    for (&ifindex, direction) in ifindexes
+        .iter()
+        .flat_map(|i| [(i, Direction::Ingress), (i, Direction::Egress)])
+    {
         let key = IfaceKey {
             ifindex,
             direction: direction as u32,

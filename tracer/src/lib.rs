@@ -28,6 +28,7 @@ pub mod pods;
 pub mod privileges;
 pub mod probes;
 pub mod rank;
+pub mod rekey;
 pub mod report;
 pub mod ring;
 pub mod stats;

@@ -333,7 +333,7 @@ fn encode_report(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
 
 fn encode_dns(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
     let dns = &r.dns;
-    let c = |stat: DnsStat| dns.counters.get(stat.name()).copied().unwrap_or(0);
+    let c = |stat: DnsStat| dns.counters[stat];
 
     let mut latency: BTreeMap<Labels, LatencyHistogram> = BTreeMap::new();
     for row in &dns.latency {
@@ -1083,6 +1083,7 @@ mod tests {
                 DnsEventRecord, DnsReport, InterfaceDns, LatencyReport, SlowNameReport,
                 TimeoutModes, UnansweredQuery, UnansweredReport,
             },
+            counts::DnsCounts,
             exchanges::{DnsExchanges, LossLocation, SideTally},
             question::Question,
             role::Side,
@@ -1230,12 +1231,13 @@ mod tests {
             },
             losses_unlocated: 0,
             pending_evicted: 0,
-            counters: BTreeMap::from([
-                ("queries", 10),
-                ("answers", 8),
-                ("slow_answers", 1),
-                ("malformed", 2),
-            ]),
+            counters: DnsCounts::from_fn(|stat| match stat {
+                DnsStat::Queries => 10,
+                DnsStat::Answers => 8,
+                DnsStat::Slow => 1,
+                DnsStat::Malformed => 2,
+                _ => 0,
+            }),
             rcodes: BTreeMap::from([("NOERROR".to_owned(), 7), ("NXDOMAIN".to_owned(), 1)]),
             latency: vec![LatencyReport::from_buckets(
                 "azv1".into(),

@@ -4,7 +4,10 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use tracer_common::counter::{Direction, IfaceCounters};
+use tracer_common::{
+    counter::{Direction, IfaceCounters},
+    dns::DnsStat,
+};
 
 use crate::{counter::Snapshot, escape::Shown, interfaces::Interface};
 
@@ -250,18 +253,18 @@ impl Report {
 
     fn dns_table(&self, out: &mut String) {
         let dns = &self.dns;
-        let c = |name: &str| dns.counters.get(name).copied().unwrap_or(0);
+        let c = |stat: DnsStat| dns.counters[stat];
         let _ = writeln!(
             out,
             "\nDNS: {} queries, {} answers ({} matched, {} unmatched), {} re-sent, {} parallel pairs, {} unanswered, {} slow",
-            c("queries"),
-            c("answers"),
-            c("matched"),
-            c("unmatched_answers"),
-            c("resent"),
-            c("parallel_pairs"),
+            c(DnsStat::Queries),
+            c(DnsStat::Answers),
+            c(DnsStat::Matched),
+            c(DnsStat::Unmatched),
+            c(DnsStat::Resent),
+            c(DnsStat::ParallelPairs),
             dns.unanswered.len() as u64 + dns.unanswered_not_listed,
-            c("slow_answers"),
+            c(DnsStat::Slow),
         );
         let x = &dns.exchanges;
         let lost: Vec<String> = x
@@ -356,18 +359,18 @@ impl Report {
             );
         }
         let odd: Vec<String> = [
-            "short_headers",
-            "malformed",
-            "bogus_counts",
-            "ipv6_ext_too_deep",
-            "fragments",
-            "vlan_too_deep",
-            "tcp_no_header",
-            "question_cut",
+            DnsStat::ShortHeaders,
+            DnsStat::Malformed,
+            DnsStat::BogusCounts,
+            DnsStat::Ipv6ExtTooDeep,
+            DnsStat::Fragments,
+            DnsStat::VlanTooDeep,
+            DnsStat::TcpNoHeader,
+            DnsStat::QuestionCut,
         ]
-        .iter()
-        .filter(|n| c(n) > 0)
-        .map(|n| format!("{n}={}", c(n)))
+        .into_iter()
+        .filter(|&s| c(s) > 0)
+        .map(|s| format!("{}={}", s.name(), c(s)))
         .collect();
         if !odd.is_empty() {
             let _ = writeln!(out, "DNS packets not fully parsed: {}", odd.join(" "));
@@ -544,7 +547,7 @@ impl Report {
             .iter()
             .map(|i| i.ingress.packets + i.egress.packets)
             .sum();
-        let c = |name: &str| self.dns.counters.get(name).copied().unwrap_or(0);
+        let c = |stat: DnsStat| self.dns.counters[stat];
         let p99 = self
             .dns
             .latency
@@ -556,9 +559,9 @@ impl Report {
             "{:>6.1} s: {packets} pkts on {} ifaces · DNS {} q, p99 {p99:.1} ms, {} slow, {} re-sent · conntrack drops {} · flood copies {copies}",
             self.duration_seconds,
             self.interfaces.len(),
-            c("queries"),
-            c("slow_answers"),
-            c("resent"),
+            c(DnsStat::Queries),
+            c(DnsStat::Slow),
+            c(DnsStat::Resent),
             self.conntrack.kernel.map_or(0, |k| k.insert_failed),
         )
     }

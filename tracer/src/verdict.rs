@@ -6,6 +6,7 @@
 //! unit-tested on recorded figures without a kernel.
 
 use serde::Serialize;
+use tracer_common::dns::DnsStat;
 
 use crate::{dns::exchanges::LossLocation, flood::cause::CauseKind};
 
@@ -146,7 +147,7 @@ impl Inputs {
     /// threshold the probes used.
     pub fn from_report(r: &crate::report::Report, slow_ms: f64) -> Self {
         let dns = &r.dns;
-        let c = |name: &str| dns.counters.get(name).copied().unwrap_or(0);
+        let c = |stat: DnsStat| dns.counters[stat];
         let x = &dns.exchanges;
         let observed = x.observed_at;
         let worst = dns
@@ -185,8 +186,8 @@ impl Inputs {
             dns_lost_after_server: lost(LossLocation::AfterServerPort),
             dns_lost_unlocated: lost(LossLocation::Unknown) + dns.losses_unlocated,
             dns_nxdomain: dns.rcodes.get("NXDOMAIN").copied().unwrap_or(0),
-            dns_answers_seen: c("answers"),
-            dns_truncated: c("truncated_answers"),
+            dns_answers_seen: c(DnsStat::Answers),
+            dns_truncated: c(DnsStat::Truncated),
             dns_slow_threshold_ms: slow_ms,
             ct_insert_failed: ct_kernel.map_or(0, |k| k.insert_failed),
             ct_drop: ct_kernel.map_or(0, |k| k.drop),

@@ -4,7 +4,7 @@
 //! view, metrics).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -408,6 +408,7 @@ impl Session {
     /// interfaces are attached together (their TCX waits overlap).
     async fn on_links(&mut self, ebpf: &mut Ebpf, tc: &mut TcAttachments, events: Vec<LinkEvent>) {
         let mut candidates: Vec<Interface> = Vec::new();
+        let mut vanished = BTreeSet::new();
         for event in events {
             match event {
                 LinkEvent::Changed(iface) => {
@@ -431,10 +432,13 @@ impl Session {
                     {
                         *gone = true;
                         tracing::info!("pod interface {} vanished: detached", Shown(&name));
-                        self.retire(ebpf, index);
+                        vanished.insert(index);
                     }
                 }
             }
+        }
+        if !vanished.is_empty() {
+            self.retire(ebpf, &vanished);
         }
         candidates.retain(|c| self.traced.get(&c.index).is_none_or(|(_, gone)| *gone));
         candidates.sort_by_key(|c| c.index);
@@ -596,33 +600,34 @@ pub const OLDER_VANISHED: u32 = 0;
 pub const OLDER_VANISHED_NAME: &str = "(older vanished interfaces)";
 
 impl Session {
-    /// Keeps the final counts of a vanished interface and frees its kernel
-    /// entries (counters, DNS histograms, flood counters, drops); past
-    /// [`VANISHED_KEPT`] vanished interfaces, the oldest (lowest ifindex:
-    /// the kernel hands them out in order) is folded into
-    /// [`OLDER_VANISHED`].
-    fn retire(&mut self, ebpf: &mut Ebpf, index: u32) {
+    /// Keeps the final counts of the interfaces that vanished in one batch
+    /// of link events and frees their kernel entries (counters, DNS
+    /// histograms, flood counters, drops) — one walk of each map for the
+    /// whole batch, however many pods went at once; past [`VANISHED_KEPT`]
+    /// vanished interfaces, the oldest (lowest ifindex: the kernel hands
+    /// them out in order) are folded into [`OLDER_VANISHED`].
+    fn retire(&mut self, ebpf: &mut Ebpf, gone: &BTreeSet<u32>) {
         if let Ok(now) = counter::read(ebpf) {
             for (key, count) in counter::delta(&self.baseline, &now) {
-                if key.0 == index {
+                if gone.contains(&key.0) {
                     self.retired.insert(key, count);
                 }
             }
         }
-        self.baseline.retain(|key, _| key.0 != index);
-        if let Err(err) = counter::forget(ebpf, index) {
-            tracing::debug!("forgetting the counters of ifindex {index}: {err}");
+        self.baseline.retain(|key, _| !gone.contains(&key.0));
+        if let Err(err) = counter::forget(ebpf, gone) {
+            tracing::debug!("forgetting the counters of ifindexes {gone:?}: {err}");
         }
-        if let Err(err) = self.dns.retire(ebpf, index) {
-            tracing::debug!("forgetting the DNS histograms of ifindex {index}: {err}");
+        if let Err(err) = self.dns.retire(ebpf, gone) {
+            tracing::debug!("forgetting the DNS histograms of ifindexes {gone:?}: {err}");
         }
-        if let Err(err) = self.floods.retire(ebpf, index) {
-            tracing::debug!("forgetting the flood counters of ifindex {index}: {err}");
+        if let Err(err) = self.floods.retire(ebpf, gone) {
+            tracing::debug!("forgetting the flood counters of ifindexes {gone:?}: {err}");
         }
         if self.drops.available().is_ok()
-            && let Err(err) = self.drops.retire(ebpf, index)
+            && let Err(err) = self.drops.retire(ebpf, gone)
         {
-            tracing::debug!("forgetting the drops on ifindex {index}: {err}");
+            tracing::debug!("forgetting the drops on ifindexes {gone:?}: {err}");
         }
         let gone: Vec<u32> = self
             .traced
@@ -651,20 +656,12 @@ impl Session {
         self.known.insert(OLDER_VANISHED, older.0.clone());
         self.traced.remove(&old);
         self.known.remove(&old);
-        let keys: Vec<(u32, tracer_common::counter::Direction)> = self
-            .retired
-            .keys()
-            .filter(|k| k.0 == old)
-            .copied()
-            .collect();
-        for key in keys {
-            if let Some(c) = self.retired.remove(&key) {
-                self.retired
-                    .entry((OLDER_VANISHED, key.1))
-                    .or_default()
-                    .add(&c);
-            }
-        }
+        crate::rekey::fold(
+            &mut self.retired,
+            |k| k.0 == old,
+            |k| (OLDER_VANISHED, k.1),
+            |total, c| total.add(c),
+        );
         self.dns.fold_interface(old, OLDER_VANISHED);
         self.floods.fold_interface(old, OLDER_VANISHED);
         self.drops.fold_interface(old, OLDER_VANISHED);

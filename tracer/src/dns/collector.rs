@@ -1,7 +1,7 @@
 //! Userspace aggregation of DNS observations.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     time::Duration,
 };
@@ -18,12 +18,16 @@ use tracer_common::dns::{
 };
 
 use super::{
+    counts::DnsCounts,
     exchanges::{self, DnsExchanges, ExchangeId, LossLocation, LossSign, SideLatency, SideTally},
     question::{self, Question},
     role::{self, Side},
     server_use::{self, SendKey, SendTallies, ServerUse},
 };
-use crate::ring::{Ring, RingError};
+use crate::{
+    rekey,
+    ring::{Ring, RingError},
+};
 
 /// Lost sends remembered for locating them (a bounded map: beyond it a loss
 /// is still counted, only not located; the overflow is reported).
@@ -217,7 +221,7 @@ pub struct DnsCollector {
     /// Final histograms of vanished interfaces, whose kernel entries were
     /// deleted ([`Self::retire`]): the map is sized for the live pods, not
     /// for every pod a node ever ran.
-    hist_retired: HashMap<DnsHistKey, Vec<u64>>,
+    hist_retired: BTreeMap<DnsHistKey, Vec<u64>>,
     tally: BTreeMap<(u32, u8), IfaceTally>,
     losses: HashMap<ExchangeId, Vec<LossRecord>>,
     loss_records: usize,
@@ -282,7 +286,7 @@ impl DnsCollector {
             settings,
             stats_base: read_stats(ebpf)?,
             hist_base: read_hists(ebpf)?,
-            hist_retired: HashMap::new(),
+            hist_retired: BTreeMap::new(),
             tally: BTreeMap::new(),
             losses: HashMap::new(),
             loss_records: 0,
@@ -495,9 +499,12 @@ impl DnsCollector {
     /// `ifindex` vanished: keeps its latency histograms' counts and
     /// deletes their kernel entries (`DNS_HIST` and its spill), so a node
     /// whose pods come and go for weeks never fills the map.
-    pub fn retire(&mut self, ebpf: &mut Ebpf, ifindex: u32) -> Result<(), DnsError> {
+    pub fn retire(&mut self, ebpf: &mut Ebpf, ifindexes: &BTreeSet<u32>) -> Result<(), DnsError> {
         let now = read_hists(ebpf)?;
-        for (key, buckets) in now.into_iter().filter(|(k, _)| k.ifindex == ifindex) {
+        for (key, buckets) in now
+            .into_iter()
+            .filter(|(k, _)| ifindexes.contains(&k.ifindex))
+        {
             let delta = since(&buckets, self.hist_base.remove(&key).as_ref());
             add_buckets(self.hist_retired.entry(key).or_default(), &delta);
             remove_hist(ebpf, &key)?;
@@ -509,31 +516,18 @@ impl DnsCollector {
     /// tallies) into `into`: the report then lists the oldest vanished
     /// interfaces as one row and still counts every answer and loss.
     pub fn fold_interface(&mut self, ifindex: u32, into: u32) {
-        let keys: Vec<DnsHistKey> = self
-            .hist_retired
-            .keys()
-            .filter(|k| k.ifindex == ifindex)
-            .copied()
-            .collect();
-        for key in keys {
-            if let Some(buckets) = self.hist_retired.remove(&key) {
-                let folded = DnsHistKey {
-                    ifindex: into,
-                    ..key
-                };
-                add_buckets(self.hist_retired.entry(folded).or_default(), &buckets);
-            }
-        }
-        let keys: Vec<(u32, u8)> = self
-            .tally
-            .range((ifindex, 0)..=(ifindex, u8::MAX))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
-            if let Some(t) = self.tally.remove(&key) {
-                self.tally.entry((into, key.1)).or_default().add(&t);
-            }
-        }
+        rekey::fold(
+            &mut self.hist_retired,
+            |k| k.ifindex == ifindex,
+            |k| DnsHistKey { ifindex: into, ..k },
+            |total, buckets| add_buckets(total, buckets),
+        );
+        rekey::fold(
+            &mut self.tally,
+            |k| k.0 == ifindex,
+            |k| (into, k.1),
+            IfaceTally::add,
+        );
         server_use::fold_sends(&mut self.server_sends, ifindex, into);
     }
 
@@ -544,10 +538,7 @@ impl DnsCollector {
             |ifindex: u32, query_dir: u8| role::side((node.is_bridge)(ifindex), query_dir);
         let stats_now = read_stats(ebpf)?;
         let stat = |i: usize| stats_now[i].saturating_sub(*self.stats_base.get(i).unwrap_or(&0));
-        let counters = DnsStat::ALL
-            .iter()
-            .map(|s| (s.name(), stat(*s as usize)))
-            .collect();
+        let counters = DnsCounts::from_fn(|s| stat(s as usize));
         let rcodes = (0..16u8)
             .filter_map(|rc| {
                 let n = stat(RCODE_BASE as usize + usize::from(rc));
@@ -961,7 +952,7 @@ pub struct DnsReport {
     pub pending_evicted: u64,
     /// Kernel outcome counters over the trace (queries, answers, matched,
     /// unmatched, malformed, …).
-    pub counters: BTreeMap<&'static str, u64>,
+    pub counters: DnsCounts,
     /// Answers per rcode.
     pub rcodes: BTreeMap<String, u64>,
     /// Latency per (interface, server).

@@ -5,6 +5,7 @@
 //! queries that were never answered, and turns it all into findings.
 
 pub mod collector;
+pub mod counts;
 pub mod exchanges;
 pub mod question;
 pub mod role;

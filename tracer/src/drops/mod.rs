@@ -11,7 +11,7 @@ pub mod kallsyms;
 pub mod reasons;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     os::unix::fs::MetadataExt as _,
 };
@@ -292,20 +292,24 @@ impl DropsCollector {
     /// either side of it (the node's, and its pod's namespace when a scope
     /// had it) and deletes their kernel entries, so pod churn over weeks
     /// never fills `DROPS`. The pod side stays placed on the port.
-    pub fn retire(&mut self, ebpf: &mut Ebpf, ifindex: u32) -> Result<(), DropsError> {
-        let pod_netns = self.pod_ports.remove(&ifindex);
+    pub fn retire(&mut self, ebpf: &mut Ebpf, ports: &BTreeSet<u32>) -> Result<(), DropsError> {
+        let node = self.node;
+        // Each vanished port's pod namespace (not the node's own) → the port.
+        let pods: BTreeMap<u32, u32> = ports
+            .iter()
+            .filter_map(|port| Some((self.pod_ports.remove(port)?, *port)))
+            .filter(|&(netns, _)| netns != node)
+            .collect();
         let map = ebpf
             .map_mut("DROPS")
             .ok_or(DropsError::MissingMap("DROPS"))?;
         let mut map: PerCpuHashMap<_, DropKey, u64> = PerCpuHashMap::try_from(map)?;
-        let node = self.node;
-        let pod = pod_netns.filter(|&n| n != node);
         let mut gone = Vec::new();
         for entry in map.iter() {
             let (key, per_cpu) = entry?;
-            let kept = if key.netns == node && key.ifindex == ifindex {
+            let kept = if key.netns == node && ports.contains(&key.ifindex) {
                 key
-            } else if Some(key.netns) == pod {
+            } else if let Some(&ifindex) = pods.get(&key.netns) {
                 DropKey {
                     netns: RETIRED_POD_SIDE,
                     ifindex,
@@ -327,21 +331,12 @@ impl DropsCollector {
     /// Merges the drops of the node's vanished port `ifindex` (both sides)
     /// into port `into`.
     pub fn fold_interface(&mut self, ifindex: u32, into: u32) {
-        let keys: Vec<DropKey> = self
-            .retired
-            .keys()
-            .filter(|k| k.ifindex == ifindex)
-            .copied()
-            .collect();
-        for key in keys {
-            if let Some(n) = self.retired.remove(&key) {
-                let folded = DropKey {
-                    ifindex: into,
-                    ..key
-                };
-                *self.retired.entry(folded).or_default() += n;
-            }
-        }
+        crate::rekey::fold(
+            &mut self.retired,
+            |k| k.ifindex == ifindex,
+            |k| DropKey { ifindex: into, ..k },
+            |total, n| *total += n,
+        );
     }
 
     /// The drops section; `hooks` are the area's hook statuses.

@@ -1,7 +1,7 @@
 //! Flood episodes: when unknown-unicast flooding started and stopped, what
 //! was flooded, who paid for it, and why it started.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{Ebpf, maps::PerCpuHashMap};
 use serde::Serialize;
@@ -125,19 +125,22 @@ impl FloodCollector {
     /// kernel entries (per-port counters, its pod's MAC, the flows counted
     /// on it), so pod churn over weeks never fills those maps. Episodes
     /// keep the copies it received.
-    pub fn retire(&mut self, ebpf: &mut Ebpf, ifindex: u32) -> Result<(), FloodError> {
-        if let Some(total) = read_ports(ebpf)?.get(&ifindex) {
-            let base = self.ports_base.remove(&ifindex).unwrap_or_default();
-            self.ports_retired
-                .entry(ifindex)
-                .or_default()
-                .add(&total.minus(&base));
+    pub fn retire(&mut self, ebpf: &mut Ebpf, ports: &BTreeSet<u32>) -> Result<(), FloodError> {
+        let totals = read_ports(ebpf)?;
+        for &ifindex in ports {
+            if let Some(total) = totals.get(&ifindex) {
+                let base = self.ports_base.remove(&ifindex).unwrap_or_default();
+                self.ports_retired
+                    .entry(ifindex)
+                    .or_default()
+                    .add(&total.minus(&base));
+            }
+            super::forget_port(ebpf, ifindex)?;
         }
-        super::forget_port(ebpf, ifindex)?;
-        for (key, slots) in remove_port_flows(ebpf, "FLOOD_VICTIM_FLOWS", ifindex)? {
+        for (key, slots) in remove_port_flows(ebpf, "FLOOD_VICTIM_FLOWS", ports)? {
             self.episodes.forget(Flow::from(&key), key.port, &slots);
         }
-        for (key, slots) in remove_port_flows(ebpf, "FLOOD_FLOWS", ifindex)? {
+        for (key, slots) in remove_port_flows(ebpf, "FLOOD_FLOWS", ports)? {
             let (now, base) = (
                 sum(&slots),
                 self.bridge_base.remove(&key).unwrap_or_default(),
@@ -155,22 +158,15 @@ impl FloodCollector {
         if let Some(counts) = self.ports_retired.remove(&ifindex) {
             self.ports_retired.entry(into).or_default().add(&counts);
         }
-        let keys: Vec<FloodKey> = self
-            .bridge_retired
-            .keys()
-            .filter(|k| k.port == ifindex)
-            .copied()
-            .collect();
-        for key in keys {
-            if let Some(c) = self.bridge_retired.remove(&key) {
-                let total = self
-                    .bridge_retired
-                    .entry(FloodKey { port: into, ..key })
-                    .or_default();
+        crate::rekey::fold(
+            &mut self.bridge_retired,
+            |k| k.port == ifindex,
+            |k| FloodKey { port: into, ..k },
+            |total, c| {
                 total.packets += c.packets;
                 total.bytes += c.bytes;
-            }
-        }
+            },
+        );
         self.episodes.fold_port(ifindex, into);
     }
 
@@ -350,7 +346,7 @@ fn sum(slots: &[FloodCount]) -> FloodCount {
 fn remove_port_flows(
     ebpf: &mut Ebpf,
     name: &'static str,
-    port: u32,
+    ports: &BTreeSet<u32>,
 ) -> Result<Vec<(FloodKey, Vec<FloodCount>)>, FloodError> {
     let map = ebpf.map_mut(name).ok_or(FloodError::MissingMap(name))?;
     let mut map: PerCpuHashMap<_, FloodKey, FloodCount> = PerCpuHashMap::try_from(map)?;
@@ -358,7 +354,7 @@ fn remove_port_flows(
     let mut keys = Vec::new();
     for entry in map.iter() {
         let (key, per_cpu) = entry?;
-        if key.port == port {
+        if ports.contains(&key.port) {
             keys.push(key);
             if key.pkt_type == pkt_type::UNICAST {
                 out.push((key, per_cpu.iter().copied().collect()));

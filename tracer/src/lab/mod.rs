@@ -25,6 +25,7 @@ use std::{
 };
 
 use serde::Serialize;
+use tracer_common::dns::DnsStat;
 
 pub use self::compare::ComparisonRow;
 use self::{
@@ -399,7 +400,7 @@ impl LabNode {
                 let ok: Vec<f64> = times.iter().flatten().copied().collect();
                 let dnsr = &report.dns;
                 let x = &dnsr.exchanges;
-                let n = |name: &str| dnsr.counters.get(name).copied().unwrap_or(0);
+                let n = |stat: DnsStat| dnsr.counters[stat];
                 // The client's pod port: what the lookups waited.
                 let worst = dnsr
                     .latency
@@ -409,7 +410,7 @@ impl LabNode {
                 run.dns = Some(DnsFigures {
                     lookups: times.len() as u64,
                     lookups_failed: (times.len() - ok.len()) as u64,
-                    queries: n("queries"),
+                    queries: n(DnsStat::Queries),
                     answers: x.answers,
                     p50_ms: worst.map_or(0.0, |l| l.p50_ms),
                     p99_ms: worst.map_or(0.0, |l| l.p99_ms),

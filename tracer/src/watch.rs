@@ -515,15 +515,11 @@ impl Session {
             .unwrap_or_else(|| ListSources::detect(None, Vec::new()));
         let dns_servers = server_list::assess(&dns.servers, &self.pods, &lists);
         let pods = &self.pods;
-        let conntrack = self
-            .conntrack
-            .report(ebpf, area("conntrack"), &|ip: &str| {
-                ip.parse()
-                    .ok()
-                    .and_then(|ip| pods.pod_of_ip(ip))
-                    .filter(|p| p.source != crate::pods::SOURCE_INTERFACE)
-                    .map(crate::pods::PodRef::label)
-            })?;
+        let conntrack = self.conntrack.report(ebpf, area("conntrack"), &|ip| {
+            pods.pod_of_ip(ip)
+                .filter(|p| p.source != crate::pods::SOURCE_INTERFACE)
+                .map(crate::pods::PodRef::label)
+        })?;
         let flood = self
             .floods
             .report(ebpf, monotonic_ns(), area("flood"), &name_of)?;

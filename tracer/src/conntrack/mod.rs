@@ -15,9 +15,12 @@ use aya::{
     maps::{MapError, PerCpuArray},
 };
 use serde::Serialize;
-use tracer_common::conntrack::{
-    CT_STAT_ENTRY_MISSED, CT_STAT_READ_FAILED, CT_STAT_RING_FULL, CT_STATS_LEN, ConntrackEvent,
-    CtKind, CtTuple,
+use tracer_common::{
+    conntrack::{
+        CT_STAT_ENTRY_MISSED, CT_STAT_READ_FAILED, CT_STAT_RING_FULL, CT_STATS_LEN, ConntrackEvent,
+        CtKind, CtTuple,
+    },
+    dns::DNS_PORT,
 };
 
 use self::stat::{ConntrackDelta, ConntrackStats};
@@ -55,9 +58,9 @@ pub struct CtEventRecord {
 }
 
 /// Drops and clashes per client address.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct ClientTally {
-    pub client: String,
+    pub client: IpAddr,
     /// Pod owning the address, when known.
     pub pod: Option<String>,
     pub dns: bool,
@@ -74,9 +77,9 @@ pub struct ConntrackCollector {
     /// Inode of the traced network namespace: events elsewhere are counted
     /// apart, not attributed.
     netns: Option<u32>,
-    counts: BTreeMap<&'static str, u64>,
+    counts: BTreeMap<CtKind, u64>,
     other_netns: u64,
-    clients: BTreeMap<(String, bool), ClientTally>,
+    clients: BTreeMap<(IpAddr, bool), ClientTally>,
     events: Vec<CtEventRecord>,
     events_not_listed: BTreeMap<&'static str, u64>,
     undecodable: u64,
@@ -128,16 +131,19 @@ impl ConntrackCollector {
             self.other_netns += 1;
             return;
         }
-        *self.counts.entry(kind.name()).or_default() += 1;
-        let dns = event.orig.dport == 53 || event.orig.sport == 53;
+        *self.counts.entry(kind).or_default() += 1;
+        let dns = event.orig.dport == DNS_PORT || event.orig.sport == DNS_PORT;
         let client = addr(&event.orig.src, event.orig.l3num);
         let tally = self
             .clients
-            .entry((client.clone(), dns))
+            .entry((client, dns))
             .or_insert_with(|| ClientTally {
                 client,
+                pod: None,
                 dns,
-                ..ClientTally::default()
+                insert_drops: 0,
+                clashes_resolved: 0,
+                unconfirmed_drops: 0,
             });
         match kind {
             CtKind::ConfirmDrop => tally.insert_drops += 1,
@@ -165,7 +171,7 @@ impl ConntrackCollector {
         &self,
         ebpf: &Ebpf,
         hooks: Vec<HookStatus>,
-        pod_of: &dyn Fn(&str) -> Option<String>,
+        pod_of: &dyn Fn(IpAddr) -> Option<String>,
     ) -> Result<ConntrackReport, ConntrackError> {
         let now = read_stats(ebpf)?;
         let stat = |i: u32| now[i as usize].saturating_sub(self.stats_base[i as usize]);
@@ -185,14 +191,14 @@ impl ConntrackCollector {
         };
         let mut clients: Vec<ClientTally> = self.clients.values().cloned().collect();
         for c in &mut clients {
-            c.pod = pod_of(&c.client);
+            c.pod = pod_of(c.client);
         }
         Ok(ConntrackReport {
             mode,
             hooks,
             tracer: CtKind::ALL
                 .iter()
-                .map(|k| (k.name(), self.counts.get(k.name()).copied().unwrap_or(0)))
+                .map(|k| (k.name(), self.counts.get(k).copied().unwrap_or(0)))
                 .collect(),
             kernel,
             clients,
@@ -251,19 +257,19 @@ fn read_stats(ebpf: &Ebpf) -> Result<Vec<u64>, ConntrackError> {
         .collect()
 }
 
-fn addr(bytes: &[u8; 16], l3num: u16) -> String {
-    if l3num == 10 {
-        IpAddr::from(*bytes).to_string()
+fn addr(bytes: &[u8; 16], l3num: u16) -> IpAddr {
+    if i32::from(l3num) == libc::AF_INET6 {
+        IpAddr::from(*bytes)
     } else {
-        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]).to_string()
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
     }
 }
 
 fn protocol(proto: u8) -> String {
-    match proto {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        1 => "icmp".into(),
+    match i32::from(proto) {
+        libc::IPPROTO_TCP => "tcp".into(),
+        libc::IPPROTO_UDP => "udp".into(),
+        libc::IPPROTO_ICMP => "icmp".into(),
         other => format!("proto{other}"),
     }
 }

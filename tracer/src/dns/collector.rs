@@ -2,7 +2,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
@@ -84,8 +84,8 @@ pub struct DnsEventRecord {
     #[serde(skip)]
     pub query_dir: u8,
     pub kind: Vec<&'static str>,
-    pub client: String,
-    pub server: String,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
     pub transport: &'static str,
     pub id: u16,
     pub question: Question,
@@ -105,8 +105,8 @@ pub struct UnansweredQuery {
     pub ifindex: u32,
     #[serde(skip)]
     pub query_dir: u8,
-    pub client: String,
-    pub server: String,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
     pub transport: &'static str,
     pub id: u16,
     pub question: Question,
@@ -569,7 +569,7 @@ impl DnsCollector {
                 .for_each(|(total, n)| *total += n);
             let mut row = LatencyReport::from_buckets(
                 name_of(key.ifindex),
-                ip_string(key.family, &key.server),
+                ip_addr(key.family, &key.server),
                 &delta,
             );
             row.side = side;
@@ -713,14 +713,9 @@ impl DnsCollector {
             }
         }
         let side_latency = |side: Side| {
-            side_buckets.get(&side).map(|b| {
-                let merged = LatencyReport::from_buckets(String::new(), String::new(), b);
-                SideLatency {
-                    answers: merged.answers,
-                    p50_ms: merged.p50_ms,
-                    p99_ms: merged.p99_ms,
-                }
-            })
+            side_buckets
+                .get(&side)
+                .map(|b| SideLatency::from_buckets(b))
         };
         DnsExchanges {
             observed_at,
@@ -795,19 +790,9 @@ fn ip_addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
     }
 }
 
-fn ip_string(family: u8, bytes: &[u8; 16]) -> String {
-    ip_addr(family, bytes).to_string()
-}
-
-fn addrs(key: &DnsKey) -> (String, String) {
-    let endpoint = |addr: &[u8; 16], port: u16| {
-        let ip = ip_string(key.family, addr);
-        if key.family == 6 {
-            format!("[{ip}]:{port}")
-        } else {
-            format!("{ip}:{port}")
-        }
-    };
+/// The client's and the server's address and port.
+fn addrs(key: &DnsKey) -> (SocketAddr, SocketAddr) {
+    let endpoint = |addr: &[u8; 16], port: u16| SocketAddr::new(ip_addr(key.family, addr), port);
     (
         endpoint(&key.client, key.client_port),
         endpoint(&key.server, key.server_port),
@@ -1036,7 +1021,7 @@ impl DnsReport {
 #[derive(Debug, Serialize)]
 pub struct LatencyReport {
     pub interface: String,
-    pub server: String,
+    pub server: IpAddr,
     /// The side of the exchanges this interface saw: `client` (the client's
     /// port: what the client waits) or `server` (the server's own time).
     pub side: Side,
@@ -1052,20 +1037,8 @@ pub struct LatencyReport {
 impl LatencyReport {
     /// Builds percentiles from kernel buckets (each bucket's count recorded
     /// at its midpoint, in microseconds, into an HdrHistogram).
-    pub fn from_buckets(interface: String, server: String, buckets: &[u64]) -> Self {
-        let mut hist = Histogram::<u64>::new(3).expect("3 significant figures is valid");
-        let mut nonzero = Vec::new();
-        let mut max_hi = 0;
-        for (index, &count) in buckets.iter().enumerate() {
-            if count == 0 {
-                continue;
-            }
-            let (lo, hi) = bucket_bounds_ns(index as u32);
-            let mid_us = (lo + hi) / 2 / 1000;
-            let _ = hist.record_n(mid_us.max(1), count);
-            nonzero.push([lo, hi, count]);
-            max_hi = hi;
-        }
+    pub fn from_buckets(interface: String, server: IpAddr, buckets: &[u64]) -> Self {
+        let (hist, nonzero, max_hi) = histogram(buckets);
         let q = |quantile| hist.value_at_quantile(quantile) as f64 / 1000.0;
         Self {
             interface,
@@ -1083,6 +1056,41 @@ impl LatencyReport {
     }
 }
 
+impl SideLatency {
+    /// A side's figures from its merged kernel buckets.
+    fn from_buckets(buckets: &[u64]) -> Self {
+        let (hist, _, _) = histogram(buckets);
+        let q = |quantile| hist.value_at_quantile(quantile) as f64 / 1000.0;
+        Self {
+            answers: hist.len(),
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+        }
+    }
+}
+
+/// Kernel buckets as an HdrHistogram in µs (each bucket's count at its
+/// midpoint), with the non-empty buckets (`[low_ns, high_ns, count]`) and
+/// the highest one's upper bound in ns.
+fn histogram(buckets: &[u64]) -> (Histogram<u64>, Vec<[u64; 3]>, u64) {
+    {
+        let mut hist = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+        let mut nonzero = Vec::new();
+        let mut max_hi = 0;
+        for (index, &count) in buckets.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            let (lo, hi) = bucket_bounds_ns(index as u32);
+            let mid_us = (lo + hi) / 2 / 1000;
+            let _ = hist.record_n(mid_us.max(1), count);
+            nonzero.push([lo, hi, count]);
+            max_hi = hi;
+        }
+        (hist, nonzero, max_hi)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tracer_common::dns::latency_bucket;
@@ -1097,7 +1105,7 @@ mod tests {
         for &v in &values {
             buckets[latency_bucket(v) as usize] += 1;
         }
-        let r = LatencyReport::from_buckets("x".into(), "y".into(), &buckets);
+        let r = LatencyReport::from_buckets("x".into(), IpAddr::from([10, 0, 0, 1]), &buckets);
         assert_eq!(r.answers, 1000);
         for (got, want) in [(r.p50_ms, 100.0), (r.p90_ms, 140.0), (r.p99_ms, 149.0)] {
             assert!((got - want).abs() / want < 0.02, "got {got}, want {want}");

@@ -465,10 +465,7 @@ impl DropsCollector {
             }
         }
         for u in unanswered {
-            let Some(key) = ExchangeKey::of_query(&u.query.client, u.query.transport, u.query.id)
-            else {
-                continue;
-            };
+            let key = ExchangeKey::of_query(u.query.client, u.query.transport, u.query.id);
             if let Some(d) = seen.get(&key) {
                 let (interface, pod) = view.place(self.node, d.netns, d.ifindex);
                 u.drop = Some(DropSeen {
@@ -509,21 +506,20 @@ impl ExchangeKey {
         }
     }
 
-    /// From the report's `client` (`ip:port`), transport and id; TCP ids
-    /// are not read by the kernel program (0).
-    fn of_query(client: &str, transport: &str, id: u16) -> Option<Self> {
-        let client: SocketAddr = client.parse().ok()?;
+    /// From the query's client, transport and id; TCP ids are not read by
+    /// the kernel program (0).
+    fn of_query(client: SocketAddr, transport: &str, id: u16) -> Self {
         let (proto, id) = if transport == "tcp" {
             (IPPROTO_TCP, 0)
         } else {
             (IPPROTO_UDP, id)
         };
-        Some(Self {
+        Self {
             client: client.ip(),
             port: client.port(),
             proto,
             id,
-        })
+        }
     }
 }
 
@@ -602,23 +598,24 @@ mod tests {
         };
         key.client[..4].copy_from_slice(&[10, 240, 1, 2]);
         key.server[..4].copy_from_slice(&[10, 240, 1, 9]);
-        let from_report = ExchangeKey::of_query("10.240.1.2:40000", "udp", 9);
-        assert_eq!(Some(ExchangeKey::of_drop(&key)), from_report);
+        let addr = |text: &str| text.parse::<std::net::SocketAddr>().unwrap();
+        let from_report = ExchangeKey::of_query(addr("10.240.1.2:40000"), "udp", 9);
+        assert_eq!(ExchangeKey::of_drop(&key), from_report);
         assert_ne!(
-            Some(ExchangeKey::of_drop(&key)),
-            ExchangeKey::of_query("10.240.1.2:40000", "udp", 10)
+            ExchangeKey::of_drop(&key),
+            ExchangeKey::of_query(addr("10.240.1.2:40000"), "udp", 10)
         );
         key.proto = IPPROTO_TCP;
         key.id = 0;
         assert_eq!(
-            Some(ExchangeKey::of_drop(&key)),
-            ExchangeKey::of_query("10.240.1.2:40000", "tcp", 77)
+            ExchangeKey::of_drop(&key),
+            ExchangeKey::of_query(addr("10.240.1.2:40000"), "tcp", 77)
         );
         key.family = 6;
         key.client = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
         assert_eq!(
-            Some(ExchangeKey::of_drop(&key)),
-            ExchangeKey::of_query("[fd00::2]:40000", "tcp", 0)
+            ExchangeKey::of_drop(&key),
+            ExchangeKey::of_query(addr("[fd00::2]:40000"), "tcp", 0)
         );
     }
 }

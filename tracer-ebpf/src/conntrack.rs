@@ -31,7 +31,10 @@ use tracer_common::{
     kernel::KernelOffsets,
 };
 
-use crate::kernel::{dev_netns, ifindex_of, offsets, read};
+use crate::{
+    kernel::{dev_netns, ifindex_of, offsets, read},
+    maps,
+};
 
 /// Parameters of `nf_ct_resolve_clash` on this kernel: 3 since v5.10
 /// (skb, h, repl_idx), 4 before (net, skb, ctinfo, h). Set at load time.
@@ -202,10 +205,7 @@ pub fn conntrack_kfree_skb(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn stat(index: u32) {
-    if let Some(slot) = STATS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, only this CPU writes it while we run.
-        unsafe { *slot += 1 };
-    }
+    maps::increment(&STATS, index);
 }
 
 #[inline(always)]

@@ -37,7 +37,7 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::count_loss,
+    maps::{self, count_loss},
     parse::{self, IPPROTO_TCP, Skip},
     tc::DNS_TAIL,
 };
@@ -140,10 +140,7 @@ fn stat(stat: DnsStat) {
 
 #[inline(always)]
 fn stat_index(index: u32) {
-    if let Some(slot) = STATS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, only this CPU writes it while we run.
-        unsafe { *slot += 1 };
-    }
+    maps::increment(&STATS, index);
 }
 
 /// DNS header (RFC 1035 §4.1.1): 12 bytes; flags QR (bit 15), opcode

@@ -16,6 +16,19 @@ pub enum Kind {
     Other(String),
 }
 
+impl Kind {
+    /// The kind as the table and the live view show it: the JSON report's
+    /// spelling, and the kernel's own kind for the others (`vxlan`).
+    pub fn label(&self) -> &str {
+        match self {
+            Self::Veth => "veth",
+            Self::Bridge => "bridge",
+            Self::Loopback => "loopback",
+            Self::Other(kind) => kind,
+        }
+    }
+}
+
 /// One interface of the namespace.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Interface {

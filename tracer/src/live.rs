@@ -92,7 +92,7 @@ pub fn render(report: &Report, previous: Option<&Report>) -> String {
     };
     let _ = writeln!(
         out,
-        "\n{:<28} {:<16} {:<7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>9}",
+        "\n{:<28} {:<16} {:<8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>9}",
         "POD",
         "INTERFACE",
         "KIND",
@@ -112,12 +112,7 @@ pub fn render(report: &Report, previous: Option<&Report>) -> String {
         let pps = |now: u64, then: u64| now.saturating_sub(then) as f64 / elapsed;
         let dns = dns_of(&row.name);
         let tally = tally_of(&row.name);
-        let kind = match &row.kind {
-            crate::interfaces::Kind::Veth => "veth",
-            crate::interfaces::Kind::Bridge => "bridge",
-            crate::interfaces::Kind::Loopback => "lo",
-            crate::interfaces::Kind::Other(_) => "other",
-        };
+        let kind = crate::escape::terminal(row.kind.label());
         let name = if row.vanished {
             format!("{} (gone)", Shown(&row.name))
         } else {
@@ -125,7 +120,7 @@ pub fn render(report: &Report, previous: Option<&Report>) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<28} {:<16} {:<7} {:>9.0} {:>9.0} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>9}",
+            "{:<28} {:<16} {:<8} {:>9.0} {:>9.0} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>9}",
             crate::rank::pod(row),
             name,
             kind,

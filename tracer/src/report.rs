@@ -151,10 +151,7 @@ impl Report {
         );
         // The pods that suffer most come first (crate::rank).
         for (row, _) in crate::rank::by_trouble(self) {
-            let kind = match &row.kind {
-                crate::interfaces::Kind::Other(k) => k.as_str(),
-                k => kind_name(k),
-            };
+            let kind = row.kind.label();
             let _ = writeln!(
                 out,
                 "{:<28} {:<16} {:<8} {:<10} {:>12} {:>14} {:>12} {:>14}",
@@ -180,15 +177,6 @@ impl Report {
             .collect();
         let _ = writeln!(out, "losses: {}", losses.join(" "));
         out
-    }
-}
-
-const fn kind_name(kind: &crate::interfaces::Kind) -> &'static str {
-    match kind {
-        crate::interfaces::Kind::Veth => "veth",
-        crate::interfaces::Kind::Bridge => "bridge",
-        crate::interfaces::Kind::Loopback => "loopback",
-        crate::interfaces::Kind::Other(_) => "other",
     }
 }
 

@@ -139,7 +139,13 @@ static FLOWS: PerCpuHashMap<FloodKey, FloodCount> =
 #[map(name = "FLOOD_CAUSES")]
 static CAUSES: RingBuf = RingBuf::with_byte_size(CAUSES_RING_BYTES, 0);
 
-const ETH_P_IP: u16 = 0x0800;
+/// Source and destination port at the start of a TCP or UDP header.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ports {
+    source: [u8; 2],
+    dest: [u8; 2],
+}
 
 /// `br_flood(br, skb, pkt_type, local_rcv, local_orig[, vid])` (net/bridge/
 /// br_forward.c): the same first three parameters since v4.x.
@@ -173,32 +179,35 @@ fn flood(skb: u64, pkt_type: u32) {
     ) else {
         return;
     };
-    let Ok(eth) = read::<[u8; 14]>(head, u32::from(mac)) else {
+    // Kernel memory, not the packet: the TC parser (`parse`) cannot read
+    // it, so the headers are read typed through bpf_probe_read_kernel.
+    let Ok(eth) = read::<EthHdr>(head, u32::from(mac)) else {
         return;
     };
     let mut key = FloodKey {
         port: ifindex_of(skb, o.skb_dev, &o),
         pkt_type,
-        dst_mac: [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
-        ethertype: u16::from_be_bytes([eth[12], eth[13]]),
-        src_mac: [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]],
+        dst_mac: eth.dst_addr,
+        ethertype: u16::from_be(eth.ether_type),
+        src_mac: eth.src_addr,
         ..FloodKey::default()
     };
-    if key.ethertype == ETH_P_IP
-        && let Ok(ip) = read::<[u8; 20]>(head, u32::from(net))
+    // The network header is past any VLAN tag the bridge kept in the
+    // frame; `ethertype` then names the tag, and the flow stays addressless.
+    if key.ethertype == parse::ETH_P_IP
+        && let Ok(ip) = read::<Ipv4Hdr>(head, u32::from(net))
     {
-        key.ip_proto = ip[9];
-        key.dst_ip = [ip[16], ip[17], ip[18], ip[19]];
-        let ihl = u32::from(ip[0] & 0x0f) * 4;
-        if (key.ip_proto == 6 || key.ip_proto == 17)
-            && let Ok(ports) = read::<[u8; 4]>(head, u32::from(net) + ihl)
+        key.ip_proto = ip.proto;
+        key.dst_ip = ip.dst_addr;
+        if (ip.proto == parse::IPPROTO_TCP || ip.proto == parse::IPPROTO_UDP)
+            && let Ok(ports) = read::<Ports>(head, u32::from(net) + u32::from(ip.ihl()))
         {
-            key.dport = u16::from_be_bytes([ports[2], ports[3]]);
+            key.dport = u16::from_be_bytes(ports.dest);
         }
     }
     // skb->len counts from the network header here; add the Ethernet
     // header so bytes compare with what TC sees on the ports.
-    let bytes = u64::from(read::<u32>(skb, o.skb_len).unwrap_or(0)) + 14;
+    let bytes = u64::from(read::<u32>(skb, o.skb_len).unwrap_or(0)) + EthHdr::LEN as u64;
     add_flow(&FLOWS, key, bytes);
 }
 

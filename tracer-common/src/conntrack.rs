@@ -10,51 +10,23 @@ pub const EVENTS_RING_BYTES: u32 = 1 << 18;
 pub const NF_DROP: i32 = 0;
 pub const NF_ACCEPT: i32 = 1;
 
-/// What an event reports (and the index of its counter in `CT_STATS`).
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum CtKind {
-    /// `__nf_conntrack_confirm` returned NF_DROP: the insert failed and the
-    /// packet was lost (clash not resolvable, chain too long, dying entry).
-    ConfirmDrop = 0,
-    /// `nf_ct_resolve_clash` returned NF_ACCEPT: two packets raced and the
-    /// kernel merged the loser into the winner's entry; nothing was lost.
-    ClashResolved = 1,
-    /// `nf_ct_resolve_clash` returned NF_DROP (a subset of ConfirmDrop).
-    ClashDropped = 2,
-    /// Fallback where fexit is not allowed: `skb:kfree_skb` with reason
-    /// NETFILTER_DROP for a packet whose conntrack entry was never confirmed
-    /// — what a failed insert looks like from the drop tracepoint (an
-    /// iptables DROP of a new flow looks the same; the kernel's
-    /// `insert_failed` counter tells them apart in aggregate).
-    UnconfirmedDrop = 3,
-}
-
-impl CtKind {
-    pub const ALL: [Self; 4] = [
-        Self::ConfirmDrop,
-        Self::ClashResolved,
-        Self::ClashDropped,
-        Self::UnconfirmedDrop,
-    ];
-
-    pub const fn from_raw(raw: u32) -> Option<Self> {
-        match raw {
-            0 => Some(Self::ConfirmDrop),
-            1 => Some(Self::ClashResolved),
-            2 => Some(Self::ClashDropped),
-            3 => Some(Self::UnconfirmedDrop),
-            _ => None,
-        }
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::ConfirmDrop => "insert_drops",
-            Self::ClashResolved => "clashes_resolved",
-            Self::ClashDropped => "clashes_dropped",
-            Self::UnconfirmedDrop => "unconfirmed_drops",
-        }
+crate::counter_enum! {
+    /// What an event reports (and the index of its counter in `CT_STATS`).
+    pub enum CtKind {
+        /// `__nf_conntrack_confirm` returned NF_DROP: the insert failed and the
+        /// packet was lost (clash not resolvable, chain too long, dying entry).
+        ConfirmDrop = 0 => "insert_drops",
+        /// `nf_ct_resolve_clash` returned NF_ACCEPT: two packets raced and the
+        /// kernel merged the loser into the winner's entry; nothing was lost.
+        ClashResolved = 1 => "clashes_resolved",
+        /// `nf_ct_resolve_clash` returned NF_DROP (a subset of ConfirmDrop).
+        ClashDropped = 2 => "clashes_dropped",
+        /// Fallback where fexit is not allowed: `skb:kfree_skb` with reason
+        /// NETFILTER_DROP for a packet whose conntrack entry was never confirmed
+        /// — what a failed insert looks like from the drop tracepoint (an
+        /// iptables DROP of a new flow looks the same; the kernel's
+        /// `insert_failed` counter tells them apart in aggregate).
+        UnconfirmedDrop = 3 => "unconfirmed_drops",
     }
 }
 

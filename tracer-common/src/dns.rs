@@ -160,127 +160,70 @@ pub struct DnsEvent {
     pub question: [u8; QUESTION_CAP],
 }
 
-/// Per-CPU DNS outcome counters, the `DNS_STATS` array's indices.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DnsStat {
-    /// Queries seen (first sends and re-sends).
-    Queries = 0,
-    /// Answers seen.
-    Answers,
-    /// Answers matched to a pending query.
-    Matched,
-    /// Answers with no pending query (never seen, evicted, or already swept).
-    Unmatched,
-    /// Queries re-sent while pending.
-    Resent,
-    /// Parallel query pairs from one socket.
-    ParallelPairs,
-    /// Answers slower than the threshold.
-    Slow,
-    /// Answers with the TC bit.
-    Truncated,
-    /// Headers cut short before the DNS header (Ethernet/VLAN/IP/UDP/TCP).
-    ShortHeaders,
-    /// Port 53 packets too short for a DNS header, or not a query/answer.
-    Malformed,
-    /// qdcount other than 1: matched by id, question not read.
-    BogusCounts,
-    /// IPv6 extension-header chain longer than the parse bound.
-    Ipv6ExtTooDeep,
-    /// Non-first IP fragments (no L4 header to read).
-    Fragments,
-    /// More than two VLAN tags.
-    VlanTooDeep,
-    /// TCP segments on port 53 with too few bytes for length + DNS header
-    /// (handshake, ACKs, or a message split mid-header).
-    TcpNoHeader,
-    /// Questions longer than [`QUESTION_CAP`] (kept cut).
-    QuestionCut,
-    /// New entries put in the pending LRU. With answers matched, queries
-    /// swept as unanswered and entries still there, this tells how many the
-    /// LRU evicted (silently, by design of BPF_MAP_TYPE_LRU_HASH).
-    PendingInserted,
-    /// DNS-over-TCP messages after the first in one segment (glibc's
-    /// `use-vc` writes A and AAAA in one segment), each parsed.
-    TcpMoreMessages,
-    /// DNS-over-TCP messages whose length runs past their segment: the
-    /// header was parsed, the rest of the message arrives in a later segment,
-    /// which then does not start with a message (not parsed).
-    TcpSplitMessages,
-    /// Messages beyond [`TCP_MESSAGES_MAX`] in one segment: not parsed.
-    TcpMessagesOverCap,
-    /// The tail call to the next message's program failed: not parsed.
-    TcpNextFailed,
-    /// Queries asked again (same socket, same id) after their answer had
-    /// passed this interface: not counted under [`DnsStat::Resent`] (glibc
-    /// re-sends A and AAAA when only one answer was lost).
-    ResentAfterAnswer,
-    /// Answers added to the spill histograms ([`HIST_SPILL_ENTRIES`]): the
-    /// per-CPU entry could not be created at that moment.
-    HistSpilled,
+crate::counter_enum! {
+    /// Per-CPU DNS outcome counters, the `DNS_STATS` array's indices.
+    pub enum DnsStat {
+        /// Queries seen (first sends and re-sends).
+        Queries = 0 => "queries",
+        /// Answers seen.
+        Answers = 1 => "answers",
+        /// Answers matched to a pending query.
+        Matched = 2 => "matched",
+        /// Answers with no pending query (never seen, evicted, or already swept).
+        Unmatched = 3 => "unmatched_answers",
+        /// Queries re-sent while pending.
+        Resent = 4 => "resent",
+        /// Parallel query pairs from one socket.
+        ParallelPairs = 5 => "parallel_pairs",
+        /// Answers slower than the threshold.
+        Slow = 6 => "slow_answers",
+        /// Answers with the TC bit.
+        Truncated = 7 => "truncated_answers",
+        /// Headers cut short before the DNS header (Ethernet/VLAN/IP/UDP/TCP).
+        ShortHeaders = 8 => "short_headers",
+        /// Port 53 packets too short for a DNS header, or not a query/answer.
+        Malformed = 9 => "malformed",
+        /// qdcount other than 1: matched by id, question not read.
+        BogusCounts = 10 => "bogus_counts",
+        /// IPv6 extension-header chain longer than the parse bound.
+        Ipv6ExtTooDeep = 11 => "ipv6_ext_too_deep",
+        /// Non-first IP fragments (no L4 header to read).
+        Fragments = 12 => "fragments",
+        /// More than two VLAN tags.
+        VlanTooDeep = 13 => "vlan_too_deep",
+        /// TCP segments on port 53 with too few bytes for length + DNS header
+        /// (handshake, ACKs, or a message split mid-header).
+        TcpNoHeader = 14 => "tcp_no_header",
+        /// Questions longer than [`QUESTION_CAP`] (kept cut).
+        QuestionCut = 15 => "question_cut",
+        /// New entries put in the pending LRU. With answers matched, queries
+        /// swept as unanswered and entries still there, this tells how many the
+        /// LRU evicted (silently, by design of BPF_MAP_TYPE_LRU_HASH).
+        PendingInserted = 16 => "pending_inserted",
+        /// DNS-over-TCP messages after the first in one segment (glibc's
+        /// `use-vc` writes A and AAAA in one segment), each parsed.
+        TcpMoreMessages = 17 => "tcp_more_messages",
+        /// DNS-over-TCP messages whose length runs past their segment: the
+        /// header was parsed, the rest of the message arrives in a later segment,
+        /// which then does not start with a message (not parsed).
+        TcpSplitMessages = 18 => "tcp_split_messages",
+        /// Messages beyond [`TCP_MESSAGES_MAX`] in one segment: not parsed.
+        TcpMessagesOverCap = 19 => "tcp_messages_over_cap",
+        /// The tail call to the next message's program failed: not parsed.
+        TcpNextFailed = 20 => "tcp_next_failed",
+        /// Queries asked again (same socket, same id) after their answer had
+        /// passed this interface: not counted under [`DnsStat::Resent`] (glibc
+        /// re-sends A and AAAA when only one answer was lost).
+        ResentAfterAnswer = 21 => "resent_after_answer",
+        /// Answers added to the spill histograms ([`HIST_SPILL_ENTRIES`]): the
+        /// per-CPU entry could not be created at that moment.
+        HistSpilled = 22 => "hist_spilled",
+    }
 }
 
 /// DNS-over-TCP messages parsed per segment (one tail call each after the
 /// first; the kernel allows 33 tail calls per packet).
 pub const TCP_MESSAGES_MAX: u32 = 8;
-
-impl DnsStat {
-    pub const ALL: [Self; 23] = [
-        Self::Queries,
-        Self::Answers,
-        Self::Matched,
-        Self::Unmatched,
-        Self::Resent,
-        Self::ParallelPairs,
-        Self::Slow,
-        Self::Truncated,
-        Self::ShortHeaders,
-        Self::Malformed,
-        Self::BogusCounts,
-        Self::Ipv6ExtTooDeep,
-        Self::Fragments,
-        Self::VlanTooDeep,
-        Self::TcpNoHeader,
-        Self::QuestionCut,
-        Self::PendingInserted,
-        Self::TcpMoreMessages,
-        Self::TcpSplitMessages,
-        Self::TcpMessagesOverCap,
-        Self::TcpNextFailed,
-        Self::ResentAfterAnswer,
-        Self::HistSpilled,
-    ];
-
-    /// Stable snake_case name for reports and metrics.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Queries => "queries",
-            Self::Answers => "answers",
-            Self::Matched => "matched",
-            Self::Unmatched => "unmatched_answers",
-            Self::Resent => "resent",
-            Self::ParallelPairs => "parallel_pairs",
-            Self::Slow => "slow_answers",
-            Self::Truncated => "truncated_answers",
-            Self::ShortHeaders => "short_headers",
-            Self::Malformed => "malformed",
-            Self::BogusCounts => "bogus_counts",
-            Self::Ipv6ExtTooDeep => "ipv6_ext_too_deep",
-            Self::Fragments => "fragments",
-            Self::VlanTooDeep => "vlan_too_deep",
-            Self::TcpNoHeader => "tcp_no_header",
-            Self::QuestionCut => "question_cut",
-            Self::PendingInserted => "pending_inserted",
-            Self::TcpMoreMessages => "tcp_more_messages",
-            Self::TcpSplitMessages => "tcp_split_messages",
-            Self::TcpMessagesOverCap => "tcp_messages_over_cap",
-            Self::TcpNextFailed => "tcp_next_failed",
-            Self::ResentAfterAnswer => "resent_after_answer",
-            Self::HistSpilled => "hist_spilled",
-        }
-    }
-}
 
 /// Answers counted per rcode (0..=15) after the [`DnsStat`] counters.
 pub const RCODE_BASE: u32 = 32;

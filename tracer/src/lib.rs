@@ -27,7 +27,6 @@ pub mod plot;
 pub mod pods;
 pub mod privileges;
 pub mod probes;
-pub mod rank;
 pub mod rekey;
 pub mod report;
 pub mod ring;

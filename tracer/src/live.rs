@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, fmt::Write as _};
 
-use crate::{escape::Shown, report::Report, verdict::Severity};
+use crate::{escape::Shown, report::Report};
 
 /// xterm's alternate screen (DEC private mode 1049, what `top` and `less`
 /// use) and cursor visibility (mode 25).
@@ -48,12 +48,7 @@ pub fn render(report: &Report, previous: Option<&Report>) -> String {
         report.tracer_version, report.kernel, report.datapath, report.duration_seconds
     );
     for f in &report.findings {
-        let mark = match f.severity {
-            Severity::Ok => "ok  ",
-            Severity::Info => "info",
-            Severity::Warning => "WARN",
-            Severity::Critical => "CRIT",
-        };
+        let mark = f.severity.mark();
         let _ = writeln!(out, "[{mark}] {}", f.summary);
     }
     let elapsed = previous.map_or(report.duration_seconds, |p| {
@@ -106,8 +101,8 @@ pub fn render(report: &Report, previous: Option<&Report>) -> String {
         "PAIRS",
         "FLOODED"
     );
-    // The pods that suffer most come first (crate::rank).
-    for (row, _) in crate::rank::by_trouble(report) {
+    // The pods that suffer most come first (crate::report::rank).
+    for (row, _) in crate::report::rank::by_trouble(report) {
         let (in0, out0) = before.get(&row.ifindex).copied().unwrap_or((0, 0));
         let pps = |now: u64, then: u64| now.saturating_sub(then) as f64 / elapsed;
         let dns = dns_of(&row.name);
@@ -121,7 +116,7 @@ pub fn render(report: &Report, previous: Option<&Report>) -> String {
         let _ = writeln!(
             out,
             "{:<28} {:<16} {:<8} {:>9.0} {:>9.0} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>9}",
-            crate::rank::pod(row),
+            crate::report::rank::pod(row),
             name,
             kind,
             pps(row.ingress.packets, in0),

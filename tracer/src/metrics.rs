@@ -1410,7 +1410,7 @@ mod tests {
                 })
                 .collect(),
         };
-        report.findings = verdict::assess(&verdict::Inputs::from_report(&report, 100.0));
+        report.findings = verdict::assess(&report.verdict_inputs(100.0));
         report
     }
 

@@ -1,6 +1,8 @@
 //! The report `tracer watch` prints at the end: per interface counters and
 //! every loss, as a table or as versioned JSON.
 
+pub mod rank;
+
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -9,7 +11,14 @@ use tracer_common::{
     dns::DnsStat,
 };
 
-use crate::{counter::Snapshot, escape::Shown, interfaces::Interface};
+use crate::{
+    counter::Snapshot,
+    dns::exchanges::LossLocation,
+    escape::Shown,
+    flood::cause::CauseKind,
+    interfaces::Interface,
+    verdict::{DnsDropFigure, Inputs},
+};
 
 /// Bumped on any incompatible change of the JSON layout.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -149,13 +158,13 @@ impl Report {
             "\n{:<28} {:<16} {:<8} {:<10} {:>12} {:>14} {:>12} {:>14}",
             "POD", "INTERFACE", "KIND", "MASTER", "IN PKTS", "IN BYTES", "OUT PKTS", "OUT BYTES"
         );
-        // The pods that suffer most come first (crate::rank).
-        for (row, _) in crate::rank::by_trouble(self) {
+        // The pods that suffer most come first (crate::report::rank).
+        for (row, _) in crate::report::rank::by_trouble(self) {
             let kind = row.kind.label();
             let _ = writeln!(
                 out,
                 "{:<28} {:<16} {:<8} {:<10} {:>12} {:>14} {:>12} {:>14}",
-                Shown(crate::rank::pod(row)),
+                Shown(crate::report::rank::pod(row)),
                 Shown(&row.name),
                 Shown(kind),
                 Shown(row.master.as_deref().unwrap_or("-")),
@@ -508,12 +517,7 @@ impl Report {
     fn findings_table(&self, out: &mut String) {
         let _ = writeln!(out, "datapath: {:?}", self.datapath);
         for f in &self.findings {
-            let mark = match f.severity {
-                crate::verdict::Severity::Ok => "ok  ",
-                crate::verdict::Severity::Info => "info",
-                crate::verdict::Severity::Warning => "WARN",
-                crate::verdict::Severity::Critical => "CRIT",
-            };
+            let mark = f.severity.mark();
             let _ = writeln!(out, "[{mark}] {}", f.summary);
             if f.detected {
                 let _ = writeln!(
@@ -586,7 +590,7 @@ impl Report {
             })
             .collect();
         // Name the pods: people look for their pods, not for veths.
-        let pods = crate::rank::most_affected(self, 3);
+        let pods = crate::report::rank::most_affected(self, 3);
         let pods = if pods.is_empty() {
             String::new()
         } else {
@@ -629,4 +633,113 @@ fn unattached_hooks(out: &mut String, hooks: &[crate::hooks::HookStatus]) {
         }
         let _ = writeln!(out, "{line}");
     }
+}
+
+impl Report {
+    /// The figures the verdict rules read (`verdict::assess`), from this
+    /// report: the model is read here, so the rules depend on no output.
+    /// `slow_ms` is the DNS slow threshold the probes used.
+    pub fn verdict_inputs(&self, slow_ms: f64) -> Inputs {
+        let r = self;
+        let dns = &r.dns;
+        let c = |stat: DnsStat| dns.counters[stat];
+        let x = &dns.exchanges;
+        let observed = x.observed_at;
+        let worst = dns
+            .latency
+            .iter()
+            .filter(|l| l.side == observed)
+            .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+        let lost = |at: LossLocation| x.lost_at.get(&at).copied().unwrap_or(0);
+        let ct_kernel = r.conntrack.kernel;
+        let ct_dns_drops = r
+            .conntrack
+            .clients
+            .iter()
+            .filter(|c| c.dns)
+            .map(|c| c.insert_drops + c.unconfirmed_drops)
+            .sum();
+        let flood = &r.flood;
+        Inputs {
+            datapath: r.datapath,
+            kernel: r.kernel.clone(),
+            dns_observed_at: observed.name(),
+            dns_answers: x.answers,
+            dns_client_p99_ms: worst.map_or(0.0, |l| l.p99_ms),
+            dns_client_p50_ms: worst.map_or(0.0, |l| l.p50_ms),
+            dns_server_p50_ms: x.server_latency.as_ref().map(|l| l.p50_ms),
+            dns_slow: x.tally.slow_answers,
+            dns_unanswered_sends: x.tally.lost_sends,
+            dns_abandoned: x.tally.never_answered,
+            dns_retries_5s_modes: {
+                let m = x.tally.retry_modes;
+                m.around_5s + m.around_10s + m.around_15s
+            },
+            dns_parallel_pairs: x.tally.parallel_pairs,
+            dns_lost_before_server: lost(LossLocation::BeforeServerPort),
+            dns_lost_in_server: lost(LossLocation::InServer),
+            dns_lost_after_server: lost(LossLocation::AfterServerPort),
+            dns_lost_unlocated: lost(LossLocation::Unknown) + dns.losses_unlocated,
+            dns_nxdomain: dns.rcodes.get("NXDOMAIN").copied().unwrap_or(0),
+            dns_answers_seen: c(DnsStat::Answers),
+            dns_truncated: c(DnsStat::Truncated),
+            dns_slow_threshold_ms: slow_ms,
+            ct_insert_failed: ct_kernel.map_or(0, |k| k.insert_failed),
+            ct_drop: ct_kernel.map_or(0, |k| k.drop),
+            ct_clash_resolved: ct_kernel.and_then(|k| k.clash_resolved),
+            ct_dns_drops,
+            ct_mode: r.conntrack.mode.to_owned(),
+            flood_episodes: flood.episodes.len() as u64,
+            flood_frames: flood.episodes.iter().map(|e| e.packets).sum(),
+            flood_victim_copies: flood.victims.iter().map(|v| v.victim_packets).sum(),
+            flood_victim_ports: flood
+                .victims
+                .iter()
+                .filter(|v| v.victim_packets > 0)
+                .count() as u64,
+            flood_fdb_aged_causes: flood
+                .episodes
+                .iter()
+                .filter(|e| e.cause.kind == CauseKind::AgedOut)
+                .count() as u64,
+            flood_causes: cause_counts(flood.episodes.iter().map(|e| e.cause.kind)),
+            flood_max_pps: flood.episodes.iter().map(|e| e.pps).fold(0.0, f64::max),
+            neighbour_failures: flood.neighbour_failures.iter().map(|n| n.count).sum(),
+            bridge_setup: r.bridge_setup.clone(),
+            dns_drops: dns_drop_figures(&r.drops),
+            drops_unavailable: r.drops.unavailable.clone(),
+        }
+    }
+}
+
+/// DNS drops by (reason, direction), the most frequent first.
+fn dns_drop_figures(drops: &crate::drops::DropsReport) -> Vec<DnsDropFigure> {
+    let mut by: std::collections::BTreeMap<(String, bool), u64> = Default::default();
+    for row in drops.rows.iter().filter(|r| r.dns) {
+        *by.entry((row.reason.clone(), row.dns_packet == Some("answer")))
+            .or_default() += row.count;
+    }
+    let mut out: Vec<DnsDropFigure> = by
+        .into_iter()
+        .map(|((reason, answer), count)| DnsDropFigure {
+            reason,
+            answer,
+            count,
+        })
+        .collect();
+    out.sort_by_key(|d| std::cmp::Reverse(d.count));
+    out
+}
+
+/// Episodes per cause, most frequent first.
+fn cause_counts(kinds: impl Iterator<Item = CauseKind>) -> Vec<(CauseKind, u64)> {
+    let mut counts: Vec<(CauseKind, u64)> = kinds
+        .fold(std::collections::BTreeMap::new(), |mut acc, k| {
+            *acc.entry(k).or_default() += 1;
+            acc
+        })
+        .into_iter()
+        .collect();
+    counts.sort_by_key(|&(k, n)| (std::cmp::Reverse(n), k));
+    counts
 }

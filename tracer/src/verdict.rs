@@ -6,9 +6,8 @@
 //! unit-tested on recorded figures without a kernel.
 
 use serde::Serialize;
-use tracer_common::dns::DnsStat;
 
-use crate::{dns::exchanges::LossLocation, flood::cause::CauseKind};
+use crate::flood::cause::CauseKind;
 
 /// The symptoms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -30,6 +29,19 @@ pub enum Severity {
     Info,
     Warning,
     Critical,
+}
+
+impl Severity {
+    /// The four-character mark the table and the live view put before a
+    /// finding (capitals for what needs attention).
+    pub const fn mark(self) -> &'static str {
+        match self {
+            Self::Ok => "ok  ",
+            Self::Info => "info",
+            Self::Warning => "WARN",
+            Self::Critical => "CRIT",
+        }
+    }
 }
 
 /// Yes / no / partly / unknown.
@@ -140,100 +152,6 @@ pub struct DnsDropFigure {
     /// The answer died (else the query).
     pub answer: bool,
     pub count: u64,
-}
-
-impl Inputs {
-    /// Extracts the figures from a report. `slow_ms` is the DNS slow
-    /// threshold the probes used.
-    pub fn from_report(r: &crate::report::Report, slow_ms: f64) -> Self {
-        let dns = &r.dns;
-        let c = |stat: DnsStat| dns.counters[stat];
-        let x = &dns.exchanges;
-        let observed = x.observed_at;
-        let worst = dns
-            .latency
-            .iter()
-            .filter(|l| l.side == observed)
-            .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
-        let lost = |at: LossLocation| x.lost_at.get(&at).copied().unwrap_or(0);
-        let ct_kernel = r.conntrack.kernel;
-        let ct_dns_drops = r
-            .conntrack
-            .clients
-            .iter()
-            .filter(|c| c.dns)
-            .map(|c| c.insert_drops + c.unconfirmed_drops)
-            .sum();
-        let flood = &r.flood;
-        Self {
-            datapath: r.datapath,
-            kernel: r.kernel.clone(),
-            dns_observed_at: observed.name(),
-            dns_answers: x.answers,
-            dns_client_p99_ms: worst.map_or(0.0, |l| l.p99_ms),
-            dns_client_p50_ms: worst.map_or(0.0, |l| l.p50_ms),
-            dns_server_p50_ms: x.server_latency.as_ref().map(|l| l.p50_ms),
-            dns_slow: x.tally.slow_answers,
-            dns_unanswered_sends: x.tally.lost_sends,
-            dns_abandoned: x.tally.never_answered,
-            dns_retries_5s_modes: {
-                let m = x.tally.retry_modes;
-                m.around_5s + m.around_10s + m.around_15s
-            },
-            dns_parallel_pairs: x.tally.parallel_pairs,
-            dns_lost_before_server: lost(LossLocation::BeforeServerPort),
-            dns_lost_in_server: lost(LossLocation::InServer),
-            dns_lost_after_server: lost(LossLocation::AfterServerPort),
-            dns_lost_unlocated: lost(LossLocation::Unknown) + dns.losses_unlocated,
-            dns_nxdomain: dns.rcodes.get("NXDOMAIN").copied().unwrap_or(0),
-            dns_answers_seen: c(DnsStat::Answers),
-            dns_truncated: c(DnsStat::Truncated),
-            dns_slow_threshold_ms: slow_ms,
-            ct_insert_failed: ct_kernel.map_or(0, |k| k.insert_failed),
-            ct_drop: ct_kernel.map_or(0, |k| k.drop),
-            ct_clash_resolved: ct_kernel.and_then(|k| k.clash_resolved),
-            ct_dns_drops,
-            ct_mode: r.conntrack.mode.to_owned(),
-            flood_episodes: flood.episodes.len() as u64,
-            flood_frames: flood.episodes.iter().map(|e| e.packets).sum(),
-            flood_victim_copies: flood.victims.iter().map(|v| v.victim_packets).sum(),
-            flood_victim_ports: flood
-                .victims
-                .iter()
-                .filter(|v| v.victim_packets > 0)
-                .count() as u64,
-            flood_fdb_aged_causes: flood
-                .episodes
-                .iter()
-                .filter(|e| e.cause.kind == CauseKind::AgedOut)
-                .count() as u64,
-            flood_causes: cause_counts(flood.episodes.iter().map(|e| e.cause.kind)),
-            flood_max_pps: flood.episodes.iter().map(|e| e.pps).fold(0.0, f64::max),
-            neighbour_failures: flood.neighbour_failures.iter().map(|n| n.count).sum(),
-            bridge_setup: r.bridge_setup.clone(),
-            dns_drops: dns_drop_figures(&r.drops),
-            drops_unavailable: r.drops.unavailable.clone(),
-        }
-    }
-}
-
-/// DNS drops by (reason, direction), the most frequent first.
-fn dns_drop_figures(drops: &crate::drops::DropsReport) -> Vec<DnsDropFigure> {
-    let mut by: std::collections::BTreeMap<(String, bool), u64> = Default::default();
-    for row in drops.rows.iter().filter(|r| r.dns) {
-        *by.entry((row.reason.clone(), row.dns_packet == Some("answer")))
-            .or_default() += row.count;
-    }
-    let mut out: Vec<DnsDropFigure> = by
-        .into_iter()
-        .map(|((reason, answer), count)| DnsDropFigure {
-            reason,
-            answer,
-            count,
-        })
-        .collect();
-    out.sort_by_key(|d| std::cmp::Reverse(d.count));
-    out
 }
 
 /// Applies every rule.
@@ -677,19 +595,6 @@ fn conntrack(i: &Inputs) -> Finding {
             Vec::new()
         },
     }
-}
-
-/// Episodes per cause, most frequent first.
-fn cause_counts(kinds: impl Iterator<Item = CauseKind>) -> Vec<(CauseKind, u64)> {
-    let mut counts: Vec<(CauseKind, u64)> = kinds
-        .fold(std::collections::BTreeMap::new(), |mut acc, k| {
-            *acc.entry(k).or_default() += 1;
-            acc
-        })
-        .into_iter()
-        .collect();
-    counts.sort_by_key(|&(k, n)| (std::cmp::Reverse(n), k));
-    counts
 }
 
 /// What an episode's cause means, for the finding's `why`.

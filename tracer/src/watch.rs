@@ -575,7 +575,7 @@ impl Session {
             losses,
         };
         let slow_ms = opts.probes.dns_slow.as_secs_f64() * 1000.0;
-        report.findings = verdict::assess(&verdict::Inputs::from_report(&report, slow_ms));
+        report.findings = verdict::assess(&report.verdict_inputs(slow_ms));
         report
             .findings
             .push(server_list::finding(&report.dns_servers));

@@ -3,7 +3,7 @@
 //! pods, so every row carries the pod (`namespace/name`, from
 //! [`crate::pods`]) next to its host interface.
 
-use crate::report::{InterfaceReport, Report};
+use super::{InterfaceReport, Report};
 
 /// What one host interface's pod went through, in the order that sorts
 /// rows: lost DNS answers and conntrack drops first (each costs a client

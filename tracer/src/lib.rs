@@ -1,5 +1,6 @@
 //! tracer: eBPF probes on a node's pod veths and bridges, and the collector
 //! that turns what they see into findings.
+pub mod area;
 pub mod attach;
 pub mod bpf_holders;
 pub mod bridge_setup;

@@ -15,6 +15,7 @@ use aya::Ebpf;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    area::InterfaceState,
     attach::{self, StaleFilterCleanup, TcAttachMode, TcAttachments, TcProgram},
     bridge_setup,
     conntrack::ConntrackCollector,
@@ -614,16 +615,12 @@ impl Session {
         if let Err(err) = counter::forget(ebpf, gone) {
             tracing::debug!("forgetting the counters of ifindexes {gone:?}: {err}");
         }
-        if let Err(err) = self.dns.retire(ebpf, gone) {
-            tracing::debug!("forgetting the DNS histograms of ifindexes {gone:?}: {err}");
-        }
-        if let Err(err) = self.floods.retire(ebpf, gone) {
-            tracing::debug!("forgetting the flood counters of ifindexes {gone:?}: {err}");
-        }
-        if self.drops.available().is_ok()
-            && let Err(err) = self.drops.retire(ebpf, gone)
-        {
-            tracing::debug!("forgetting the drops on ifindexes {gone:?}: {err}");
+        for area in self.areas() {
+            if area.active()
+                && let Err(err) = area.retire(ebpf, gone)
+            {
+                tracing::debug!("retiring ifindexes {gone:?} ({}): {err}", area.area());
+            }
         }
         let gone: Vec<u32> = self
             .traced
@@ -658,9 +655,14 @@ impl Session {
             |k| (OLDER_VANISHED, k.1),
             |total, c| total.add(c),
         );
-        self.dns.fold_interface(old, OLDER_VANISHED);
-        self.floods.fold_interface(old, OLDER_VANISHED);
-        self.drops.fold_interface(old, OLDER_VANISHED);
+        for area in self.areas() {
+            area.fold_interface(old, OLDER_VANISHED);
+        }
+    }
+
+    /// The areas with per-interface state, for retiring vanished ones.
+    fn areas(&mut self) -> [&mut dyn InterfaceState; 3] {
+        [&mut self.dns, &mut self.floods, &mut self.drops]
     }
 
     /// An interface we trace got a new name (`ip link set … name …`): the

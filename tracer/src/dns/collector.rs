@@ -25,6 +25,7 @@ use super::{
     server_use::{self, SendKey, SendTallies, ServerUse},
 };
 use crate::{
+    area::{AreaError, InterfaceState},
     rekey,
     ring::{Ring, RingError},
 };
@@ -494,41 +495,6 @@ impl DnsCollector {
             });
         }
         Ok(())
-    }
-
-    /// `ifindex` vanished: keeps its latency histograms' counts and
-    /// deletes their kernel entries (`DNS_HIST` and its spill), so a node
-    /// whose pods come and go for weeks never fills the map.
-    pub fn retire(&mut self, ebpf: &mut Ebpf, ifindexes: &BTreeSet<u32>) -> Result<(), DnsError> {
-        let now = read_hists(ebpf)?;
-        for (key, buckets) in now
-            .into_iter()
-            .filter(|(k, _)| ifindexes.contains(&k.ifindex))
-        {
-            let delta = since(&buckets, self.hist_base.remove(&key).as_ref());
-            add_buckets(self.hist_retired.entry(key).or_default(), &delta);
-            remove_hist(ebpf, &key)?;
-        }
-        Ok(())
-    }
-
-    /// Merges what was counted on the vanished `ifindex` (histograms and
-    /// tallies) into `into`: the report then lists the oldest vanished
-    /// interfaces as one row and still counts every answer and loss.
-    pub fn fold_interface(&mut self, ifindex: u32, into: u32) {
-        rekey::fold(
-            &mut self.hist_retired,
-            |k| k.ifindex == ifindex,
-            |k| DnsHistKey { ifindex: into, ..k },
-            |total, buckets| add_buckets(total, buckets),
-        );
-        rekey::fold(
-            &mut self.tally,
-            |k| k.0 == ifindex,
-            |k| (into, k.1),
-            IfaceTally::add,
-        );
-        server_use::fold_sends(&mut self.server_sends, ifindex, into);
     }
 
     /// Builds the DNS section of the report.
@@ -1088,6 +1054,47 @@ fn histogram(buckets: &[u64]) -> (Histogram<u64>, Vec<[u64; 3]>, u64) {
             max_hi = hi;
         }
         (hist, nonzero, max_hi)
+    }
+}
+
+impl InterfaceState for DnsCollector {
+    fn area(&self) -> &'static str {
+        "dns"
+    }
+
+    /// Interfaces `ifindexes` vanished: keeps their latency histograms'
+    /// counts and deletes their kernel entries (`DNS_HIST` and its spill),
+    /// so a node whose pods come and go for weeks never fills the map.
+    fn retire(&mut self, ebpf: &mut Ebpf, ifindexes: &BTreeSet<u32>) -> Result<(), AreaError> {
+        let now = read_hists(ebpf)?;
+        for (key, buckets) in now
+            .into_iter()
+            .filter(|(k, _)| ifindexes.contains(&k.ifindex))
+        {
+            let delta = since(&buckets, self.hist_base.remove(&key).as_ref());
+            add_buckets(self.hist_retired.entry(key).or_default(), &delta);
+            remove_hist(ebpf, &key)?;
+        }
+        Ok(())
+    }
+
+    /// Merges what was counted on the vanished `ifindex` (histograms and
+    /// tallies) into `into`: the report then lists the oldest vanished
+    /// interfaces as one row and still counts every answer and loss.
+    fn fold_interface(&mut self, ifindex: u32, into: u32) {
+        rekey::fold(
+            &mut self.hist_retired,
+            |k| k.ifindex == ifindex,
+            |k| DnsHistKey { ifindex: into, ..k },
+            |total, buckets| add_buckets(total, buckets),
+        );
+        rekey::fold(
+            &mut self.tally,
+            |k| k.0 == ifindex,
+            |k| (into, k.1),
+            IfaceTally::add,
+        );
+        server_use::fold_sends(&mut self.server_sends, ifindex, into);
     }
 }
 

@@ -27,6 +27,7 @@ use tracer_common::drops::{
 
 use self::{kallsyms::Kallsyms, reasons::ReasonTable};
 use crate::{
+    area::{AreaError, InterfaceState},
     dns::collector::UnansweredReport,
     interfaces::Interface,
     pods::{PodIndex, SOURCE_INTERFACE},
@@ -288,57 +289,6 @@ impl DropsCollector {
         Ok(())
     }
 
-    /// The node's port `ifindex` vanished: keeps the drops counted on
-    /// either side of it (the node's, and its pod's namespace when a scope
-    /// had it) and deletes their kernel entries, so pod churn over weeks
-    /// never fills `DROPS`. The pod side stays placed on the port.
-    pub fn retire(&mut self, ebpf: &mut Ebpf, ports: &BTreeSet<u32>) -> Result<(), DropsError> {
-        let node = self.node;
-        // Each vanished port's pod namespace (not the node's own) → the port.
-        let pods: BTreeMap<u32, u32> = ports
-            .iter()
-            .filter_map(|port| Some((self.pod_ports.remove(port)?, *port)))
-            .filter(|&(netns, _)| netns != node)
-            .collect();
-        let map = ebpf
-            .map_mut("DROPS")
-            .ok_or(DropsError::MissingMap("DROPS"))?;
-        let mut map: PerCpuHashMap<_, DropKey, u64> = PerCpuHashMap::try_from(map)?;
-        let mut gone = Vec::new();
-        for entry in map.iter() {
-            let (key, per_cpu) = entry?;
-            let kept = if key.netns == node && ports.contains(&key.ifindex) {
-                key
-            } else if let Some(&ifindex) = pods.get(&key.netns) {
-                DropKey {
-                    netns: RETIRED_POD_SIDE,
-                    ifindex,
-                    ..key
-                }
-            } else {
-                continue;
-            };
-            *self.retired.entry(kept).or_default() += per_cpu.iter().sum::<u64>();
-            gone.push(key);
-        }
-        for key in &gone {
-            // Gone already (a racing delete) or not: its count is kept.
-            let _ = map.remove(key);
-        }
-        Ok(())
-    }
-
-    /// Merges the drops of the node's vanished port `ifindex` (both sides)
-    /// into port `into`.
-    pub fn fold_interface(&mut self, ifindex: u32, into: u32) {
-        crate::rekey::fold(
-            &mut self.retired,
-            |k| k.ifindex == ifindex,
-            |k| DropKey { ifindex: into, ..k },
-            |total, n| *total += n,
-        );
-    }
-
     /// The drops section; `hooks` are the area's hook statuses.
     pub fn report(
         &mut self,
@@ -546,6 +496,68 @@ const fn protocol_name(proto: u8) -> &'static str {
         IPPROTO_ICMPV6 => "icmpv6",
         0 => "not_ip",
         _ => "other",
+    }
+}
+
+impl InterfaceState for DropsCollector {
+    fn area(&self) -> &'static str {
+        "drops"
+    }
+
+    /// Off where `tp_btf/kfree_skb` was refused.
+    fn active(&self) -> bool {
+        self.available().is_ok()
+    }
+
+    /// The node's `ports` vanished: keeps the drops counted on either side
+    /// of each (the node's, and its pod's namespace when a scope had it)
+    /// and deletes their kernel entries, so pod churn over weeks never
+    /// fills `DROPS`. The pod side stays placed on its port.
+    fn retire(&mut self, ebpf: &mut Ebpf, ports: &BTreeSet<u32>) -> Result<(), AreaError> {
+        let node = self.node;
+        // Each vanished port's pod namespace (not the node's own) → the port.
+        let pods: BTreeMap<u32, u32> = ports
+            .iter()
+            .filter_map(|port| Some((self.pod_ports.remove(port)?, *port)))
+            .filter(|&(netns, _)| netns != node)
+            .collect();
+        let map = ebpf
+            .map_mut("DROPS")
+            .ok_or(DropsError::MissingMap("DROPS"))?;
+        let mut map: PerCpuHashMap<_, DropKey, u64> = PerCpuHashMap::try_from(map)?;
+        let mut gone = Vec::new();
+        for entry in map.iter() {
+            let (key, per_cpu) = entry?;
+            let kept = if key.netns == node && ports.contains(&key.ifindex) {
+                key
+            } else if let Some(&ifindex) = pods.get(&key.netns) {
+                DropKey {
+                    netns: RETIRED_POD_SIDE,
+                    ifindex,
+                    ..key
+                }
+            } else {
+                continue;
+            };
+            *self.retired.entry(kept).or_default() += per_cpu.iter().sum::<u64>();
+            gone.push(key);
+        }
+        for key in &gone {
+            // Gone already (a racing delete) or not: its count is kept.
+            let _ = map.remove(key);
+        }
+        Ok(())
+    }
+
+    /// Merges the drops of the node's vanished port `ifindex` (both sides)
+    /// into port `into`.
+    fn fold_interface(&mut self, ifindex: u32, into: u32) {
+        crate::rekey::fold(
+            &mut self.retired,
+            |k| k.ifindex == ifindex,
+            |k| DropKey { ifindex: into, ..k },
+            |total, n| *total += n,
+        );
     }
 }
 

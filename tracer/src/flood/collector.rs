@@ -16,6 +16,7 @@ use super::{
     scope::Scope,
 };
 use crate::{
+    area::{AreaError, InterfaceState},
     hooks::HookStatus,
     interfaces::Interface,
     pods::PodIndex,
@@ -119,55 +120,6 @@ impl FloodCollector {
         scope.apply(ebpf, &self.scope)?;
         self.scope = scope;
         Ok(())
-    }
-
-    /// Port `ifindex` vanished: keeps its final counts and deletes its
-    /// kernel entries (per-port counters, its pod's MAC, the flows counted
-    /// on it), so pod churn over weeks never fills those maps. Episodes
-    /// keep the copies it received.
-    pub fn retire(&mut self, ebpf: &mut Ebpf, ports: &BTreeSet<u32>) -> Result<(), FloodError> {
-        let totals = read_ports(ebpf)?;
-        for &ifindex in ports {
-            if let Some(total) = totals.get(&ifindex) {
-                let base = self.ports_base.remove(&ifindex).unwrap_or_default();
-                self.ports_retired
-                    .entry(ifindex)
-                    .or_default()
-                    .add(&total.minus(&base));
-            }
-            super::forget_port(ebpf, ifindex)?;
-        }
-        for (key, slots) in remove_port_flows(ebpf, "FLOOD_VICTIM_FLOWS", ports)? {
-            self.episodes.forget(Flow::from(&key), key.port, &slots);
-        }
-        for (key, slots) in remove_port_flows(ebpf, "FLOOD_FLOWS", ports)? {
-            let (now, base) = (
-                sum(&slots),
-                self.bridge_base.remove(&key).unwrap_or_default(),
-            );
-            let total = self.bridge_retired.entry(key).or_default();
-            total.packets += now.packets.saturating_sub(base.packets);
-            total.bytes += now.bytes.saturating_sub(base.bytes);
-        }
-        Ok(())
-    }
-
-    /// Merges the vanished port `ifindex`'s counts into port `into` (the
-    /// report's row of the oldest vanished interfaces).
-    pub fn fold_interface(&mut self, ifindex: u32, into: u32) {
-        if let Some(counts) = self.ports_retired.remove(&ifindex) {
-            self.ports_retired.entry(into).or_default().add(&counts);
-        }
-        crate::rekey::fold(
-            &mut self.bridge_retired,
-            |k| k.port == ifindex,
-            |k| FloodKey { port: into, ..k },
-            |total, c| {
-                total.packets += c.packets;
-                total.bytes += c.bytes;
-            },
-        );
-        self.episodes.fold_port(ifindex, into);
     }
 
     /// Waits for cause events and keeps them.
@@ -491,4 +443,59 @@ pub struct NeighbourFailure {
     pub ifindex: u32,
     pub address: String,
     pub count: u64,
+}
+
+impl InterfaceState for FloodCollector {
+    fn area(&self) -> &'static str {
+        "flood"
+    }
+
+    /// `ports` vanished: keeps their final counts and deletes their kernel
+    /// entries (per-port counters, their pods' MACs, the flows counted on
+    /// them), so pod churn over weeks never fills those maps. Episodes keep
+    /// the copies they received.
+    fn retire(&mut self, ebpf: &mut Ebpf, ports: &BTreeSet<u32>) -> Result<(), AreaError> {
+        let totals = read_ports(ebpf)?;
+        for &ifindex in ports {
+            if let Some(total) = totals.get(&ifindex) {
+                let base = self.ports_base.remove(&ifindex).unwrap_or_default();
+                self.ports_retired
+                    .entry(ifindex)
+                    .or_default()
+                    .add(&total.minus(&base));
+            }
+            super::forget_port(ebpf, ifindex)?;
+        }
+        for (key, slots) in remove_port_flows(ebpf, "FLOOD_VICTIM_FLOWS", ports)? {
+            self.episodes.forget(Flow::from(&key), key.port, &slots);
+        }
+        for (key, slots) in remove_port_flows(ebpf, "FLOOD_FLOWS", ports)? {
+            let (now, base) = (
+                sum(&slots),
+                self.bridge_base.remove(&key).unwrap_or_default(),
+            );
+            let total = self.bridge_retired.entry(key).or_default();
+            total.packets += now.packets.saturating_sub(base.packets);
+            total.bytes += now.bytes.saturating_sub(base.bytes);
+        }
+        Ok(())
+    }
+
+    /// Merges the vanished port `ifindex`'s counts into port `into` (the
+    /// report's row of the oldest vanished interfaces).
+    fn fold_interface(&mut self, ifindex: u32, into: u32) {
+        if let Some(counts) = self.ports_retired.remove(&ifindex) {
+            self.ports_retired.entry(into).or_default().add(&counts);
+        }
+        crate::rekey::fold(
+            &mut self.bridge_retired,
+            |k| k.port == ifindex,
+            |k| FloodKey { port: into, ..k },
+            |total, c| {
+                total.packets += c.packets;
+                total.bytes += c.bytes;
+            },
+        );
+        self.episodes.fold_port(ifindex, into);
+    }
 }

@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: overhead and capacity of tracer, as ratios against
-//! no probes and against tcpdump (see `tests/src/bin/bench.rs`).
+//! no probes and against tcpdump (see `tests/src/bin/bench/`, one file per phase).
 //!
 //! Builds `tracer` and the bench program in release mode, then runs the
 //! bench as root. It prints a Markdown table and writes `bench/results.json`

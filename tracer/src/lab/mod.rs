@@ -25,7 +25,10 @@ use std::{
 };
 
 use serde::Serialize;
-use tracer_common::dns::DnsStat;
+use tracer_common::{
+    conntrack::CtKind,
+    dns::{DNS_PORT, DnsStat},
+};
 
 pub use self::compare::ComparisonRow;
 use self::{
@@ -345,247 +348,287 @@ impl LabNode {
         run: &mut DatapathRun,
         verify_rows: &mut Vec<VerifyRow>,
     ) -> Result<(), LabError> {
+        match scenario {
+            Scenario::Dns => self.dns(opts, run, verify_rows),
+            Scenario::Conntrack => self.conntrack(opts, run, verify_rows),
+            Scenario::Flood => self.flood(opts, run, verify_rows),
+            Scenario::PodToPod => self.pod_to_pod(opts, run),
+            Scenario::DnsServers => dns_servers::run(&self.topo, self.clients(), opts, run),
+            Scenario::BridgeSetup => bridge_setup::run(self.topo.datapath, opts, run, verify_rows),
+        }
+    }
+
+    /// A verify row's label: the datapath, the run when repeated, `what`.
+    fn label(&self, opts: &LabOptions, run: &DatapathRun, what: &str) -> String {
+        let name = self.topo.datapath.name();
+        if opts.repeat > 1 {
+            format!("{name} run {} {what}", run.repeat)
+        } else {
+            format!("{name} {what}")
+        }
+    }
+
+    /// `getent` lookups from every client pod for the run's duration.
+    fn dns(
+        &self,
+        opts: &LabOptions,
+        run: &mut DatapathRun,
+        verify_rows: &mut Vec<VerifyRow>,
+    ) -> Result<(), LabError> {
         let d = opts.duration;
         let c = self.clients();
-        let label = |what: &str| {
-            let name = self.topo.datapath.name();
-            if opts.repeat > 1 {
-                format!("{name} run {} {what}", run.repeat)
-            } else {
-                format!("{name} {what}")
-            }
+        let capture = if opts.verify {
+            Some(verify::Capture::start(
+                &self.topo.node,
+                &c[0].host_if,
+                "port 53",
+            )?)
+        } else {
+            None
         };
-        match scenario {
-            Scenario::Dns => {
-                let capture = if opts.verify {
-                    Some(verify::Capture::start(
-                        &self.topo.node,
-                        &c[0].host_if,
-                        "port 53",
-                    )?)
-                } else {
-                    None
-                };
-                let (report, times) = trace(&self.topo.node, || {
-                    let workers: Vec<_> = c
-                        .iter()
-                        .map(|pod| {
-                            let ns = pod.netns.clone();
-                            std::thread::spawn(move || {
-                                let start = Instant::now();
-                                let mut times = Vec::new();
-                                while start.elapsed() < d {
-                                    times.push(
-                                        dns::getent(&ns, LOOKUP_NAME)
-                                            .map(|t| t.as_secs_f64() * 1000.0),
-                                    );
-                                }
-                                times
-                            })
-                        })
-                        .collect();
-                    workers
-                        .into_iter()
-                        .flat_map(|w| w.join().unwrap_or_default())
-                        .collect::<Vec<_>>()
-                })?;
-                if let Some(capture) = capture {
-                    verify_rows.extend(verify::dns(
-                        &label("dns"),
-                        &report,
-                        &c[0].host_if,
-                        &capture.stop()?,
-                    ));
-                }
-                let ok: Vec<f64> = times.iter().flatten().copied().collect();
-                let dnsr = &report.dns;
-                let x = &dnsr.exchanges;
-                let n = |stat: DnsStat| dnsr.counters[stat];
-                // The client's pod port: what the lookups waited.
-                let worst = dnsr
-                    .latency
-                    .iter()
-                    .filter(|l| l.side == x.observed_at)
-                    .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
-                run.dns = Some(DnsFigures {
-                    lookups: times.len() as u64,
-                    lookups_failed: (times.len() - ok.len()) as u64,
-                    queries: n(DnsStat::Queries),
-                    answers: x.answers,
-                    p50_ms: worst.map_or(0.0, |l| l.p50_ms),
-                    p99_ms: worst.map_or(0.0, |l| l.p99_ms),
-                    max_ms: worst.map_or(0.0, |l| l.max_ms),
-                    slow: x.tally.slow_answers,
-                    unanswered_sends: x.tally.lost_sends,
-                    retries_5s: x.tally.retry_modes.around_5s,
-                    parallel_pairs: x.tally.parallel_pairs,
-                    getent_p99_ms: traffic::percentile(&ok, 0.99),
-                });
-                // As the clients' veths saw them (a query also crosses the
-                // server's veth: counted once).
-                run.samples.dns_buckets = dnsr
-                    .latency
-                    .iter()
-                    .filter(|l| c.iter().any(|p| p.host_if == l.interface))
-                    .flat_map(|l| l.buckets.clone())
-                    .collect();
-                run.samples.getent_ms = ok;
-                keep_findings(run, "dns", &report, Symptom::DnsLatency);
-            }
-            Scenario::Conntrack => {
-                let service = SocketAddrV4::new(DNS_SERVICE, 53);
-                let (report, rounds) = trace(&self.topo.node, || {
-                    traffic::conntrack_race(&c[0].netns, service, d)
-                })?;
-                let ct = &report.conntrack;
-                let kernel = ct.kernel.unwrap_or_default();
-                let attributed = ct.tracer.values().sum();
-                if opts.verify {
-                    verify_rows.push(VerifyRow::new(
-                        &label("conntrack insert drops (tracer vs kernel insert_failed)"),
-                        ct.tracer.get("insert_drops").copied().unwrap_or(0)
-                            + ct.tracer.get("unconfirmed_drops").copied().unwrap_or(0),
-                        kernel.insert_failed,
-                    ));
-                }
-                run.conntrack = Some(ConntrackFigures {
-                    rounds,
-                    clash_resolved: kernel.clash_resolved,
-                    insert_failed: kernel.insert_failed,
-                    drop: kernel.drop,
-                    probe_mode: ct.mode.to_owned(),
-                    drops_attributed: attributed,
-                    answers_missing: report
-                        .dns
-                        .per_interface
-                        .iter()
-                        .filter(|i| i.interface == c[0].host_if)
-                        .map(|i| i.unanswered_sends)
-                        .sum(),
-                });
-                keep_findings(run, "conntrack", &report, Symptom::ConntrackRace);
-            }
-            Scenario::Flood => {
-                let (sender, receiver, bystander) = (&c[0], &c[1], &c[2]);
-                if self.topo.datapath == Datapath::Bridge {
-                    // 2 s instead of the default 300 s, so the lab sees the
-                    // FDB entry age out within its run.
-                    self.topo.exec(
-                        &self.topo.node,
-                        "ip",
-                        &[
-                            "link",
-                            "set",
-                            topology::BRIDGE,
-                            "type",
-                            "bridge",
-                            "ageing_time",
-                            "200",
-                        ],
-                    )?;
-                }
-                let port = 9000;
-                let sink = traffic::UdpServer::start(&receiver.netns, receiver.ip, port, false)?;
-                let to = SocketAddrV4::new(receiver.ip, port);
-                let capture = if opts.verify {
-                    let mac = peer_mac(&receiver.netns)?;
-                    Some(verify::Capture::start(
-                        &self.topo.node,
-                        &bystander.host_if,
-                        &format!("ether dst {mac}"),
-                    )?)
-                } else {
-                    None
-                };
-                // A cold neighbour cache, so B answers ARP and the bridge
-                // learns it anew in every run (a warm one from the run
-                // before would leave B unlearned: flooding from the start).
-                flush_neighbours(&sender.netns);
-                let (report, sent) = trace(&self.topo.node, || {
-                    // Learned now, aged out ~2 s later while the stream goes on.
-                    traffic::udp_stream(&sender.netns, to, 10, Duration::from_millis(300));
-                    traffic::udp_stream(&sender.netns, to, 1000, d.max(Duration::from_secs(4)))
-                })?;
-                sink.finish();
-                let f = &report.flood;
-                let copies_bystander = f
-                    .victims
-                    .iter()
-                    .find(|v| v.interface == bystander.host_if)
-                    .map_or(0, |v| v.victim_packets);
-                if let Some(capture) = capture {
-                    let (copies, dropped) = capture.count()?;
-                    verify_rows.push(
-                        VerifyRow::new(
-                            &label("flooded copies to a bystander port (tracer vs tcpdump)"),
-                            copies_bystander,
-                            copies,
-                        )
-                        .capture_dropped(dropped),
-                    );
-                }
-                run.flood = Some(FloodFigures {
-                    sent,
-                    episodes: f.episodes.len() as u64 + f.episodes_not_listed,
-                    frames_flooded: f.episodes.iter().map(|e| e.packets).sum(),
-                    copies_to_victims: f.victims.iter().map(|v| v.victim_packets).sum(),
-                    victim_ports: f.victims.iter().filter(|v| v.victim_packets > 0).count() as u64,
-                    cause: f.episodes.first().map(|e| e.cause.kind.name().to_owned()),
-                });
-                run.samples.flood_episodes = f
-                    .episodes
-                    .iter()
-                    .map(|e| (e.start_s, e.end_s, e.packets, e.victims.clone()))
-                    .collect();
-                keep_findings(run, "flood", &report, Symptom::UdpFlooding);
-            }
-            Scenario::PodToPod => {
-                let (a, b) = (&c[0], &c[1]);
-                let echo = traffic::UdpServer::start(&b.netns, b.ip, 7000, true)?;
-                let sink = traffic::UdpServer::start(&b.netns, b.ip, 7001, false)?;
-                let tcp = traffic::tcp_echo(&b.netns, b.ip, 7002, 2)?;
-                let (_report, figures) = trace(&self.topo.node, || {
-                    // First packet after a cold neighbour cache.
-                    flush_neighbours(&a.netns);
-                    let first = traffic::udp_rtts(&a.netns, SocketAddrV4::new(b.ip, 7000), 1);
-                    let rtts = traffic::udp_rtts(&a.netns, SocketAddrV4::new(b.ip, 7000), 2000);
-                    let blast_for = (d / 3).max(Duration::from_secs(1));
-                    let sent =
-                        traffic::udp_blast(&a.netns, SocketAddrV4::new(b.ip, 7001), blast_for);
-                    let (tcp_rtts, mbit) = traffic::tcp_figures(
-                        &a.netns,
-                        SocketAddrV4::new(b.ip, 7002),
-                        2000,
-                        blast_for,
-                    );
-                    (first, rtts, sent, blast_for, tcp_rtts, mbit)
-                })?;
-                echo.finish();
-                let received = sink.finish();
-                let _ = tcp.join();
-                let (first, rtts, sent, blast_for, tcp_rtts, mbit) = figures;
-                run.pod_to_pod = Some(PodToPodFigures {
-                    udp_rtt_p50_us: traffic::percentile(&rtts, 0.5),
-                    udp_rtt_p99_us: traffic::percentile(&rtts, 0.99),
-                    udp_pps: received as f64 / blast_for.as_secs_f64(),
-                    udp_loss_percent: if sent > 0 {
-                        100.0 * sent.saturating_sub(received) as f64 / sent as f64
-                    } else {
-                        0.0
-                    },
-                    tcp_rtt_p50_us: traffic::percentile(&tcp_rtts, 0.5),
-                    tcp_rtt_p99_us: traffic::percentile(&tcp_rtts, 0.99),
-                    tcp_mbit_s: mbit,
-                    first_packet_ms: first.first().map_or(0.0, |us| us / 1000.0),
-                });
-                run.samples.udp_rtt_us = rtts;
-                run.samples.tcp_rtt_us = tcp_rtts;
-            }
-            Scenario::DnsServers => dns_servers::run(&self.topo, c, opts, run)?,
-            Scenario::BridgeSetup => {
-                bridge_setup::run(self.topo.datapath, opts, run, verify_rows)?;
-            }
+        let (report, times) = trace(&self.topo.node, || {
+            let workers: Vec<_> = c
+                .iter()
+                .map(|pod| {
+                    let ns = pod.netns.clone();
+                    std::thread::spawn(move || {
+                        let start = Instant::now();
+                        let mut times = Vec::new();
+                        while start.elapsed() < d {
+                            times.push(
+                                dns::getent(&ns, LOOKUP_NAME).map(|t| t.as_secs_f64() * 1000.0),
+                            );
+                        }
+                        times
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect::<Vec<_>>()
+        })?;
+        if let Some(capture) = capture {
+            verify_rows.extend(verify::dns(
+                &self.label(opts, run, "dns"),
+                &report,
+                &c[0].host_if,
+                &capture.stop()?,
+            ));
         }
+        let ok: Vec<f64> = times.iter().flatten().copied().collect();
+        let dnsr = &report.dns;
+        let x = &dnsr.exchanges;
+        let n = |stat: DnsStat| dnsr.counters[stat];
+        // The client's pod port: what the lookups waited.
+        let worst = dnsr
+            .latency
+            .iter()
+            .filter(|l| l.side == x.observed_at)
+            .max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+        run.dns = Some(DnsFigures {
+            lookups: times.len() as u64,
+            lookups_failed: (times.len() - ok.len()) as u64,
+            queries: n(DnsStat::Queries),
+            answers: x.answers,
+            p50_ms: worst.map_or(0.0, |l| l.p50_ms),
+            p99_ms: worst.map_or(0.0, |l| l.p99_ms),
+            max_ms: worst.map_or(0.0, |l| l.max_ms),
+            slow: x.tally.slow_answers,
+            unanswered_sends: x.tally.lost_sends,
+            retries_5s: x.tally.retry_modes.around_5s,
+            parallel_pairs: x.tally.parallel_pairs,
+            getent_p99_ms: traffic::percentile(&ok, 0.99),
+        });
+        // As the clients' veths saw them (a query also crosses the
+        // server's veth: counted once).
+        run.samples.dns_buckets = dnsr
+            .latency
+            .iter()
+            .filter(|l| c.iter().any(|p| p.host_if == l.interface))
+            .flat_map(|l| l.buckets.clone())
+            .collect();
+        run.samples.getent_ms = ok;
+        keep_findings(run, "dns", &report, Symptom::DnsLatency);
+        Ok(())
+    }
+
+    /// Parallel A/AAAA sends through the DNS service address (DNAT): the insert race.
+    fn conntrack(
+        &self,
+        opts: &LabOptions,
+        run: &mut DatapathRun,
+        verify_rows: &mut Vec<VerifyRow>,
+    ) -> Result<(), LabError> {
+        let d = opts.duration;
+        let c = self.clients();
+        let service = SocketAddrV4::new(DNS_SERVICE, DNS_PORT);
+        let (report, rounds) = trace(&self.topo.node, || {
+            traffic::conntrack_race(&c[0].netns, service, d)
+        })?;
+        let ct = &report.conntrack;
+        let kernel = ct.kernel.unwrap_or_default();
+        let attributed = ct.tracer.values().sum();
+        if opts.verify {
+            verify_rows.push(VerifyRow::new(
+                &self.label(
+                    opts,
+                    run,
+                    "conntrack insert drops (tracer vs kernel insert_failed)",
+                ),
+                [CtKind::ConfirmDrop, CtKind::UnconfirmedDrop]
+                    .iter()
+                    .map(|k| ct.tracer.get(k.name()).copied().unwrap_or(0))
+                    .sum(),
+                kernel.insert_failed,
+            ));
+        }
+        run.conntrack = Some(ConntrackFigures {
+            rounds,
+            clash_resolved: kernel.clash_resolved,
+            insert_failed: kernel.insert_failed,
+            drop: kernel.drop,
+            probe_mode: ct.mode.to_owned(),
+            drops_attributed: attributed,
+            answers_missing: report
+                .dns
+                .per_interface
+                .iter()
+                .filter(|i| i.interface == c[0].host_if)
+                .map(|i| i.unanswered_sends)
+                .sum(),
+        });
+        keep_findings(run, "conntrack", &report, Symptom::ConntrackRace);
+        Ok(())
+    }
+
+    /// A UDP stream to a receiver whose FDB entry ages out mid-stream.
+    fn flood(
+        &self,
+        opts: &LabOptions,
+        run: &mut DatapathRun,
+        verify_rows: &mut Vec<VerifyRow>,
+    ) -> Result<(), LabError> {
+        let d = opts.duration;
+        let c = self.clients();
+        let (sender, receiver, bystander) = (&c[0], &c[1], &c[2]);
+        if self.topo.datapath == Datapath::Bridge {
+            // 2 s instead of the default 300 s, so the lab sees the
+            // FDB entry age out within its run.
+            self.topo.exec(
+                &self.topo.node,
+                "ip",
+                &[
+                    "link",
+                    "set",
+                    topology::BRIDGE,
+                    "type",
+                    "bridge",
+                    "ageing_time",
+                    "200",
+                ],
+            )?;
+        }
+        let port = 9000;
+        let sink = traffic::UdpServer::start(&receiver.netns, receiver.ip, port, false)?;
+        let to = SocketAddrV4::new(receiver.ip, port);
+        let capture = if opts.verify {
+            let mac = peer_mac(&receiver.netns)?;
+            Some(verify::Capture::start(
+                &self.topo.node,
+                &bystander.host_if,
+                &format!("ether dst {mac}"),
+            )?)
+        } else {
+            None
+        };
+        // A cold neighbour cache, so B answers ARP and the bridge
+        // learns it anew in every run (a warm one from the run
+        // before would leave B unlearned: flooding from the start).
+        flush_neighbours(&sender.netns);
+        let (report, sent) = trace(&self.topo.node, || {
+            // Learned now, aged out ~2 s later while the stream goes on.
+            traffic::udp_stream(&sender.netns, to, 10, Duration::from_millis(300));
+            traffic::udp_stream(&sender.netns, to, 1000, d.max(Duration::from_secs(4)))
+        })?;
+        sink.finish();
+        let f = &report.flood;
+        let copies_bystander = f
+            .victims
+            .iter()
+            .find(|v| v.interface == bystander.host_if)
+            .map_or(0, |v| v.victim_packets);
+        if let Some(capture) = capture {
+            let (copies, dropped) = capture.count()?;
+            verify_rows.push(
+                VerifyRow::new(
+                    &self.label(
+                        opts,
+                        run,
+                        "flooded copies to a bystander port (tracer vs tcpdump)",
+                    ),
+                    copies_bystander,
+                    copies,
+                )
+                .capture_dropped(dropped),
+            );
+        }
+        run.flood = Some(FloodFigures {
+            sent,
+            episodes: f.episodes.len() as u64 + f.episodes_not_listed,
+            frames_flooded: f.episodes.iter().map(|e| e.packets).sum(),
+            copies_to_victims: f.victims.iter().map(|v| v.victim_packets).sum(),
+            victim_ports: f.victims.iter().filter(|v| v.victim_packets > 0).count() as u64,
+            cause: f.episodes.first().map(|e| e.cause.kind.name().to_owned()),
+        });
+        run.samples.flood_episodes = f
+            .episodes
+            .iter()
+            .map(|e| (e.start_s, e.end_s, e.packets, e.victims.clone()))
+            .collect();
+        keep_findings(run, "flood", &report, Symptom::UdpFlooding);
+        Ok(())
+    }
+
+    /// Pod-to-pod UDP and TCP: round trips, rate, loss, the first packet.
+    fn pod_to_pod(&self, opts: &LabOptions, run: &mut DatapathRun) -> Result<(), LabError> {
+        let d = opts.duration;
+        let c = self.clients();
+        let (a, b) = (&c[0], &c[1]);
+        let echo = traffic::UdpServer::start(&b.netns, b.ip, 7000, true)?;
+        let sink = traffic::UdpServer::start(&b.netns, b.ip, 7001, false)?;
+        let tcp = traffic::tcp_echo(&b.netns, b.ip, 7002, 2)?;
+        let (_report, figures) = trace(&self.topo.node, || {
+            // First packet after a cold neighbour cache.
+            flush_neighbours(&a.netns);
+            let first = traffic::udp_rtts(&a.netns, SocketAddrV4::new(b.ip, 7000), 1);
+            let rtts = traffic::udp_rtts(&a.netns, SocketAddrV4::new(b.ip, 7000), 2000);
+            let blast_for = (d / 3).max(Duration::from_secs(1));
+            let sent = traffic::udp_blast(&a.netns, SocketAddrV4::new(b.ip, 7001), blast_for);
+            let (tcp_rtts, mbit) =
+                traffic::tcp_figures(&a.netns, SocketAddrV4::new(b.ip, 7002), 2000, blast_for);
+            (first, rtts, sent, blast_for, tcp_rtts, mbit)
+        })?;
+        echo.finish();
+        let received = sink.finish();
+        let _ = tcp.join();
+        let (first, rtts, sent, blast_for, tcp_rtts, mbit) = figures;
+        run.pod_to_pod = Some(PodToPodFigures {
+            udp_rtt_p50_us: traffic::percentile(&rtts, 0.5),
+            udp_rtt_p99_us: traffic::percentile(&rtts, 0.99),
+            udp_pps: received as f64 / blast_for.as_secs_f64(),
+            udp_loss_percent: if sent > 0 {
+                100.0 * sent.saturating_sub(received) as f64 / sent as f64
+            } else {
+                0.0
+            },
+            tcp_rtt_p50_us: traffic::percentile(&tcp_rtts, 0.5),
+            tcp_rtt_p99_us: traffic::percentile(&tcp_rtts, 0.99),
+            tcp_mbit_s: mbit,
+            first_packet_ms: first.first().map_or(0.0, |us| us / 1000.0),
+        });
+        run.samples.udp_rtt_us = rtts;
+        run.samples.tcp_rtt_us = tcp_rtts;
         Ok(())
     }
 }

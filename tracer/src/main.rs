@@ -292,133 +292,155 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let netns = cli.netns;
     match cli.command.unwrap_or(Command::Watch(cli.watch)) {
-        Command::Watch(args) => {
-            let live = !args.no_live
-                && matches!(args.output, Output::Table)
-                && std::io::stdout().is_terminal();
-            let mut opts = watch_options(&args.dns, cli.netns)?;
-            opts.tc_attach = cli.tc_attach;
-            opts.interfaces = args.interfaces;
-            opts.duration = args.duration.map(seconds).transpose()?;
-            opts.interval = seconds(args.interval)?;
-            opts.ready_file = args.ready_file;
-            opts.sources.azure_state = args.azure_state;
-            opts.sources.pods_log_root = args.pods_log_root;
-            let prometheus = args.prometheus;
-            // The live view draws on the alternate screen; leaving it (drop)
-            // restores the terminal before the report is printed.
-            let screen = live.then(tracer::live::AltScreen::enter);
-            let report = runtime.block_on(async move {
-                // One snapshot channel feeds the live view and the metrics
-                // server; the server binds first, so a bad address fails fast.
-                let (tx, rx) = tokio::sync::watch::channel(None);
-                let metrics = match prometheus {
-                    Some(addr) => Some(tracer::metrics::serve(addr, tx.subscribe()).await?),
-                    None => None,
-                };
-                if !live && metrics.is_none() {
-                    return watch::run(opts).await;
-                }
-                opts.snapshots = Some(tx);
-                let view = live.then(|| {
-                    opts.progress = false;
-                    tokio::spawn(live_view(rx))
-                });
-                let report = watch::run(opts).await;
-                if let Some(view) = view {
-                    view.abort();
-                    // Finished, not just told to: no frame after the view.
-                    let _ = view.await;
-                }
-                drop(metrics);
-                report
-            });
-            drop(screen);
-            let report = report?;
-            let text = match args.output {
-                Output::Table => report.to_table(),
-                Output::Json => {
-                    let mut report = report;
-                    if !args.dns_names {
-                        report.dns.redact_names();
-                    }
-                    serde_json::to_string_pretty(&report)? + "\n"
-                }
-            };
-            write_report(&text)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Check(args) => {
-            let mut opts = watch_options(&args.dns, cli.netns)?;
-            opts.tc_attach = cli.tc_attach;
-            opts.duration = Some(seconds(args.duration)?);
-            opts.progress = false;
-            let report = match runtime.block_on(watch::run(opts)) {
-                Ok(report) => report,
-                Err(err) => {
-                    println!(
-                        "UNKNOWN: tracer could not trace: {}",
-                        tracer::escape::line(&format!("{err:#}"))
-                    );
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let (line, problem) = report.check_line();
-            println!("{line}");
-            Ok(if problem {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        Command::Watch(args) => run_watch(&runtime, args, netns, cli.tc_attach),
+        Command::Check(args) => run_check(&runtime, &args, netns, cli.tc_attach),
         #[cfg(not(feature = "lab"))]
         Command::Lab { .. } => anyhow::bail!(
             "lab: this tracer was built without the `lab` feature (the node image leaves it out); \
              build it from source: cargo build --release -p tracer"
         ),
         #[cfg(feature = "lab")]
-        Command::Lab(args) => {
-            let cancel = Arc::new(AtomicBool::new(false));
-            let opts = tracer::lab::LabOptions {
-                pods: args.pods,
-                duration: seconds(args.duration)?,
-                scenarios: if args.scenario.is_empty() {
-                    tracer::lab::Scenario::ALL.to_vec()
-                } else {
-                    args.scenario
-                },
-                verify: args.verify,
-                repeat: args.repeat,
-                cancel: Arc::clone(&cancel),
-            };
-            // The lab blocks; Ctrl-C/SIGTERM only raise the flag, so the lab
-            // stops between steps and its guards delete every namespace.
-            let report = runtime.block_on(async move {
-                let mut lab = tokio::task::spawn_blocking(move || tracer::lab::run(&opts));
-                let mut sigterm = signal(SignalKind::terminate())?;
-                let mut sigint = signal(SignalKind::interrupt())?;
-                tokio::select! {
-                    result = &mut lab => return Ok::<_, anyhow::Error>(result??),
-                    _ = sigint.recv() => {}
-                    _ = sigterm.recv() => {}
-                }
-                tracing::warn!("interrupted: cleaning up the lab");
-                cancel.store(true, Ordering::Relaxed);
-                Ok(lab.await??)
-            })?;
-            write_report(&match args.output {
-                Output::Table => report.to_table(),
-                Output::Json => serde_json::to_string_pretty(&report)? + "\n",
-            })?;
-            if let Some(dir) = &args.plot {
-                plot_lab(&report, dir, args.duration)?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Lab(args) => run_lab(&runtime, args),
         // Handled in main before privileges are checked.
         Command::Diff(args) => diff(&args),
     }
+}
+
+/// `tracer watch`: the live view and/or the metrics server while tracing,
+/// then the report.
+fn run_watch(
+    runtime: &tokio::runtime::Runtime,
+    args: WatchArgs,
+    netns: Option<String>,
+    tc_attach: Option<tracer::attach::TcAttachMode>,
+) -> anyhow::Result<ExitCode> {
+    let live =
+        !args.no_live && matches!(args.output, Output::Table) && std::io::stdout().is_terminal();
+    let mut opts = watch_options(&args.dns, netns)?;
+    opts.tc_attach = tc_attach;
+    opts.interfaces = args.interfaces;
+    opts.duration = args.duration.map(seconds).transpose()?;
+    opts.interval = seconds(args.interval)?;
+    opts.ready_file = args.ready_file;
+    opts.sources.azure_state = args.azure_state;
+    opts.sources.pods_log_root = args.pods_log_root;
+    let prometheus = args.prometheus;
+    // The live view draws on the alternate screen; leaving it (drop)
+    // restores the terminal before the report is printed.
+    let screen = live.then(tracer::live::AltScreen::enter);
+    let report = runtime.block_on(async move {
+        // One snapshot channel feeds the live view and the metrics
+        // server; the server binds first, so a bad address fails fast.
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let metrics = match prometheus {
+            Some(addr) => Some(tracer::metrics::serve(addr, tx.subscribe()).await?),
+            None => None,
+        };
+        if !live && metrics.is_none() {
+            return watch::run(opts).await;
+        }
+        opts.snapshots = Some(tx);
+        let view = live.then(|| {
+            opts.progress = false;
+            tokio::spawn(live_view(rx))
+        });
+        let report = watch::run(opts).await;
+        if let Some(view) = view {
+            view.abort();
+            // Finished, not just told to: no frame after the view.
+            let _ = view.await;
+        }
+        drop(metrics);
+        report
+    });
+    drop(screen);
+    let report = report?;
+    let text = match args.output {
+        Output::Table => report.to_table(),
+        Output::Json => {
+            let mut report = report;
+            if !args.dns_names {
+                report.dns.redact_names();
+            }
+            serde_json::to_string_pretty(&report)? + "\n"
+        }
+    };
+    write_report(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tracer check`: one line and an exit code (0 healthy, 1 a problem, 2
+/// unknown).
+fn run_check(
+    runtime: &tokio::runtime::Runtime,
+    args: &CheckArgs,
+    netns: Option<String>,
+    tc_attach: Option<tracer::attach::TcAttachMode>,
+) -> anyhow::Result<ExitCode> {
+    let mut opts = watch_options(&args.dns, netns)?;
+    opts.tc_attach = tc_attach;
+    opts.duration = Some(seconds(args.duration)?);
+    opts.progress = false;
+    let report = match runtime.block_on(watch::run(opts)) {
+        Ok(report) => report,
+        Err(err) => {
+            println!(
+                "UNKNOWN: tracer could not trace: {}",
+                tracer::escape::line(&format!("{err:#}"))
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let (line, problem) = report.check_line();
+    println!("{line}");
+    Ok(if problem {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `tracer lab`: both datapaths built in namespaces and compared.
+#[cfg(feature = "lab")]
+fn run_lab(runtime: &tokio::runtime::Runtime, args: LabArgs) -> anyhow::Result<ExitCode> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let opts = tracer::lab::LabOptions {
+        pods: args.pods,
+        duration: seconds(args.duration)?,
+        scenarios: if args.scenario.is_empty() {
+            tracer::lab::Scenario::ALL.to_vec()
+        } else {
+            args.scenario
+        },
+        verify: args.verify,
+        repeat: args.repeat,
+        cancel: Arc::clone(&cancel),
+    };
+    // The lab blocks; Ctrl-C/SIGTERM only raise the flag, so the lab
+    // stops between steps and its guards delete every namespace.
+    let report = runtime.block_on(async move {
+        let mut lab = tokio::task::spawn_blocking(move || tracer::lab::run(&opts));
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            result = &mut lab => return Ok::<_, anyhow::Error>(result??),
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+        tracing::warn!("interrupted: cleaning up the lab");
+        cancel.store(true, Ordering::Relaxed);
+        Ok(lab.await??)
+    })?;
+    write_report(&match args.output {
+        Output::Table => report.to_table(),
+        Output::Json => serde_json::to_string_pretty(&report)? + "\n",
+    })?;
+    if let Some(dir) = &args.plot {
+        plot_lab(&report, dir, args.duration)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Options shared by `watch` and `check`.

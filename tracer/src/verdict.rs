@@ -175,35 +175,7 @@ fn has_clash_resolution(kernel: &str) -> bool {
 }
 
 fn dns(i: &Inputs) -> Finding {
-    let mut evidence = vec![
-        ev("observed_at", format!("{} side", i.dns_observed_at)),
-        ev("answers", i.dns_answers),
-        ev("client_p50_ms", format!("{:.2}", i.dns_client_p50_ms)),
-        ev("client_p99_ms", format!("{:.2}", i.dns_client_p99_ms)),
-        ev("slow_answers", i.dns_slow),
-        ev("unanswered_sends", i.dns_unanswered_sends),
-        ev("never_answered", i.dns_abandoned),
-        ev("retries_at_5_10_15s", i.dns_retries_5s_modes),
-        ev("parallel_a_aaaa_pairs", i.dns_parallel_pairs),
-    ];
-    if let Some(server) = i.dns_server_p50_ms {
-        evidence.push(ev("server_side_p50_ms", format!("{server:.2}")));
-    }
-    match &i.drops_unavailable {
-        Some(why) => evidence.push(ev("drop_reasons", format!("unavailable: {why}"))),
-        None if !i.dns_drops.is_empty() => evidence.push(ev("drop_reasons", drop_list(i))),
-        None => {}
-    }
-    for (name, n) in [
-        ("lost_before_server_port", i.dns_lost_before_server),
-        ("lost_in_server", i.dns_lost_in_server),
-        ("lost_after_server_port", i.dns_lost_after_server),
-        ("lost_unlocated", i.dns_lost_unlocated),
-    ] {
-        if n > 0 {
-            evidence.push(ev(name, n));
-        }
-    }
+    let evidence = dns_evidence(i);
     // Each lost send once: a re-send already stands for the send it
     // repeats, so re-sends are not added to it.
     let timeouts = i.dns_unanswered_sends;
@@ -234,44 +206,8 @@ fn dns(i: &Inputs) -> Finding {
         dropped_dns(i, timeouts, &mut remedies)
     } else if timeouts > 0 {
         lost_dns(i, timeouts, &mut remedies)
-    } else if let Some(server) = i
-        .dns_server_p50_ms
-        .filter(|s| *s >= 0.8 * i.dns_client_p50_ms)
-    {
-        remedies.push("scale or fix the DNS server / its upstream; NodeLocal DNSCache caches answers on the node".into());
-        (
-            Severity::Warning,
-            Answer::No,
-            Answer::No,
-            format!(
-                "answers are slow at the server itself ({server:.1} ms p50 at the DNS server's port, {:.1} ms at the client's): \
-                 a slow upstream or server, not a bridge problem; transparent mode would not change it",
-                i.dns_client_p50_ms
-            ),
-        )
-    } else if let Some(server) = i.dns_server_p50_ms {
-        remedies.push("look at the path between the client's and the server's ports: tracer's flood and conntrack findings".into());
-        (
-            Severity::Warning,
-            Answer::Partly,
-            Answer::Unknown,
-            format!(
-                "answers take {:.1} ms p50 at the client's port but only {server:.1} ms at the DNS server's port: \
-                 the time is spent on the node's path between the two (bridge, netfilter, conntrack, CPU)",
-                i.dns_client_p50_ms
-            ),
-        )
     } else {
-        remedies.push("NodeLocal DNSCache (answers from the node, no DNAT)".into());
-        (
-            Severity::Warning,
-            Answer::Unknown,
-            Answer::Unknown,
-            format!(
-                "p99 {:.1} ms ≥ {:.0} ms threshold; the server-side latency is unknown (its port was not traced)",
-                i.dns_client_p99_ms, i.dns_slow_threshold_ms
-            ),
-        )
+        slow_dns(i, &mut remedies)
     };
     if i.dns_answers_seen > 20 && i.dns_nxdomain * 2 > i.dns_answers_seen {
         remedies.push(format!(
@@ -304,6 +240,85 @@ fn dns(i: &Inputs) -> Finding {
         transparent_mode_resolves: resolves,
         why,
         remedies,
+    }
+}
+
+/// The DNS finding's evidence: the figures, then drops and lost sends by
+/// place where there are any.
+fn dns_evidence(i: &Inputs) -> Vec<(String, String)> {
+    let mut evidence = vec![
+        ev("observed_at", format!("{} side", i.dns_observed_at)),
+        ev("answers", i.dns_answers),
+        ev("client_p50_ms", format!("{:.2}", i.dns_client_p50_ms)),
+        ev("client_p99_ms", format!("{:.2}", i.dns_client_p99_ms)),
+        ev("slow_answers", i.dns_slow),
+        ev("unanswered_sends", i.dns_unanswered_sends),
+        ev("never_answered", i.dns_abandoned),
+        ev("retries_at_5_10_15s", i.dns_retries_5s_modes),
+        ev("parallel_a_aaaa_pairs", i.dns_parallel_pairs),
+    ];
+    if let Some(server) = i.dns_server_p50_ms {
+        evidence.push(ev("server_side_p50_ms", format!("{server:.2}")));
+    }
+    match &i.drops_unavailable {
+        Some(why) => evidence.push(ev("drop_reasons", format!("unavailable: {why}"))),
+        None if !i.dns_drops.is_empty() => evidence.push(ev("drop_reasons", drop_list(i))),
+        None => {}
+    }
+    for (name, n) in [
+        ("lost_before_server_port", i.dns_lost_before_server),
+        ("lost_in_server", i.dns_lost_in_server),
+        ("lost_after_server_port", i.dns_lost_after_server),
+        ("lost_unlocated", i.dns_lost_unlocated),
+    ] {
+        if n > 0 {
+            evidence.push(ev(name, n));
+        }
+    }
+    evidence
+}
+
+/// Slow answers and nothing lost: where the time goes, by the server's own
+/// latency when its port is traced.
+fn slow_dns(i: &Inputs, remedies: &mut Vec<String>) -> (Severity, Answer, Answer, String) {
+    if let Some(server) = i
+        .dns_server_p50_ms
+        .filter(|s| *s >= 0.8 * i.dns_client_p50_ms)
+    {
+        remedies.push("scale or fix the DNS server / its upstream; NodeLocal DNSCache caches answers on the node".into());
+        (
+            Severity::Warning,
+            Answer::No,
+            Answer::No,
+            format!(
+                "answers are slow at the server itself ({server:.1} ms p50 at the DNS server's port, {:.1} ms at the client's): \
+                     a slow upstream or server, not a bridge problem; transparent mode would not change it",
+                i.dns_client_p50_ms
+            ),
+        )
+    } else if let Some(server) = i.dns_server_p50_ms {
+        remedies.push("look at the path between the client's and the server's ports: tracer's flood and conntrack findings".into());
+        (
+            Severity::Warning,
+            Answer::Partly,
+            Answer::Unknown,
+            format!(
+                "answers take {:.1} ms p50 at the client's port but only {server:.1} ms at the DNS server's port: \
+                     the time is spent on the node's path between the two (bridge, netfilter, conntrack, CPU)",
+                i.dns_client_p50_ms
+            ),
+        )
+    } else {
+        remedies.push("NodeLocal DNSCache (answers from the node, no DNAT)".into());
+        (
+            Severity::Warning,
+            Answer::Unknown,
+            Answer::Unknown,
+            format!(
+                "p99 {:.1} ms ≥ {:.0} ms threshold; the server-side latency is unknown (its port was not traced)",
+                i.dns_client_p99_ms, i.dns_slow_threshold_ms
+            ),
+        )
     }
 }
 

@@ -512,69 +512,14 @@ impl DnsCollector {
             })
             .collect();
 
-        let mut latency = Vec::new();
-        let mut answered: BTreeMap<SendKey, u64> = BTreeMap::new();
-        let mut side_buckets: BTreeMap<Side, Vec<u64>> = BTreeMap::new();
-        let live = read_hists(ebpf)?
-            .into_iter()
-            .map(|(key, buckets)| (key, since(&buckets, self.hist_base.get(&key))));
-        let retired = self.hist_retired.iter().map(|(k, v)| (*k, v.clone()));
-        for (key, delta) in live.chain(retired) {
-            if delta.iter().all(|&n| n == 0) {
-                continue;
-            }
-            *answered
-                .entry((key.ifindex, key.query_dir, ip_addr(key.family, &key.server)))
-                .or_default() += delta.iter().sum::<u64>();
-            let side = side_of(key.ifindex, key.query_dir);
-            side_buckets
-                .entry(side)
-                .or_insert_with(|| vec![0; HIST_BUCKETS])
-                .iter_mut()
-                .zip(&delta)
-                .for_each(|(total, n)| *total += n);
-            let mut row = LatencyReport::from_buckets(
-                name_of(key.ifindex),
-                ip_addr(key.family, &key.server),
-                &delta,
-            );
-            row.side = side;
-            latency.push(row);
-        }
-        latency.sort_by(|a, b| {
-            (&a.interface, &a.server, a.side).cmp(&(&b.interface, &b.server, b.side))
-        });
+        let Latency {
+            rows: latency,
+            answered,
+            side_buckets,
+        } = self.latency(ebpf, node)?;
 
-        let mut by_iface: BTreeMap<u32, IfaceTally> = BTreeMap::new();
-        for (&(ifindex, _), t) in &self.tally {
-            by_iface.entry(ifindex).or_default().add(t);
-        }
-        let per_interface = by_iface
-            .iter()
-            .map(|(&ifindex, t)| InterfaceDns {
-                interface: name_of(ifindex),
-                slow_answers: t.slow,
-                resent: t.resent,
-                resent_after_answer: t.resent_after_answer,
-                parallel_pairs: t.parallel_pairs,
-                unanswered_sends: t.unanswered_sends,
-                abandoned: t.abandoned,
-                retry_modes: t.retry_modes,
-                late_answer_modes: t.late_answer_modes,
-            })
-            .collect();
-        let mut slow_names: Vec<_> = self
-            .slow_names
-            .iter()
-            .map(|(q, s)| SlowNameReport {
-                name: q.name.clone(),
-                qtype: q.qtype.clone(),
-                count: s.count,
-                max_ms: s.max_ms,
-            })
-            .collect();
-        slow_names.sort_by(|a, b| b.count.cmp(&a.count).then(b.max_ms.total_cmp(&a.max_ms)));
-        slow_names.truncate(10);
+        let per_interface = self.per_interface(name_of);
+        let slow_names = self.top_slow_names();
         let mut events = self.events.clone();
         for e in &mut events {
             e.interface = Some(name_of(e.ifindex));
@@ -626,6 +571,100 @@ impl DnsCollector {
             undecodable_events: self.undecodable_events,
         })
     }
+}
+
+impl DnsCollector {
+    /// Latency rows per (interface, server, side) from the live and the
+    /// retired histograms, with answers per send key and the buckets merged
+    /// per side.
+    fn latency(&self, ebpf: &Ebpf, node: &NodeView<'_>) -> Result<Latency, DnsError> {
+        let name_of = node.name_of;
+        let side_of =
+            |ifindex: u32, query_dir: u8| role::side((node.is_bridge)(ifindex), query_dir);
+        let mut latency = Vec::new();
+        let mut answered: BTreeMap<SendKey, u64> = BTreeMap::new();
+        let mut side_buckets: BTreeMap<Side, Vec<u64>> = BTreeMap::new();
+        let live = read_hists(ebpf)?
+            .into_iter()
+            .map(|(key, buckets)| (key, since(&buckets, self.hist_base.get(&key))));
+        let retired = self.hist_retired.iter().map(|(k, v)| (*k, v.clone()));
+        for (key, delta) in live.chain(retired) {
+            if delta.iter().all(|&n| n == 0) {
+                continue;
+            }
+            *answered
+                .entry((key.ifindex, key.query_dir, ip_addr(key.family, &key.server)))
+                .or_default() += delta.iter().sum::<u64>();
+            let side = side_of(key.ifindex, key.query_dir);
+            side_buckets
+                .entry(side)
+                .or_insert_with(|| vec![0; HIST_BUCKETS])
+                .iter_mut()
+                .zip(&delta)
+                .for_each(|(total, n)| *total += n);
+            let mut row = LatencyReport::from_buckets(
+                name_of(key.ifindex),
+                ip_addr(key.family, &key.server),
+                &delta,
+            );
+            row.side = side;
+            latency.push(row);
+        }
+        latency.sort_by(|a, b| {
+            (&a.interface, &a.server, a.side).cmp(&(&b.interface, &b.server, b.side))
+        });
+        Ok(Latency {
+            rows: latency,
+            answered,
+            side_buckets,
+        })
+    }
+
+    /// The tallies per interface (both directions summed).
+    fn per_interface(&self, name_of: &dyn Fn(u32) -> String) -> Vec<InterfaceDns> {
+        let mut by_iface: BTreeMap<u32, IfaceTally> = BTreeMap::new();
+        for (&(ifindex, _), t) in &self.tally {
+            by_iface.entry(ifindex).or_default().add(t);
+        }
+        by_iface
+            .iter()
+            .map(|(&ifindex, t)| InterfaceDns {
+                interface: name_of(ifindex),
+                slow_answers: t.slow,
+                resent: t.resent,
+                resent_after_answer: t.resent_after_answer,
+                parallel_pairs: t.parallel_pairs,
+                unanswered_sends: t.unanswered_sends,
+                abandoned: t.abandoned,
+                retry_modes: t.retry_modes,
+                late_answer_modes: t.late_answer_modes,
+            })
+            .collect()
+    }
+
+    /// The ten names with the most slow answers.
+    fn top_slow_names(&self) -> Vec<SlowNameReport> {
+        let mut slow_names: Vec<_> = self
+            .slow_names
+            .iter()
+            .map(|(q, s)| SlowNameReport {
+                name: q.name.clone(),
+                qtype: q.qtype.clone(),
+                count: s.count,
+                max_ms: s.max_ms,
+            })
+            .collect();
+        slow_names.sort_by(|a, b| b.count.cmp(&a.count).then(b.max_ms.total_cmp(&a.max_ms)));
+        slow_names.truncate(10);
+        slow_names
+    }
+}
+
+/// What [`DnsCollector::latency`] reads from the histograms.
+struct Latency {
+    rows: Vec<LatencyReport>,
+    answered: BTreeMap<SendKey, u64>,
+    side_buckets: BTreeMap<Side, Vec<u64>>,
 }
 
 impl DnsCollector {

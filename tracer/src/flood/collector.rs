@@ -162,6 +162,30 @@ impl FloodCollector {
     ) -> Result<FloodReport, FloodError> {
         self.drain();
         self.tick(ebpf, now_ns)?;
+        let episodes = self.episodes_report(name_of);
+        let ports = self.ports_report(ebpf, name_of)?;
+        let neighbour_failures = self.neighbour_failures();
+        let count = |kind| self.causes.iter().filter(|c| c.kind == kind).count() as u64;
+        let bridge_floods = self.bridge_floods(ebpf, name_of)?;
+        Ok(FloodReport {
+            hooks,
+            bridge_floods,
+            episodes,
+            episodes_not_listed: self.episodes.dropped(),
+            victims: ports,
+            neighbour_failures,
+            fdb_deletes: count(cause::FDB_DELETE),
+            fdb_learns: count(cause::FDB_UPDATE),
+            neighbour_updates: count(cause::NEIGH_UPDATE),
+            cause_events_dropped: self.causes_dropped,
+            fdb_entries_at_start: self.fdb_at_start.len() as u64,
+        })
+    }
+}
+
+impl FloodCollector {
+    /// Every episode, each with its cause.
+    fn episodes_report(&self, name_of: &dyn Fn(u32) -> String) -> Vec<FloodEpisode> {
         let secs = |ns: u64| ns.saturating_sub(self.start_ns) as f64 / 1e9;
         let evidence = Evidence {
             causes: &self.causes,
@@ -170,8 +194,7 @@ impl FloodCollector {
             pods_at_start: &self.pods_at_start,
             name_of,
         };
-        let episodes = self
-            .episodes
+        self.episodes
             .all()
             .into_iter()
             .map(|(flow, open, ongoing)| {
@@ -198,7 +221,16 @@ impl FloodCollector {
                     cause: evidence.explain(&flow, open.start_ns, open.last_ns),
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Per port, what it received flooded or broadcast (live and retired
+    /// ports), the most flooded first.
+    fn ports_report(
+        &self,
+        ebpf: &Ebpf,
+        name_of: &dyn Fn(u32) -> String,
+    ) -> Result<Vec<PortReport>, FloodError> {
         let now = read_ports(ebpf)?;
         let live = now.iter().map(|(ifindex, total)| {
             let base = self.ports_base.get(ifindex).copied().unwrap_or_default();
@@ -217,8 +249,12 @@ impl FloodCollector {
             .filter(|p| p.victim_packets + p.broadcast_packets + p.multicast_packets > 0)
             .collect();
         ports.sort_by_key(|p| std::cmp::Reverse(p.victim_packets));
-        let neighbour_failures = self
-            .causes
+        Ok(ports)
+    }
+
+    /// Neighbour resolutions that failed, per (namespace, interface, address).
+    fn neighbour_failures(&self) -> Vec<NeighbourFailure> {
+        self.causes
             .iter()
             .filter(|c| c.kind == cause::NEIGH_DEAD || c.kind == cause::NEIGH_FAILED)
             .fold(BTreeMap::<(u32, u32, String), u64>::new(), |mut acc, c| {
@@ -232,8 +268,16 @@ impl FloodCollector {
                 address,
                 count,
             })
-            .collect();
-        let count = |kind| self.causes.iter().filter(|c| c.kind == kind).count() as u64;
+            .collect()
+    }
+
+    /// What `br_flood` flooded, per flow (live and retired ingress ports),
+    /// the most frames first.
+    fn bridge_floods(
+        &self,
+        ebpf: &Ebpf,
+        name_of: &dyn Fn(u32) -> String,
+    ) -> Result<Vec<BridgeFlood>, FloodError> {
         let live = read_flows(ebpf, "FLOOD_FLOWS")?
             .into_iter()
             .map(|(key, slots)| {
@@ -265,19 +309,7 @@ impl FloodCollector {
             })
             .collect();
         bridge_floods.sort_by_key(|f| std::cmp::Reverse(f.frames));
-        Ok(FloodReport {
-            hooks,
-            bridge_floods,
-            episodes,
-            episodes_not_listed: self.episodes.dropped(),
-            victims: ports,
-            neighbour_failures,
-            fdb_deletes: count(cause::FDB_DELETE),
-            fdb_learns: count(cause::FDB_UPDATE),
-            neighbour_updates: count(cause::NEIGH_UPDATE),
-            cause_events_dropped: self.causes_dropped,
-            fdb_entries_at_start: self.fdb_at_start.len() as u64,
-        })
+        Ok(bridge_floods)
     }
 }
 

@@ -249,6 +249,14 @@ impl Report {
     }
 
     fn dns_table(&self, out: &mut String) {
+        self.dns_summary(out);
+        self.dns_latency_table(out);
+        self.dns_lists(out);
+        self.dns_not_parsed(out);
+    }
+
+    /// The kernel's counts and the exchanges, each once.
+    fn dns_summary(&self, out: &mut String) {
         let dns = &self.dns;
         let c = |stat: DnsStat| dns.counters[stat];
         let _ = writeln!(
@@ -284,6 +292,11 @@ impl Report {
                 format!(": {}", lost.join(", "))
             },
         );
+    }
+
+    /// Latency per (interface, server, side).
+    fn dns_latency_table(&self, out: &mut String) {
+        let dns = &self.dns;
         if !dns.latency.is_empty() {
             let _ = writeln!(
                 out,
@@ -305,6 +318,11 @@ impl Report {
                 );
             }
         }
+    }
+
+    /// Per-interface tallies, rcodes, slow names, unanswered queries.
+    fn dns_lists(&self, out: &mut String) {
+        let dns = &self.dns;
         for i in &dns.per_interface {
             let r = &i.retry_modes;
             let _ = writeln!(
@@ -355,6 +373,11 @@ impl Report {
                     .unwrap_or_default()
             );
         }
+    }
+
+    /// The packets the probes could not parse whole, by outcome.
+    fn dns_not_parsed(&self, out: &mut String) {
+        let c = |stat: DnsStat| self.dns.counters[stat];
         let odd: Vec<String> = [
             DnsStat::ShortHeaders,
             DnsStat::Malformed,

@@ -260,20 +260,44 @@ pub fn attach_filtered(
             None
         }
     };
-    let mut links = HookLinks::default();
-    let mut relocated: Option<Result<RelocatedObject, String>> = None;
+    let mut attacher = Attacher {
+        ebpf,
+        kernel,
+        aya_btf,
+        relocated: None,
+        links: HookLinks::default(),
+    };
     let mut statuses = Vec::new();
     for hook in &HOOKS {
         let chain: Vec<&Attempt> = hook.chain.iter().filter(|a| allow(hook, a)).collect();
-        if chain.is_empty() {
-            continue;
+        if let Some(status) = attacher.hook(hook, &chain) {
+            statuses.push(status);
         }
+    }
+    (statuses, attacher.links)
+}
+
+/// What attaching the hooks needs across hooks: the object relocated for
+/// fentry/fexit (once, on first use) and the links that keep them.
+struct Attacher<'a> {
+    ebpf: &'a mut Ebpf,
+    kernel: &'a KernelInfo,
+    aya_btf: Option<Btf>,
+    relocated: Option<Result<RelocatedObject, String>>,
+    links: HookLinks,
+}
+
+impl Attacher<'_> {
+    /// Tries `chain` in order until one attempt attaches; `None` when the
+    /// filter left no attempt.
+    fn hook(&mut self, hook: &Hook, chain: &[&Attempt]) -> Option<HookStatus> {
+        let first = chain.first()?;
         let mut status = HookStatus {
             area: hook.area,
             hook: hook.name,
-            program: chain[0].programs[0],
-            target: chain[0].target,
-            kind: chain[0].kind,
+            program: first.programs[0],
+            target: first.target,
+            kind: first.kind,
             attached: false,
             mechanism: None,
             btf_object: None,
@@ -282,84 +306,104 @@ pub fn attach_filtered(
             note: None,
         };
         for attempt in chain {
-            let result = match attempt.kind {
-                HookKind::Fentry | HookKind::Fexit => {
-                    let relocated = relocated.get_or_insert_with(|| {
-                        RelocatedObject::new(ebpf, crate::object::EBPF_OBJECT, &tracing_programs())
-                            .map_err(|e| e.to_string())
-                    });
-                    attach_tracing(relocated, kernel, attempt).map(|(link, object)| {
-                        links.0.push(link);
-                        Some(object)
-                    })
-                }
-                HookKind::Kprobe | HookKind::Kretprobe => {
-                    attach_kprobes(ebpf, attempt).map(|()| None)
-                }
-                HookKind::TpBtf => match &aya_btf {
-                    None => Err("no kernel BTF (CONFIG_DEBUG_INFO_BTF)".to_owned()),
-                    Some(btf) => attach_tp_btf(ebpf, btf, attempt).map(|()| None),
-                },
-            };
-            match result {
+            match self.attempt(attempt) {
                 Ok(btf_object) => {
-                    status.program = attempt.programs[0];
-                    status.target = attempt.target;
-                    status.kind = attempt.kind;
-                    status.attached = true;
-                    status.mechanism = Some(attempt.kind);
-                    status.btf_object = btf_object;
-                    status.note = limitation(kernel, attempt);
-                    tracing::info!(
-                        "{}: {} {} attached{}{}",
-                        hook.name,
-                        attempt.kind.name(),
-                        attempt.target,
-                        status
-                            .btf_object
-                            .as_deref()
-                            .map(|o| format!(" (BTF of {o})"))
-                            .unwrap_or_default(),
-                        status
-                            .note
-                            .as_deref()
-                            .map(|n| format!("; {n}"))
-                            .unwrap_or_default(),
-                    );
+                    status.attached_by(hook, attempt, btf_object, self.kernel);
                     break;
                 }
-                Err(error) => {
-                    // The hook's name first: the table's line for it
-                    // starts with the same name.
-                    tracing::warn!(
-                        "{} ({} {}, program {}): not attached: {error}",
-                        hook.name,
-                        attempt.kind.name(),
-                        attempt.target,
-                        attempt.programs[0]
-                    );
-                    status.refused.push(Refusal {
-                        kind: attempt.kind,
-                        program: attempt.programs[0],
-                        target: attempt.target,
-                        error,
-                    });
-                }
+                Err(error) => status.refused_by(hook, attempt, error),
             }
         }
         if !status.attached {
-            let reasons: Vec<String> = status
-                .refused
-                .iter()
-                .map(|r| format!("{} {}: {}", r.kind.name(), r.target, r.error))
-                .collect();
-            status.error = Some(reasons.join("; "));
-            status.note = (!hook.without.is_empty()).then(|| hook.without.to_owned());
-            tracing::warn!("{}: no mechanism attached: {}", hook.name, hook.without);
+            status.none_attached(hook);
         }
-        statuses.push(status);
+        Some(status)
     }
-    (statuses, links)
+
+    /// One mechanism; on success the BTF object it attached with, if any.
+    fn attempt(&mut self, attempt: &Attempt) -> Result<Option<String>, String> {
+        match attempt.kind {
+            HookKind::Fentry | HookKind::Fexit => {
+                let ebpf = &*self.ebpf;
+                let relocated = self.relocated.get_or_insert_with(|| {
+                    RelocatedObject::new(ebpf, crate::object::EBPF_OBJECT, &tracing_programs())
+                        .map_err(|e| e.to_string())
+                });
+                attach_tracing(relocated, self.kernel, attempt).map(|(link, object)| {
+                    self.links.0.push(link);
+                    Some(object)
+                })
+            }
+            HookKind::Kprobe | HookKind::Kretprobe => {
+                attach_kprobes(self.ebpf, attempt).map(|()| None)
+            }
+            HookKind::TpBtf => match &self.aya_btf {
+                None => Err("no kernel BTF (CONFIG_DEBUG_INFO_BTF)".to_owned()),
+                Some(btf) => attach_tp_btf(self.ebpf, btf, attempt).map(|()| None),
+            },
+        }
+    }
+}
+
+impl HookStatus {
+    fn attached_by(
+        &mut self,
+        hook: &Hook,
+        attempt: &Attempt,
+        btf_object: Option<String>,
+        kernel: &KernelInfo,
+    ) {
+        self.program = attempt.programs[0];
+        self.target = attempt.target;
+        self.kind = attempt.kind;
+        self.attached = true;
+        self.mechanism = Some(attempt.kind);
+        self.btf_object = btf_object;
+        self.note = limitation(kernel, attempt);
+        tracing::info!(
+            "{}: {} {} attached{}{}",
+            hook.name,
+            attempt.kind.name(),
+            attempt.target,
+            self.btf_object
+                .as_deref()
+                .map(|o| format!(" (BTF of {o})"))
+                .unwrap_or_default(),
+            self.note
+                .as_deref()
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default(),
+        );
+    }
+
+    fn refused_by(&mut self, hook: &Hook, attempt: &Attempt, error: String) {
+        // The hook's name first: the table's line for it starts with the
+        // same name.
+        tracing::warn!(
+            "{} ({} {}, program {}): not attached: {error}",
+            hook.name,
+            attempt.kind.name(),
+            attempt.target,
+            attempt.programs[0]
+        );
+        self.refused.push(Refusal {
+            kind: attempt.kind,
+            program: attempt.programs[0],
+            target: attempt.target,
+            error,
+        });
+    }
+
+    fn none_attached(&mut self, hook: &Hook) {
+        let reasons: Vec<String> = self
+            .refused
+            .iter()
+            .map(|r| format!("{} {}: {}", r.kind.name(), r.target, r.error))
+            .collect();
+        self.error = Some(reasons.join("; "));
+        self.note = (!hook.without.is_empty()).then(|| hook.without.to_owned());
+        tracing::warn!("{}: no mechanism attached: {}", hook.name, hook.without);
+    }
 }
 
 /// The fentry/fexit programs of the object.

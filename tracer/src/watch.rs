@@ -479,8 +479,6 @@ impl Session {
     }
 
     fn report(&mut self, ebpf: &Ebpf, opts: &WatchOptions) -> anyhow::Result<Report> {
-        let mut counts = counter::delta(&self.baseline, &counter::read(ebpf)?);
-        counts.extend(self.retired.iter().map(|(k, v)| (*k, *v)));
         let known = &self.known;
         let name_of = |ifindex: u32| {
             known
@@ -538,18 +536,7 @@ impl Session {
             reason: "dns_pending_evicted",
             count: dns.pending_evicted,
         });
-        let traced: Vec<Interface> = self.traced.values().map(|(i, _)| i.clone()).collect();
-        let all: Vec<Interface> = self.known.values().cloned().collect();
-        let mut interfaces = report::interfaces(&traced, &all, &counts);
-        for row in &mut interfaces {
-            row.vanished = self.traced.get(&row.ifindex).is_some_and(|(_, gone)| *gone);
-            if let Some(pod) = self.pods.pod_of_ifindex(row.ifindex) {
-                row.pod_ips = pod.ips.iter().map(ToString::to_string).collect();
-                if pod.source != crate::pods::SOURCE_INTERFACE {
-                    row.pod = Some(pod.label());
-                }
-            }
-        }
+        let interfaces = self.interface_rows(ebpf)?;
         let mut report = Report {
             schema_version: report::SCHEMA_VERSION,
             tracer_version: env!("CARGO_PKG_VERSION"),
@@ -581,6 +568,26 @@ impl Session {
             .findings
             .push(server_list::finding(&report.dns_servers));
         Ok(report)
+    }
+
+    /// Every traced interface's counters since the start (the vanished
+    /// ones' final counts included), with its pod.
+    fn interface_rows(&self, ebpf: &Ebpf) -> anyhow::Result<Vec<report::InterfaceReport>> {
+        let mut counts = counter::delta(&self.baseline, &counter::read(ebpf)?);
+        counts.extend(self.retired.iter().map(|(k, v)| (*k, *v)));
+        let traced: Vec<Interface> = self.traced.values().map(|(i, _)| i.clone()).collect();
+        let all: Vec<Interface> = self.known.values().cloned().collect();
+        let mut interfaces = report::interfaces(&traced, &all, &counts);
+        for row in &mut interfaces {
+            row.vanished = self.traced.get(&row.ifindex).is_some_and(|(_, gone)| *gone);
+            if let Some(pod) = self.pods.pod_of_ifindex(row.ifindex) {
+                row.pod_ips = pod.ips.iter().map(ToString::to_string).collect();
+                if pod.source != crate::pods::SOURCE_INTERFACE {
+                    row.pod = Some(pod.label());
+                }
+            }
+        }
+        Ok(interfaces)
     }
 }
 

@@ -51,6 +51,22 @@ pub fn render(report: &Report, previous: Option<&Report>) -> String {
         let mark = f.severity.mark();
         let _ = writeln!(out, "[{mark}] {}", f.summary);
     }
+    interface_table(report, previous, &mut out);
+    let lost: Vec<String> = report
+        .losses
+        .iter()
+        .filter(|l| l.count > 0)
+        .map(|l| format!("{}={}", l.reason, l.count))
+        .collect();
+    if !lost.is_empty() {
+        let _ = writeln!(out, "\nLOSSES: {}", lost.join(" "));
+    }
+    out
+}
+
+/// A row per interface, the most troubled first: rates since the previous
+/// screen, DNS latency and losses, flooded copies.
+fn interface_table(report: &Report, previous: Option<&Report>, out: &mut String) {
     let elapsed = previous.map_or(report.duration_seconds, |p| {
         (report.duration_seconds - p.duration_seconds).max(0.001)
     });
@@ -116,7 +132,7 @@ pub fn render(report: &Report, previous: Option<&Report>) -> String {
         let _ = writeln!(
             out,
             "{:<28} {:<16} {:<8} {:>9.0} {:>9.0} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>9}",
-            crate::report::rank::pod(row),
+            crate::escape::terminal(crate::report::rank::pod(row)),
             name,
             kind,
             pps(row.ingress.packets, in0),
@@ -130,14 +146,4 @@ pub fn render(report: &Report, previous: Option<&Report>) -> String {
             victim_of(&row.name),
         );
     }
-    let lost: Vec<String> = report
-        .losses
-        .iter()
-        .filter(|l| l.count > 0)
-        .map(|l| format!("{}={}", l.reason, l.count))
-        .collect();
-    if !lost.is_empty() {
-        let _ = writeln!(out, "\nLOSSES: {}", lost.join(" "));
-    }
-    out
 }

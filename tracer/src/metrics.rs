@@ -52,7 +52,7 @@ use tokio::{
 };
 use tracer_common::dns::DnsStat;
 
-use crate::report::Report;
+use crate::{dns::counts::NOT_FULLY_PARSED, report::Report};
 
 /// What the session publishes: the newest report, `None` before the first.
 pub type Snapshots = watch::Receiver<Option<Arc<Report>>>;
@@ -326,7 +326,27 @@ fn encode_report(r: &Report, e: &mut DescriptorEncoder) -> fmt::Result {
 fn encode_dns(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
     let dns = &r.dns;
     let c = |stat: DnsStat| dns.counters[stat];
+    encode_dns_latency(r, e)?;
+    counter(
+        e,
+        "tracer_dns_queries",
+        "DNS queries seen on the traced interfaces (first sends and re-sends; a query crossing two traced interfaces counts twice).",
+        &Samples::one(c(DnsStat::Queries)),
+    )?;
+    counter(
+        e,
+        "tracer_dns_answers",
+        "DNS answers seen on the traced interfaces.",
+        &Samples::one(c(DnsStat::Answers)),
+    )?;
+    encode_dns_per_interface(r, e)?;
+    encode_dns_exchanges(dns, e)?;
+    encode_dns_outcomes(dns, e)
+}
 
+/// `tracer_dns_latency`: a histogram per (interface, server, side).
+fn encode_dns_latency(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
+    let dns = &r.dns;
     let mut latency: BTreeMap<Labels, LatencyHistogram> = BTreeMap::new();
     for row in &dns.latency {
         let mut labels = iface_labels(r, &row.interface);
@@ -351,19 +371,12 @@ fn encode_dns(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
             .encode_family(labels)?
             .encode_histogram::<NoLabelSet>(hist.sum_seconds, hist.count, &hist.buckets, None)?;
     }
+    Ok(())
+}
 
-    counter(
-        e,
-        "tracer_dns_queries",
-        "DNS queries seen on the traced interfaces (first sends and re-sends; a query crossing two traced interfaces counts twice).",
-        &Samples::one(c(DnsStat::Queries)),
-    )?;
-    counter(
-        e,
-        "tracer_dns_answers",
-        "DNS answers seen on the traced interfaces.",
-        &Samples::one(c(DnsStat::Answers)),
-    )?;
+/// The DNS tallies per host interface.
+fn encode_dns_per_interface(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
+    let dns = &r.dns;
     let per_iface = |value: fn(&crate::dns::collector::InterfaceDns) -> u64| {
         let mut samples = Samples::default();
         for i in &dns.per_interface {
@@ -394,8 +407,15 @@ fn encode_dns(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
         "tracer_dns_slow_answers",
         "DNS answers slower than --dns-slow-ms, per host interface.",
         &per_iface(|i| i.slow_answers),
-    )?;
-    encode_dns_exchanges(dns, e)?;
+    )
+}
+
+/// Answers by rcode; port-53 packets not fully parsed, by outcome.
+fn encode_dns_outcomes(
+    dns: &crate::dns::collector::DnsReport,
+    e: &mut DescriptorEncoder,
+) -> fmt::Result {
+    let c = |stat: DnsStat| dns.counters[stat];
     let mut rcodes = Samples::default();
     for (rcode, n) in &dns.rcodes {
         rcodes.add(vec![("rcode", rcode.clone())], *n);
@@ -407,19 +427,7 @@ fn encode_dns(r: &View<'_>, e: &mut DescriptorEncoder) -> fmt::Result {
         &rcodes,
     )?;
     let mut malformed = Samples::default();
-    for stat in [
-        DnsStat::ShortHeaders,
-        DnsStat::Malformed,
-        DnsStat::BogusCounts,
-        DnsStat::Ipv6ExtTooDeep,
-        DnsStat::Fragments,
-        DnsStat::VlanTooDeep,
-        DnsStat::TcpNoHeader,
-        DnsStat::QuestionCut,
-        DnsStat::TcpSplitMessages,
-        DnsStat::TcpMessagesOverCap,
-        DnsStat::TcpNextFailed,
-    ] {
+    for stat in NOT_FULLY_PARSED {
         malformed.add(vec![("outcome", stat.name().to_owned())], c(stat));
     }
     counter(

@@ -378,20 +378,11 @@ impl Report {
     /// The packets the probes could not parse whole, by outcome.
     fn dns_not_parsed(&self, out: &mut String) {
         let c = |stat: DnsStat| self.dns.counters[stat];
-        let odd: Vec<String> = [
-            DnsStat::ShortHeaders,
-            DnsStat::Malformed,
-            DnsStat::BogusCounts,
-            DnsStat::Ipv6ExtTooDeep,
-            DnsStat::Fragments,
-            DnsStat::VlanTooDeep,
-            DnsStat::TcpNoHeader,
-            DnsStat::QuestionCut,
-        ]
-        .into_iter()
-        .filter(|&s| c(s) > 0)
-        .map(|s| format!("{}={}", s.name(), c(s)))
-        .collect();
+        let odd: Vec<String> = crate::dns::counts::NOT_FULLY_PARSED
+            .into_iter()
+            .filter(|&s| c(s) > 0)
+            .map(|s| format!("{}={}", s.name(), c(s)))
+            .collect();
         if !odd.is_empty() {
             let _ = writeln!(out, "DNS packets not fully parsed: {}", odd.join(" "));
         }

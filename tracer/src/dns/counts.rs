@@ -10,6 +10,22 @@ use std::ops::{Index, IndexMut};
 use serde::{Serialize, Serializer, ser::SerializeMap as _};
 use tracer_common::dns::DnsStat;
 
+/// The outcomes of port-53 packets the probe could not parse whole: the
+/// table's "not fully parsed" line and `tracer_dns_malformed` list these.
+pub const NOT_FULLY_PARSED: [DnsStat; 11] = [
+    DnsStat::ShortHeaders,
+    DnsStat::Malformed,
+    DnsStat::BogusCounts,
+    DnsStat::Ipv6ExtTooDeep,
+    DnsStat::Fragments,
+    DnsStat::VlanTooDeep,
+    DnsStat::TcpNoHeader,
+    DnsStat::QuestionCut,
+    DnsStat::TcpSplitMessages,
+    DnsStat::TcpMessagesOverCap,
+    DnsStat::TcpNextFailed,
+];
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnsCounts([u64; DnsStat::ALL.len()]);
 

@@ -236,18 +236,7 @@ impl Session {
         }
         let mut warned = std::collections::BTreeSet::new();
         log_new_warnings(&mut warned, &pods);
-        tracing::info!(
-            "datapath: {:?}; bridges with pod ports: {}; routed pod veths: {}; pods attributed: {}",
-            datapath.mode,
-            datapath
-                .bridges
-                .iter()
-                .map(|b| format!("{} ({} veth ports)", Shown(&b.name), b.veth_ports))
-                .collect::<Vec<_>>()
-                .join(", "),
-            datapath.routed_veths.len(),
-            pods.len()
-        );
+        log_datapath(&datapath, &pods);
         let bridge_setup = bridge_setup::Watcher::start()
             .await
             .inspect_err(|err| tracing::warn!("bridge setup not watched: {err}"))
@@ -278,13 +267,7 @@ impl Session {
             tc_cleanup,
             bridge_setup,
         };
-        if let Some(path) = &opts.ready_file {
-            std::fs::write(path, format!("{}\n", std::process::id()))
-                .with_context(|| format!("writing ready file {}", path.display()))?;
-        }
-        if let Some(ready) = &opts.ready {
-            let _ = ready.try_send(());
-        }
+        signal_ready(opts)?;
         Ok(session)
     }
 
@@ -589,6 +572,35 @@ impl Session {
         }
         Ok(interfaces)
     }
+}
+
+/// One line on what the node's datapath looks like at the start.
+fn log_datapath(datapath: &DatapathInfo, pods: &PodIndex) {
+    tracing::info!(
+        "datapath: {:?}; bridges with pod ports: {}; routed pod veths: {}; pods attributed: {}",
+        datapath.mode,
+        datapath
+            .bridges
+            .iter()
+            .map(|b| format!("{} ({} veth ports)", Shown(&b.name), b.veth_ports))
+            .collect::<Vec<_>>()
+            .join(", "),
+        datapath.routed_veths.len(),
+        pods.len()
+    );
+}
+
+/// Tells whoever waits that tracing runs: the ready file (our PID), the
+/// in-process channel.
+fn signal_ready(opts: &WatchOptions) -> anyhow::Result<()> {
+    if let Some(path) = &opts.ready_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+    if let Some(ready) = &opts.ready {
+        let _ = ready.try_send(());
+    }
+    Ok(())
 }
 
 /// Vanished interfaces kept in the report one by one (the most recent

@@ -313,47 +313,66 @@ impl Session {
                     }
                     self.on_links(ebpf, tc, batch).await;
                 }
-                _ = ticker.tick() => {
-                    if links.is_some() {
-                        self.resync(ebpf, tc).await;
-                    }
-                    if std::mem::take(&mut self.pods_stale) {
-                        let all: Vec<Interface> = self.known.values().cloned().collect();
-                        (self.pods, self.datapath) = attribution(&all, &opts.sources).await;
-                        log_new_warnings(&mut self.warned, &self.pods);
-                        let traced: Vec<&Interface> = self
-                            .traced
-                            .values()
-                            .filter(|(_, gone)| !gone)
-                            .map(|(i, _)| i)
-                            .collect();
-                        // A failed update keeps the previous scope: events of
-                        // the new pods' namespaces are then not reported.
-                        if let Err(err) = self.floods.rescope(ebpf, &traced, &self.pods) {
-                            tracing::warn!("flood event scope: {err}");
-                        }
-                        if let Err(err) = self.drops.rescope(ebpf, &traced, &self.pods) {
-                            tracing::warn!("drop scope: {err}");
-                        }
-                    }
-                    self.dns.sweep(ebpf, monotonic_ns())?;
-                    self.floods.tick(ebpf, monotonic_ns())?;
-                    if opts.snapshots.is_some() || opts.progress {
-                        let report = Arc::new(self.report(ebpf, opts)?);
-                        if opts.progress {
-                            tracing::info!("{}", report.progress_line());
-                        }
-                        if let Some(tx) = &opts.snapshots {
-                            let _ = tx.send(Some(report));
-                        }
-                    }
-                }
+                _ = ticker.tick() => self.tick(ebpf, tc, links.is_some(), opts).await?,
             }
         }
         self.dns.drain();
         self.dns.sweep(ebpf, monotonic_ns())?;
         self.conntrack.drain();
         self.report(ebpf, opts)
+    }
+
+    /// Every interval: catch up on links (when notifications are on),
+    /// refresh pod attribution after new pods, sweep unanswered queries,
+    /// close flood episodes, and hand a snapshot to the live view, the
+    /// metrics server and the progress line.
+    async fn tick(
+        &mut self,
+        ebpf: &mut Ebpf,
+        tc: &mut TcAttachments,
+        following_links: bool,
+        opts: &WatchOptions,
+    ) -> anyhow::Result<()> {
+        if following_links {
+            self.resync(ebpf, tc).await;
+        }
+        if std::mem::take(&mut self.pods_stale) {
+            self.refresh_pods(ebpf, opts).await;
+        }
+        self.dns.sweep(ebpf, monotonic_ns())?;
+        self.floods.tick(ebpf, monotonic_ns())?;
+        if opts.snapshots.is_some() || opts.progress {
+            let report = Arc::new(self.report(ebpf, opts)?);
+            if opts.progress {
+                tracing::info!("{}", report.progress_line());
+            }
+            if let Some(tx) = &opts.snapshots {
+                let _ = tx.send(Some(report));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pod attribution anew (one /proc walk for a burst of new pods), and
+    /// the kernel's flood and drop scopes pointed at the pods now there.
+    async fn refresh_pods(&mut self, ebpf: &mut Ebpf, opts: &WatchOptions) {
+        let all: Vec<Interface> = self.known.values().cloned().collect();
+        (self.pods, self.datapath) = attribution(&all, &opts.sources).await;
+        log_new_warnings(&mut self.warned, &self.pods);
+        let traced: Vec<&Interface> = self
+            .traced
+            .values()
+            .filter(|(_, gone)| !gone)
+            .map(|(i, _)| i)
+            .collect();
+        // A failed update keeps the previous scope: events of the new pods'
+        // namespaces are then not reported.
+        if let Err(err) = self.floods.rescope(ebpf, &traced, &self.pods) {
+            tracing::warn!("flood event scope: {err}");
+        }
+        if let Err(err) = self.drops.rescope(ebpf, &traced, &self.pods) {
+            tracing::warn!("drop scope: {err}");
+        }
     }
 
     /// Re-lists the links and replays what the notifications may have

@@ -322,47 +322,55 @@ impl DropsCollector {
         let mut rows: Vec<DropRow> = counts
             .iter()
             .map(|(key, &count)| {
-                let reason = self.reasons.name(key.reason);
+                let row = self.row(key, count, view);
                 report.total += count;
-                if key.dns != 0 {
+                if row.dns {
                     report.dns += count;
                 }
-                *report.by_reason.entry(reason.clone()).or_default() += count;
-                let retired_pod = key.netns == RETIRED_POD_SIDE;
-                let (interface, pod) = if retired_pod {
-                    (Some((view.name_of)(key.ifindex)), None)
-                } else {
-                    view.place(self.node, key.netns, key.ifindex)
-                };
-                DropRow {
-                    reason,
-                    count,
-                    side: if key.netns == self.node {
-                        "node"
-                    } else {
-                        "pod"
-                    },
-                    interface,
-                    pod,
-                    ifindex: if retired_pod { 0 } else { key.ifindex },
-                    netns: if retired_pod { 0 } else { key.netns },
-                    protocol: protocol_name(key.proto),
-                    dns: key.dns != 0,
-                    dns_packet: (key.dns != 0).then_some(if key.answer != 0 {
-                        "answer"
-                    } else {
-                        "query"
-                    }),
-                }
+                *report.by_reason.entry(row.reason.clone()).or_default() += count;
+                row
             })
             .collect();
         rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
         report.rows_not_listed = rows.len().saturating_sub(ROWS_LISTED);
         rows.truncate(ROWS_LISTED);
         report.rows = rows;
+        report.locations = self.locations(ebpf)?;
+        Ok(report)
+    }
+
+    /// One row of the table: the reason's name, which side and where.
+    fn row(&self, key: &DropKey, count: u64, view: &NodeView<'_>) -> DropRow {
+        let reason = self.reasons.name(key.reason);
+        let retired_pod = key.netns == RETIRED_POD_SIDE;
+        let (interface, pod) = if retired_pod {
+            (Some((view.name_of)(key.ifindex)), None)
+        } else {
+            view.place(self.node, key.netns, key.ifindex)
+        };
+        DropRow {
+            reason,
+            count,
+            side: if key.netns == self.node {
+                "node"
+            } else {
+                "pod"
+            },
+            interface,
+            pod,
+            ifindex: if retired_pod { 0 } else { key.ifindex },
+            netns: if retired_pod { 0 } else { key.netns },
+            protocol: protocol_name(key.proto),
+            dns: key.dns != 0,
+            dns_packet: (key.dns != 0).then_some(if key.answer != 0 { "answer" } else { "query" }),
+        }
+    }
+
+    /// Where in the kernel drops happened, by symbol, the most first.
+    fn locations(&mut self, ebpf: &Ebpf) -> Result<Vec<LocationRow>, DropsError> {
         let locations: BTreeMap<DropLocationKey, u64> = sum_per_cpu(ebpf, "DROP_LOCATIONS")?;
         let symbols = symbols(&mut self.kallsyms);
-        report.locations = locations
+        let mut rows: Vec<LocationRow> = locations
             .iter()
             .map(|(key, &count)| LocationRow {
                 reason: self.reasons.name(key.reason),
@@ -370,12 +378,12 @@ impl DropsCollector {
                 count,
             })
             .collect();
-        report.locations.sort_by(|a, b| {
+        rows.sort_by(|a, b| {
             b.count
                 .cmp(&a.count)
                 .then_with(|| a.location.cmp(&b.location))
         });
-        Ok(report)
+        Ok(rows)
     }
 }
 

@@ -373,41 +373,7 @@ impl DnsCollector {
             self.remember_time(&raw.key, first_send, false);
         }
         if self.events.len() < self.settings.max_events {
-            let (client, server) = addrs(&raw.key);
-            let mut kind = Vec::new();
-            for (bit, name) in [
-                (reason::SLOW, "slow"),
-                (reason::RCODE, "rcode"),
-                (reason::TRUNCATED, "truncated"),
-                (reason::RESENT, "resent"),
-                (reason::PARALLEL, "parallel_pair"),
-            ] {
-                if raw.reasons & bit != 0 {
-                    kind.push(name);
-                }
-            }
-            if raw.flags & flag::ANSWERED_HERE != 0 {
-                // Asked again although its answer had passed here.
-                kind.retain(|k| *k != "resent");
-                kind.push("resent_after_answer");
-            }
-            let is_answer = raw.flags & flag::RESPONSE != 0;
-            self.events.push(DnsEventRecord {
-                interface: None,
-                side: None,
-                ifindex: raw.key.ifindex,
-                query_dir: raw.key.query_dir,
-                kind,
-                client,
-                server,
-                transport: transport(&raw.key),
-                id: raw.key.id,
-                question,
-                elapsed_ms: ms(elapsed),
-                sends: raw.sends,
-                rcode: is_answer.then(|| question::rcode_name(raw.rcode)),
-                pair_id: (raw.reasons & reason::PARALLEL != 0).then_some(raw.other_id),
-            });
+            self.events.push(event_record(raw, question, elapsed));
         }
     }
 
@@ -792,6 +758,46 @@ fn ip_addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
         IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
     } else {
         IpAddr::from(*bytes)
+    }
+}
+
+/// One event as the report lists it (interface and side are filled in by
+/// the report, which knows the names and the bridges).
+fn event_record(raw: &DnsEvent, question: Question, elapsed: Duration) -> DnsEventRecord {
+    let (client, server) = addrs(&raw.key);
+    let mut kind = Vec::new();
+    for (bit, name) in [
+        (reason::SLOW, "slow"),
+        (reason::RCODE, "rcode"),
+        (reason::TRUNCATED, "truncated"),
+        (reason::RESENT, "resent"),
+        (reason::PARALLEL, "parallel_pair"),
+    ] {
+        if raw.reasons & bit != 0 {
+            kind.push(name);
+        }
+    }
+    if raw.flags & flag::ANSWERED_HERE != 0 {
+        // Asked again although its answer had passed here.
+        kind.retain(|k| *k != "resent");
+        kind.push("resent_after_answer");
+    }
+    let is_answer = raw.flags & flag::RESPONSE != 0;
+    DnsEventRecord {
+        interface: None,
+        side: None,
+        ifindex: raw.key.ifindex,
+        query_dir: raw.key.query_dir,
+        kind,
+        client,
+        server,
+        transport: transport(&raw.key),
+        id: raw.key.id,
+        question,
+        elapsed_ms: ms(elapsed),
+        sends: raw.sends,
+        rcode: is_answer.then(|| question::rcode_name(raw.rcode)),
+        pair_id: (raw.reasons & reason::PARALLEL != 0).then_some(raw.other_id),
     }
 }
 

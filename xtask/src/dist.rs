@@ -56,39 +56,60 @@ pub fn run() -> anyhow::Result<()> {
     let built = target_dir.join(&target).join("release/tracer");
     // The image's build context: the binary and nothing else.
     let dist = target_dir.join("dist");
-    if dist.exists() {
-        fs::remove_dir_all(&dist).with_context(|| format!("removing {}", dist.display()))?;
-    }
-    fs::create_dir_all(&dist).with_context(|| format!("creating {}", dist.display()))?;
-    let out = dist.join("tracer");
-    let stripped = strip(&built, &out)?;
-    if !stripped {
-        fs::copy(&built, &out).with_context(|| format!("copying {}", built.display()))?;
-    }
-
-    let elf = fs::read(&out).with_context(|| format!("reading {}", out.display()))?;
-    check_static(&elf).with_context(|| format!("{} is not static", out.display()))?;
-    describe(&out);
+    let (out, stripped) = build_context(&built, &dist)?;
     let expected = format!("tracer {VERSION}");
-    let from_empty_dir = version_in_empty_dir(&out)?;
+    let chroot = check_binary(&out, &expected)?;
+    report(&root, &out, &dist, &target, stripped, chroot.is_some())
+}
+
+/// `dist/` with the binary alone (stripped when `strip` is there): its
+/// path, and whether it was stripped.
+fn build_context(built: &Path, dist: &Path) -> anyhow::Result<(PathBuf, bool)> {
+    if dist.exists() {
+        fs::remove_dir_all(dist).with_context(|| format!("removing {}", dist.display()))?;
+    }
+    fs::create_dir_all(dist).with_context(|| format!("creating {}", dist.display()))?;
+    let out = dist.join("tracer");
+    let stripped = strip(built, &out)?;
+    if !stripped {
+        fs::copy(built, &out).with_context(|| format!("copying {}", built.display()))?;
+    }
+    Ok((out, stripped))
+}
+
+/// Static, and `--version` right from an empty directory and (as root) an
+/// empty chroot; the chroot's line when that check ran.
+fn check_binary(out: &Path, expected: &str) -> anyhow::Result<Option<String>> {
+    let elf = fs::read(out).with_context(|| format!("reading {}", out.display()))?;
+    check_static(&elf).with_context(|| format!("{} is not static", out.display()))?;
+    describe(out);
+    let from_empty_dir = version_in_empty_dir(out)?;
     ensure!(
         from_empty_dir == expected,
         "`tracer --version` from an empty directory printed {from_empty_dir:?}, not {expected:?}"
     );
-    let chroot = version_in_empty_chroot(&out)?;
+    let chroot = version_in_empty_chroot(out)?;
     if let Some(line) = &chroot {
         ensure!(
             *line == expected,
             "`tracer --version` in an empty chroot printed {line:?}, not {expected:?}"
         );
     }
+    Ok(chroot)
+}
 
-    let size = fs::metadata(&out)?.len();
-    let shown = out
-        .strip_prefix(&root)
-        .unwrap_or(&out)
-        .display()
-        .to_string();
+/// What was built, where, and how to build the image from it.
+fn report(
+    root: &Path,
+    out: &Path,
+    dist: &Path,
+    target: &str,
+    stripped: bool,
+    chroot_checked: bool,
+) -> anyhow::Result<()> {
+    let expected = format!("tracer {VERSION}");
+    let size = fs::metadata(out)?.len();
+    let shown = out.strip_prefix(root).unwrap_or(out).display().to_string();
     eprintln!(
         "xtask dist: {shown}: {:.1} MiB ({size} bytes{}), {target}, static: no ELF \
          interpreter, no shared library",
@@ -98,15 +119,15 @@ pub fn run() -> anyhow::Result<()> {
     eprintln!(
         "xtask dist: `tracer --version` = {expected:?} from an empty directory with an empty \
          environment{}",
-        if chroot.is_some() {
+        if chroot_checked {
             " and inside an empty chroot"
         } else {
             " (empty-chroot check skipped: needs root and chroot)"
         }
     );
     let context = dist
-        .strip_prefix(&root)
-        .unwrap_or(&dist)
+        .strip_prefix(root)
+        .unwrap_or(dist)
         .display()
         .to_string();
     eprintln!(

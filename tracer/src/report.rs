@@ -13,7 +13,7 @@ use tracer_common::{
 
 use crate::{
     counter::Snapshot,
-    dns::exchanges::LossLocation,
+    dns::{exchanges::LossLocation, question},
     escape::Shown,
     flood::cause::CauseKind,
     interfaces::Interface,
@@ -694,7 +694,11 @@ impl Report {
             dns_lost_in_server: lost(LossLocation::InServer),
             dns_lost_after_server: lost(LossLocation::AfterServerPort),
             dns_lost_unlocated: lost(LossLocation::Unknown) + dns.losses_unlocated,
-            dns_nxdomain: dns.rcodes.get("NXDOMAIN").copied().unwrap_or(0),
+            dns_nxdomain: dns
+                .rcodes
+                .get(&question::rcode_name(question::RCODE_NXDOMAIN))
+                .copied()
+                .unwrap_or(0),
             dns_answers_seen: c(DnsStat::Answers),
             dns_truncated: c(DnsStat::Truncated),
             dns_slow_threshold_ms: slow_ms,

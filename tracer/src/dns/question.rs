@@ -91,15 +91,23 @@ pub fn qtype_name(qtype: u16) -> String {
     }
 }
 
-/// Rcode names (RFC 1035, 2136).
+/// Rcodes (RFC 1035 §4.1.1).
+pub const RCODE_NOERROR: u8 = 0;
+pub const RCODE_FORMERR: u8 = 1;
+pub const RCODE_SERVFAIL: u8 = 2;
+pub const RCODE_NXDOMAIN: u8 = 3;
+pub const RCODE_NOTIMP: u8 = 4;
+pub const RCODE_REFUSED: u8 = 5;
+
+/// Rcode names (RFC 1035, 2136): the report's `rcodes` keys.
 pub fn rcode_name(rcode: u8) -> String {
     match rcode {
-        0 => "NOERROR".into(),
-        1 => "FORMERR".into(),
-        2 => "SERVFAIL".into(),
-        3 => "NXDOMAIN".into(),
-        4 => "NOTIMP".into(),
-        5 => "REFUSED".into(),
+        RCODE_NOERROR => "NOERROR".into(),
+        RCODE_FORMERR => "FORMERR".into(),
+        RCODE_SERVFAIL => "SERVFAIL".into(),
+        RCODE_NXDOMAIN => "NXDOMAIN".into(),
+        RCODE_NOTIMP => "NOTIMP".into(),
+        RCODE_REFUSED => "REFUSED".into(),
         other => format!("RCODE{other}"),
     }
 }

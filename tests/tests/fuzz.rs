@@ -308,7 +308,7 @@ fn latency_buckets_and_percentiles_survive_any_counts() {
             // Per-CPU sums of a trace: large, but far from wrapping.
             buckets[i] = rng.next_u64() >> (20 + rng.below(44));
         }
-        let r = LatencyReport::from_buckets("if".into(), "server".into(), &buckets);
+        let r = LatencyReport::from_buckets("if".into(), [10, 0, 0, 1].into(), &buckets);
         assert!(r.p50_ms <= r.p90_ms && r.p90_ms <= r.p99_ms, "{r:?}");
         assert!(r.p50_ms.is_finite() && r.max_ms.is_finite());
         tried += 1;
@@ -597,6 +597,7 @@ fn dns_collector_survives_events_from_mutated_frames() {
                 is_bridge: &|_| false,
                 traced_pod_ip: &|_| false,
             },
+            true,
         )
         .expect("report");
     let json = serde_json::to_string(&report).expect("serialise report");

@@ -913,14 +913,18 @@ fn full_pending_lru_and_ring_are_counted_and_memory_stays_bounded() {
         "names redacted by default"
     );
     assert!(!exit.stdout.contains("lru.test"), "no name in the JSON");
-    // The JSON lists the first 10 000 never-answered queries and counts
-    // the rest: nothing abandoned goes uncounted.
+    // The JSON lists the first 1 000 never-answered queries
+    // (`UNANSWERED_LISTED`) and counts the rest: nothing abandoned goes
+    // uncounted.
     let not_listed = dns["unanswered_not_listed"].as_u64().expect("not listed");
     let per_if = &dns["per_interface"][0];
     assert_eq!(per_if["abandoned"], listed + not_listed, "{per_if:?}");
     assert_eq!(
         listed,
-        per_if["abandoned"].as_u64().unwrap_or(0).min(10_000)
+        per_if["abandoned"]
+            .as_u64()
+            .unwrap_or(0)
+            .min(tracer::dns::collector::UNANSWERED_LISTED as u64)
     );
     // Memory.
     let peak = exit.max_rss_kib;

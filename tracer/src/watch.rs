@@ -319,7 +319,7 @@ impl Session {
         self.dns.drain();
         self.dns.sweep(ebpf, monotonic_ns())?;
         self.conntrack.drain();
-        self.report(ebpf, opts)
+        self.report(ebpf, opts, true)
     }
 
     /// Every interval: catch up on links (when notifications are on),
@@ -342,7 +342,7 @@ impl Session {
         self.dns.sweep(ebpf, monotonic_ns())?;
         self.floods.tick(ebpf, monotonic_ns())?;
         if opts.snapshots.is_some() || opts.progress {
-            let report = Arc::new(self.report(ebpf, opts)?);
+            let report = Arc::new(self.report(ebpf, opts, false)?);
             if opts.progress {
                 tracing::info!("{}", report.progress_line());
             }
@@ -480,7 +480,9 @@ impl Session {
         self.pods_stale = true;
     }
 
-    fn report(&mut self, ebpf: &Ebpf, opts: &WatchOptions) -> anyhow::Result<Report> {
+    /// The report; `lists`: with the DNS lists one by one (the final
+    /// report), or counts only (the per-second snapshots).
+    fn report(&mut self, ebpf: &Ebpf, opts: &WatchOptions, lists: bool) -> anyhow::Result<Report> {
         let known = &self.known;
         let name_of = |ifindex: u32| {
             known
@@ -509,6 +511,7 @@ impl Session {
                 is_bridge: &is_bridge,
                 traced_pod_ip: &traced_pod_ip,
             },
+            lists,
         )?;
         let lists = opts
             .dns_lists

@@ -541,7 +541,7 @@ impl DnsCollector {
             unanswered: self
                 .unanswered
                 .iter()
-                .take(if lists { UNANSWERED_LISTED } else { 0 })
+                .filter(|_| lists)
                 .map(|u| UnansweredReport {
                     interface: name_of(u.ifindex),
                     side: side_of(u.ifindex, u.query_dir),

@@ -34,14 +34,15 @@ pub type SendTallies = BTreeMap<SendKey, SendTally>;
 
 /// Merges the tallies of interface `ifindex` into interface `into`.
 pub fn fold_sends(tallies: &mut SendTallies, ifindex: u32, into: u32) {
-    let keys: Vec<SendKey> = tallies.keys().filter(|k| k.0 == ifindex).copied().collect();
-    for key in keys {
-        if let Some(t) = tallies.remove(&key) {
-            let total = tallies.entry((into, key.1, key.2)).or_default();
+    crate::rekey::fold(
+        tallies,
+        |k| k.0 == ifindex,
+        |k| (into, k.1, k.2),
+        |total, t| {
             total.resent += t.resent;
             total.never_answered += t.never_answered;
-        }
-    }
+        },
+    );
 }
 
 /// One server as the clients behind one port used it.
